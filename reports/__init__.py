@@ -1,0 +1,1 @@
+"""Ranking reports, figures, HTML, DFT input export and DFT validation."""

@@ -1,0 +1,1 @@
+"""Batched relaxations, ΔGH* with uncertainty, the resumable store and executors."""

@@ -1,0 +1,39 @@
+"""``screen bench NAME``: run one benchmark, write benchmarks/results/NAME.json and its BENCHMARKS.md section."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# benchmark name -> module exposing add_arguments(parser) and run(args) -> int
+BENCHES: dict[str, tuple[str, str]] = {
+    "structures": ("structures.bench", "time to write every host and H* structure of the full catalogue"),
+    "potential": ("potentials.bench_potential", "accuracy on acac and CPU speed vs SevenNet-0"),
+    "uq": ("potentials.bench_uq", "Bayesian methods: calibration and OOD detection on acac"),
+    "al": ("potentials.bench_al", "active learning curves: BALD vs random vs energy uncertainty"),
+    "screen": ("screening.bench_screen", "throughput of the full screen and ΔGH* accuracy"),
+    "dft": ("screening.bench_dft", "DFT settings convergence and ΔGH* against plane-wave DFT"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for name, (module, help_text) in BENCHES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(_bench_missing=module)
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(_bench_run=mod.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from structures.common import InputError
+
+    if getattr(args, "_bench_missing", None):
+        raise InputError(f"benchmark '{args.bench}' is not available in this build")
+    return int(args._bench_run(args) or 0)

@@ -1,0 +1,99 @@
+"""Small shared utilities: the one-line user error, atomic writes and benchmark records.
+
+Lives in ``structures`` because it is the leftmost package; every other package may import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+class InputError(ValueError):
+    """Bad user input. ``str(err)`` is one line naming the bad value and what is allowed.
+
+    The CLI prints it as ``screen: error: <message>`` and exits with status 2.
+    """
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def hardware_summary() -> dict[str, Any]:
+    """Where a benchmark ran: CPU model, cores, torch version and device."""
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def write_bench_result(name: str, result: dict[str, Any], command: str, table_md: str, root: str | os.PathLike = ".") -> Path:
+    """Store a benchmark: ``benchmarks/results/<name>.json`` and a section of ``BENCHMARKS.md``.
+
+    The section is delimited by HTML comments so re-running a benchmark replaces its own section only.
+    """
+    root = Path(root)
+    payload = {
+        "name": name,
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "hardware": hardware_summary(),
+        **result,
+    }
+    out = root / "benchmarks" / "results" / f"{name}.json"
+    atomic_write_text(out, json.dumps(payload, indent=2, default=float) + "\n")
+    md_path = root / "BENCHMARKS.md"
+    text = md_path.read_text() if md_path.exists() else "# Benchmarks\n\nEvery figure below was produced by the command shown with it.\n"
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    hw = payload["hardware"]
+    section = (
+        f"{begin}\n## {name}\n\nCommand: `{command}`  \nDate: {payload['date']}  \n"
+        f"Hardware: {hw.get('cpu', '?')}, {hw.get('threads', '?')} torch threads"
+        f"{', GPU ' + hw['gpu'] if 'gpu' in hw else ''}  \nJSON: `{out.relative_to(root)}`\n\n{table_md.strip()}\n{end}"
+    )
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + section + post
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    atomic_write_text(md_path, text)
+    return out
