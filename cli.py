@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args._run(args)
     except InputError as exc:
-        print(f"screen {args.command}: error: {exc}", file=sys.stderr)
+        msg = " ".join(str(exc).split("\n"))
+        print(f"screen {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"screen {args.command}: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)

@@ -29,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
     metals = resolve_metals(args.metals)
     motifs = resolve_motifs(args.motifs)
     if args.format not in FORMATS:
-        raise InputError(f"unknown format '{args.format}'; allowed: {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {args.format!r}; allowed: {', '.join(FORMATS)}")
     if args.pairs not in PAIRS:
-        raise InputError(f"unknown pair mode '{args.pairs}'; allowed: {', '.join(PAIRS)}")
+        raise InputError(f"unknown pair mode {args.pairs!r}; allowed: {', '.join(PAIRS)}")
     if args.supercell not in SUPERCELLS:
-        raise InputError(f"unknown supercell '{args.supercell}'; allowed: {', '.join(SUPERCELLS)}")
+        raise InputError(f"unknown supercell {args.supercell!r}; allowed: {', '.join(SUPERCELLS)}")
     if args.pairs == "hetero" and len(metals) < 2:
         raise InputError(f"--pairs hetero needs at least two metals, got {','.join(metals)}")
     total = count_structures(metals, motifs, args.pairs, not args.no_h)

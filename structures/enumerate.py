@@ -21,7 +21,7 @@ def metal_pairs(metals: Sequence[str], pairs: str = "homo") -> list[tuple[str, s
         return [(m, m) for m in metals]
     if pairs == "hetero":
         return list(itertools.combinations(metals, 2))
-    raise InputError(f"unknown pair mode '{pairs}'; allowed: {', '.join(PAIRS)}")
+    raise InputError(f"unknown pair mode {pairs!r}; allowed: {', '.join(PAIRS)}")
 
 
 def iter_structures(

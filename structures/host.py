@@ -39,7 +39,7 @@ ROLE_FRAMEWORK, ROLE_SHELL, ROLE_METAL, ROLE_ADSORBATE = 0, 1, 2, 3
 def _sheet(supercell: str) -> tuple[np.ndarray, np.ndarray]:
     """(cell (3,3), in-plane positions (n, 2) relative to the pocket centre) of the pristine sheet."""
     if supercell not in SUPERCELLS:
-        raise InputError(f"unknown supercell '{supercell}'; allowed: {', '.join(SUPERCELLS)}")
+        raise InputError(f"unknown supercell {supercell!r}; allowed: {', '.join(SUPERCELLS)}")
     a1 = np.array([LATTICE_A, 0.0])
     a2 = np.array([LATTICE_A / 2, LATTICE_A * np.sqrt(3) / 2])
     (n1, m1), (n2, m2) = SUPERCELLS[supercell]

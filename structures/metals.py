@@ -38,7 +38,7 @@ def resolve_metals(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     for item in items:
         sym = item[:1].upper() + item[1:].lower()
         if sym not in METALS:
-            raise InputError(f"unknown metal '{item}'; allowed: all or any of {', '.join(METALS)}")
+            raise InputError(f"unknown metal {item!r}; allowed: all or any of {', '.join(METALS)}")
         if sym not in out:
             out.append(sym)
     return out

@@ -150,7 +150,7 @@ def get_motif(name: str) -> Motif:
         if m.name.lower() == key.lower():
             return m
     allowed = ", ".join(m.name for m in catalogue())
-    raise InputError(f"unknown motif '{name}'; allowed: all, {allowed}, or a motif file (.json/.toml)")
+    raise InputError(f"unknown motif {name!r}; allowed: all, {allowed}, or a motif file (.json/.toml)")
 
 
 def load_motif_file(path: str | Path) -> Motif:

@@ -72,7 +72,7 @@ def write_structures(
                 d.mkdir()
                 write(d / "POSCAR", atoms, format="vasp", direct=True, sort=False)
         else:
-            raise InputError(f"unknown format '{fmt}'; allowed: extxyz, db, vasp")
+            raise InputError(f"unknown format {fmt!r}; allowed: extxyz, db, vasp")
         out.mkdir(exist_ok=True)
         for item in tmp.iterdir():
             dest = out / item.name
