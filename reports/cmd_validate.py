@@ -1,0 +1,102 @@
+"""``screen validate --db results.db --engine gpaw|emt --select uncertain --max N [--relax]``: DFT ΔGH* of
+selected candidates on the model-relaxed geometries (host, host+H*, H2), written back into the results store.
+
+Example (real GPAW on two doubtful candidates, one core)::
+
+    OMP_NUM_THREADS=1 screen validate --db results.db --engine gpaw --preset pw400 --select uncertain --max 2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from screening.cmd_label import add_settings_arguments
+
+    parser.add_argument("--db", required=True, help="results database written by `screen run` (.db)")
+    parser.add_argument(
+        "--engine",
+        default="gpaw",
+        help="reference engine of `screen label`: gpaw, emt, sevenn or ase:<module>:<Class> (default gpaw)",
+    )
+    parser.add_argument(
+        "--select", default="uncertain", help="uncertain, top:N, id:HOST[,HOST] or all (default uncertain)"
+    )
+    parser.add_argument("--max", type=int, default=2, help="at most this many candidates (default 2)")
+    parser.add_argument(
+        "--relax", action="store_true", help="short engine relaxation (BFGS) before the single point"
+    )
+    parser.add_argument("--steps", type=int, default=30, help="BFGS steps of --relax (default 30)")
+    parser.add_argument(
+        "--fmax", type=float, default=0.05, help="force criterion of --relax, eV/Å (default 0.05)"
+    )
+    parser.add_argument(
+        "--labels", default=None, help="label store for the DFT results (default <db stem>_dft_labels.db)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="engine processes (default 1)")
+    parser.add_argument(
+        "--model-hash", default=None, help="use this model's results (default: the largest run)"
+    )
+    parser.add_argument(
+        "--settings-hash", default=None, help="use this settings hash (default: the largest run)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_settings_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    from screening.labelling import get_engine, settings_from_args
+    from structures.common import InputError
+
+    from .tables import load_table, rank, select
+    from .validate import ValidateConfig, default_labels_db, validate
+
+    if args.steps < 1 or not args.fmax > 0:
+        raise InputError(
+            f"--steps {args.steps} / --fmax {args.fmax} not allowed; allowed: steps >= 1, fmax > 0 eV/Å"
+        )
+    get_engine(args.engine)  # unknown engine: one-line error before any work
+    settings = settings_from_args(args)
+    config = ValidateConfig(
+        engine=args.engine,
+        preset=args.preset,
+        relax=args.relax,
+        fmax=args.fmax,
+        steps=args.steps,
+        workers=args.workers,
+    )
+    table = rank(load_table(args.db, args.model_hash, args.settings_hash))
+    chosen = select(table, args.select, limit=args.max)
+    labels = args.labels or str(default_labels_db(args.db))
+    print(
+        f"validating {len(chosen)} candidate(s) with {args.engine} "
+        f"({args.preset}{', relax' if args.relax else ''}): "
+        f"{', '.join(chosen['host'])}; labels -> {labels}",
+        flush=True,
+    )
+    results = validate(
+        args.db,
+        chosen,
+        config,
+        settings=settings,
+        labels_db=labels,
+        progress=not args.no_progress,
+        echo=lambda m: print(m, flush=True),
+    )
+    failed = 0
+    for r in results:
+        if math.isfinite(r.dft_dg):
+            print(
+                f"{r.host} ({r.site}): model {r.dg_model:+.3f} ± {r.dg_std:.3f} eV, "
+                f"{args.engine} {r.dft_dg:+.3f} eV, "
+                f"error {r.dg_model - r.dft_dg:+.3f} eV ({abs(r.dg_model - r.dft_dg) / r.dg_std:.1f}σ), "
+                f"{r.wall_s:.0f} s"
+            )
+        else:
+            failed += 1
+            print(f"{r.host} ({r.site}): {r.status}: {r.error}")
+    print(f"{len(results) - failed}/{len(results)} validated; dft_dg written to {args.db}")
+    return 1 if failed else 0

@@ -1,0 +1,251 @@
+"""DFT validation of selected candidates: reference energies of the model-relaxed host, host+H* and H2,
+then ΔGH*(DFT) written back into the results store next to the model's ΔGH*.
+
+    ΔGH*(DFT) = E(host+H*) − E(host) − ½ E(H2) + correction       (eV; the correction of the model's row)
+
+The reference engine and its settings come from :mod:`screening.labelling` (``gpaw``, ``emt``, ``sevenn``,
+``ase:<module>:<Class>``; presets ``pw400`` ...): nothing about GPAW is configured here. The calculations go
+through ``label_structures`` into a label store (an ASE database, default ``<results>_dft_labels.db``): it is
+resumable (a re-run skips finished single points) and its rows are ordinary training labels for the active
+learning loop (``screening.labelling.export_training_set``). With ``relax``, each structure is first relaxed
+with the engine (ASE BFGS, ``steps`` at most, ``fmax`` eV/Å) and the relaxed geometry is labelled.
+
+Written back on the ΔG row (``kind="dg"``), under the store's lock: ``dft_dg``, ``dft_de`` (eV),
+``dft_engine``,
+``dft_settings`` ("<preset>:<settings hash>"), ``dft_relax``, ``dft_status`` (ok | unconverged | error),
+``dft_site``, ``dft_wall_s`` (s, sum over the three calculations), ``dft_date``, ``dft_labels`` (label store).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from structures.common import InputError
+
+from .export import Candidate, State, load_candidates
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """engine: labelling engine name. preset: name recorded in ``dft_settings``. relax: short engine
+    relaxation before the single point; fmax (eV/Å) and steps bound it. workers: processes for the labels."""
+
+    engine: str = "gpaw"
+    preset: str = "pw400"
+    relax: bool = False
+    fmax: float = 0.05
+    steps: int = 30
+    workers: int = 1
+
+
+@dataclass
+class ValidationResult:
+    """One validated candidate (energies in eV)."""
+
+    host: str
+    dg_row_id: int
+    site: str
+    dg_model: float
+    dg_std: float
+    status: str
+    dft_dg: float = float("nan")
+    dft_de: float = float("nan")
+    wall_s: float = 0.0
+    energies: dict[str, float] | None = None
+    error: str = ""
+
+
+def default_labels_db(db_path: str | os.PathLike) -> Path:
+    """``results.db`` -> ``results_dft_labels.db`` beside it."""
+    p = Path(db_path)
+    return p.with_name(f"{p.stem}_dft_labels.db")
+
+
+def relax_with_engine(
+    atoms, engine, settings, fmax: float, steps: int, log_dir: Path
+) -> tuple[Any, dict[str, Any]]:
+    """BFGS with the engine's first SCF attempt; returns (relaxed copy, {steps, fmax, wall_s, error})."""
+    from ase.optimize import BFGS
+
+    from screening.labelling import structure_hash
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    work = atoms.copy()
+    attempt = engine.attempts(settings)[0]
+    tag = f"{structure_hash(atoms)}.relax"
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"error": ""}
+    try:
+        work.calc = engine.make(
+            work, settings, attempt, str(log_dir / f"{tag}.txt") if engine.has_scf else None
+        )
+        opt = BFGS(work, logfile=str(log_dir / f"{tag}.log"))
+        opt.run(fmax=fmax, steps=steps)
+        info.update(steps=int(opt.nsteps), fmax=float(np.abs(work.get_forces()).max()))
+    except (KeyboardInterrupt, InputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the single point that follows reports the state
+        info["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    info["wall_s"] = time.perf_counter() - t0
+    out = atoms.copy()
+    out.positions = work.positions
+    out.calc = None
+    return out, info
+
+
+def _label_energies(labels_db: Path, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{label_key: {converged, energy, wall_s, status}} (the newest row of each key)."""
+    import ase.db
+
+    out: dict[str, dict[str, Any]] = {}
+    db = ase.db.connect(str(labels_db))
+    for key in set(keys):
+        rows = sorted(db.select(label_key=key), key=lambda r: r.id)
+        conv = [r for r in rows if r.get("converged")]
+        r = conv[-1] if conv else (rows[-1] if rows else None)
+        if r is None:
+            continue
+        out[key] = {
+            "converged": bool(r.get("converged")),
+            "status": r.get("status", "?"),
+            "energy": float(r.energy) if r.get("converged") else float("nan"),
+            "wall_s": float(r.get("wall_s", 0.0)),
+        }
+    return out
+
+
+def validate(
+    db_path: str | os.PathLike,
+    selected,
+    config: ValidateConfig = ValidateConfig(),
+    settings=None,
+    labels_db: str | os.PathLike | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> list[ValidationResult]:
+    """Label host, host+H* and H2 of every selected ΔG row with the engine and write ΔGH*(DFT) back.
+
+    ``selected``: rows of :func:`reports.tables.select`. ``settings``: ``screening.labelling.LabelSettings``
+    (default: the ``config.preset`` preset). InputError: unknown engine, engine not installed (GPAW: the
+
+    command), elements the engine cannot handle.
+    """
+    from screening import labelling as L
+    from screening.store import check_database
+
+    check_database(db_path, writable=True)  # a read-only store fails now, not after hours of DFT
+    eng = L.get_engine(config.engine)
+    settings = settings if settings is not None else L.get_preset(config.preset)
+    cands: list[Candidate] = load_candidates(db_path, selected)
+    states: list[State] = []
+    for c in cands:
+        for s in c.states:
+            if all(s.folder != t.folder for t in states):
+                states.append(s)
+    eng.check([s.atoms for s in states])
+    labels_db = Path(labels_db) if labels_db is not None else default_labels_db(db_path)
+    log_dir = labels_db.parent / "logs"
+    tag = "dft_relaxed" if config.relax else "dft_validation"
+    structures: dict[str, Any] = {}
+    relax_info: dict[str, dict[str, Any]] = {}
+    for s in states:
+        a = s.atoms.copy()
+        a.calc = None
+        a.info = {k: v for k, v in a.info.items() if v is not None}
+        a.info.update(frame=tag, source=Path(db_path).name)
+        if config.relax:
+            if echo:
+                echo(f"relaxing {s.name} with {eng.name} (<= {config.steps} steps) ...")
+            a, relax_info[s.folder] = relax_with_engine(a, eng, settings, config.fmax, config.steps, log_dir)
+        structures[s.folder] = a
+    order = list(structures)
+    rep = L.label_structures(
+        [structures[f] for f in order],
+        eng,
+        settings,
+        db_path=labels_db,
+        workers=config.workers,
+        progress=progress,
+        log_dir=log_dir,
+    )
+    key_of = dict(zip(order, rep.keys))
+    got = _label_energies(labels_db, rep.keys)
+    sh = L.settings_hash(eng, settings)
+    results: list[ValidationResult] = []
+    for c in cands:
+        folders = [s.folder for s in c.states]  # host, host+H, H2
+        labs = [
+            got.get(
+                key_of[f], {"converged": False, "status": "missing", "energy": float("nan"), "wall_s": 0.0}
+            )
+            for f in folders
+        ]
+        wall = sum(lab["wall_s"] for lab in labs) + sum(
+            relax_info.get(f, {}).get("wall_s", 0.0) for f in folders
+        )
+        res = ValidationResult(
+            host=c.host,
+            dg_row_id=c.dg_row_id,
+            site=c.best_site,
+            dg_model=c.dg,
+            dg_std=c.dg_std,
+            status="ok",
+            wall_s=wall,
+            energies={s.kind: lab["energy"] for s, lab in zip(c.states, labs)},
+        )
+        if all(lab["converged"] for lab in labs):
+            e_host, e_hh, e_h2 = (lab["energy"] for lab in labs)
+            res.dft_de = e_hh - e_host - 0.5 * e_h2
+            res.dft_dg = res.dft_de + c.correction
+        else:
+            bad = [f"{s.kind}: {lab['status']}" for s, lab in zip(c.states, labs) if not lab["converged"]]
+            res.status = (
+                "unconverged"
+                if all(lab["status"] == "unconverged" for lab in labs if not lab["converged"])
+                else "error"
+            )
+            res.error = "; ".join(bad)
+        results.append(res)
+    write_back(db_path, results, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
+    return results
+
+
+def write_back(
+    db_path: str | os.PathLike,
+    results: Sequence[ValidationResult],
+    engine: str,
+    settings: str,
+    relax: bool,
+    labels_db: str | os.PathLike,
+) -> None:
+    """Add the ``dft_*`` key-value pairs to each ΔG row, in one transaction under the store's lock.
+
+    A failed validation removes a stale ``dft_dg``/``dft_de`` of an earlier run of the same row."""
+    from screening.store import Store
+
+    date = time.strftime("%Y-%m-%d %H:%M:%S")
+    with Store(db_path) as st, st.db as db:
+        for r in results:
+            kv: dict[str, Any] = {
+                "dft_engine": engine,
+                "dft_settings": settings,
+                "dft_relax": bool(relax),
+                "dft_status": r.status,
+                "dft_site": r.site,
+                "dft_wall_s": float(r.wall_s),
+                "dft_date": date,
+                "dft_labels": str(labels_db),
+            }
+            delete: list[str] = []
+            if np.isfinite(r.dft_dg):
+                kv.update(dft_dg=float(r.dft_dg), dft_de=float(r.dft_de))
+            else:
+                delete = [k for k in ("dft_dg", "dft_de") if k in db.get(id=r.dg_row_id).key_value_pairs]
+            db.update(r.dg_row_id, delete_keys=delete, **kv)

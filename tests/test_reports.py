@@ -1,0 +1,310 @@
+"""Reports: ranking table, figures, self-contained HTML (checked in headless chromium), selections, bad input.
+
+The fixture results store is written with the real ``screening.store.Store`` writer (structures, H2 reference,
+ΔG rows); metals are EMT-capable so that ``test_reports_dft`` can validate it with a cheap engine.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli import main
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+FIGURES = ("ranked", "heatmap_dg", "heatmap_sigma", "volcano", "trend_metal", "trend_motif")
+
+
+def make_results_db(
+    path,
+    metals=("Cu", "Ni", "Pd", "Ag"),
+    motifs=("0Na", "3Nb", "6Na"),
+    hetero=(("Cu", "Ni"),),
+    seed=0,
+    supercell="4x4",
+):
+    """A results store like `screen run` writes: relaxed host and host+H* rows, the H2 reference, ΔG rows.
+
+    Geometries are the built ones, slightly rattled; ΔG values and σ are random (seeded)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from screening.dgh import h2_molecule
+    from screening.relax import RelaxResult
+    from screening.store import Store
+    from structures import keys as SK
+    from structures.host import build_host
+    from structures.sites import add_h, h_sites
+
+    rng = np.random.default_rng(seed)
+    mh, rh, sh = "mtest", "rtest", "stest"
+
+    def relaxed(atoms, i):
+        r = atoms.copy()
+        r.positions += rng.normal(0, 0.02, r.positions.shape)
+        e = float(rng.normal(-100, 5))
+        r.calc = SinglePointCalculator(r, energy=e, forces=np.zeros((len(r), 3)))
+        return RelaxResult(
+            index=i, atoms=r, energy=e, fmax=0.01, n_steps=10, status="converged", max_displacement=0.05
+        )
+
+    items, dg_rows = [], []
+    for m1, m2 in [(m, m) for m in metals] + list(hetero):
+        for motif in motifs:
+            host = build_host(m1, motif, metal2=m2, supercell=supercell)
+            site = h_sites(host)[0]
+            hh = add_h(host, site)
+            items.append((host, relaxed(host, len(items)), []))
+            items.append((hh, relaxed(hh, len(items)), []))
+            dg = float(rng.normal(0.1, 0.5))
+            epi, ale = float(rng.uniform(0.02, 0.25)), float(rng.uniform(0.01, 0.08))
+            std = float(np.hypot(epi, ale))
+            flags = ["high_variance"] if (std > 0.15 or abs(dg) < 2 * std) else []
+            dg_rows.append(
+                {
+                    "uid": f"dg-{host.info[SK.NAME]}",
+                    "host": host.info[SK.NAME],
+                    "metal": m1,
+                    "metal2": m2,
+                    "motif": motif,
+                    "n_N": host.info[SK.N_N],
+                    "n_sites": host.info[SK.N_SITES],
+                    "supercell": supercell,
+                    "best_site": site.label,
+                    "dg": dg,
+                    "dg_std": std,
+                    "dg_std_epistemic": epi,
+                    "dg_std_aleatoric": ale,
+                    "site_agreement": 1.0,
+                    "e_form": float(rng.normal(0, 1)),
+                    "e_form_std": 0.1,
+                    "e_form_std_epistemic": 0.08,
+                    "e_form_std_aleatoric": 0.06,
+                    "aggregates": False,
+                    "converged": True,
+                    "flags": ",".join(flags),
+                    **{f"flag_{f}": True for f in flags},
+                    "n_samples": 8,
+                    "correction": 0.24,
+                    "e_host": -100.0,
+                    "e_host_h": -103.0,
+                    "e_h2": -6.7,
+                    "model_hash": mh,
+                    "relax_hash": rh,
+                    "settings_hash": sh,
+                    "code_version": "v0.1.0",
+                }
+            )
+    with Store(path) as st:
+        st.write_run(mh, sh, "model.pt", {"fixture": True})
+        st.write_structures(items, mh, rh)
+        h2 = h2_molecule()
+        st.write_reference(h2, relaxed(h2, 0), mh, rh, "h2")
+        st.write_dg_rows(dg_rows)
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def results_db(tmp_path_factory):
+    return make_results_db(tmp_path_factory.mktemp("store") / "results.db")
+
+
+@pytest.fixture(scope="module")
+def report_dir(results_db, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "report"
+    assert main(["report", "--db", str(results_db), "--out", str(out)]) == 0
+    return out
+
+
+def _table_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_report_writes_every_figure_and_sorted_tables(report_dir, results_db):
+    from screening.store import load_results
+
+    for name in FIGURES:
+        png, svg = report_dir / f"{name}.png", report_dir / f"{name}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert b"<svg" in svg.read_bytes()[:2000], name
+    # no DFT data yet: no parity or calibration figure
+    assert not (report_dir / "parity.png").exists() and not (report_dir / "calibration.png").exists()
+    rows = _table_rows(report_dir / "ranking.csv")
+    store = load_results(results_db)
+    assert len(rows) == len(store) == 15
+    abs_dg = [abs(float(r["dg"])) for r in rows]
+    assert abs_dg == sorted(abs_dg)
+    assert [int(r["rank"]) for r in rows] == list(range(1, 16))
+    by_host = store.set_index("host")
+    for r in rows:  # values and provenance are the store's, not re-computed
+        assert float(r["dg"]) == pytest.approx(by_host.loc[r["host"], "dg"], rel=1e-5)
+        assert float(r["dg_std"]) == pytest.approx(by_host.loc[r["host"], "dg_std"], rel=1e-5)
+        assert r["model_hash"] == "mtest" and r["settings_hash"] == "stest"
+        assert r["flags"] == by_host.loc[r["host"], "flags"]
+    md = (report_dir / "ranking.md").read_text()
+    md_hosts = [line.split("|")[2].strip() for line in md.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert md_hosts == [r["host"] for r in rows]
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.imgs, self.links, self.scripts, self.ths = [], [], [], [], []
+        self._in_body = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tbody":
+            self._in_body = True
+        if tag == "tr" and self._in_body:
+            self.rows.append(a.get("data-host"))
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        if tag == "th":
+            self.ths.append(a.get("data-col"))
+        if tag in ("link", "script") and (a.get("src") or a.get("href")):
+            self.links.append(a.get("src") or a.get("href"))
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+
+
+def test_html_is_self_contained_and_lists_every_row(report_dir):
+    text = (report_dir / "report.html").read_text()
+    p = _Collect()
+    p.feed(text)
+    hosts = [r["host"] for r in _table_rows(report_dir / "ranking.csv")]
+    assert p.rows == hosts
+    assert len(p.imgs) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in p.imgs)
+    assert p.links == []  # no external script or stylesheet
+    assert not re.search(r"(src|href)=\"https?:", text)
+    assert {"dg", "dg_std", "flags", "model_hash", "p_active"} <= set(p.ths)
+
+
+def _dump_dom(url: str, tmp_path: Path) -> str:
+    if CHROMIUM is None:
+        pytest.skip(
+            "Debian's chromium is not installed (apt-get install chromium); the browser check needs it"
+        )
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--dump-dom",
+        url,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+@pytest.mark.browser
+def test_browser_renders_table_and_sorts_it(report_dir, tmp_path):
+    rows = _table_rows(report_dir / "ranking.csv")
+    dom = _dump_dom((report_dir / "report.html").as_uri() + "#sort=-dg_std", tmp_path)
+    p = _Collect()
+    p.feed(dom)
+    assert len(p.rows) == len(rows) and len(p.imgs) == len(FIGURES)
+    # the inline script ran: rows are now in descending σ order and the header is marked
+    want = [r["host"] for r in sorted(rows, key=lambda r: -float(r["dg_std"]))]
+    assert p.rows == want
+    assert re.search(r'<th data-col="dg_std"[^>]*class="desc"', dom)
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_volcano_model_and_probabilities():
+    from reports.tables import KT_300K, log_i0, log_i0_expected, p_active
+
+    assert log_i0(0.0) == pytest.approx(-math.log10(2.0))
+    x = np.linspace(-2, 2, 81)
+    np.testing.assert_allclose(log_i0(x), log_i0(-x))  # both branches: the same |ΔG| law
+    # far from the top each branch is a straight line of slope -1/(kT ln 10)
+    slope = (log_i0(1.5) - log_i0(1.0)) / 0.5
+    assert slope == pytest.approx(-1.0 / (KT_300K * math.log(10.0)), rel=1e-6)
+    assert np.isfinite(log_i0(50.0))
+    # posterior-mean activity: Monte Carlo agrees; σ -> 0 recovers the point value
+    rng = np.random.default_rng(0)
+    for mu, s in ((0.3, 0.1), (-0.5, 0.3)):
+        mc = np.log10(np.mean(10 ** log_i0(rng.normal(mu, s, 400_000))))
+        assert log_i0_expected(np.array([mu]), np.array([s]))[0] == pytest.approx(mc, abs=0.02)
+        z = rng.normal(mu, s, 400_000)
+        assert p_active(np.array([mu]), np.array([s]), 0.2)[0] == pytest.approx(
+            np.mean(np.abs(z) < 0.2), abs=3e-3
+        )
+    assert log_i0_expected(np.array([0.4]), np.array([1e-9]))[0] == pytest.approx(log_i0(0.4), abs=1e-6)
+    assert p_active(np.array([0.1, 0.3]), np.array([0.0, 0.0]), 0.2).tolist() == [1.0, 0.0]
+
+
+def test_selections(results_db):
+    from reports.tables import ReportConfig, load_table, rank, select
+    from structures.common import InputError
+
+    df = rank(load_table(results_db))
+    assert list(select(df, "top:3")["host"]) == list(df["host"][:3])
+    names = [df["host"][5], df["host"][1]]
+    assert list(select(df, "id:" + ",".join(names))["host"]) == names
+    cfg = ReportConfig()
+    unc = select(df, "uncertain", cfg)
+    dg, s = df["dg"].to_numpy(), df["dg_std"].to_numpy()
+    expect = {
+        h
+        for h, d, si, f in zip(df["host"], dg, s, df["flag_high_variance"])
+        if f or (d - 2 * si < 0.2 < d + 2 * si) or (d - 2 * si < -0.2 < d + 2 * si)
+    }
+    assert set(unc["host"]) == expect and len(expect) > 0
+    amb = (unc["p_active"] - 0.5).abs().to_numpy()
+    assert np.all(np.diff(amb) >= -1e-12)  # most ambiguous first
+    assert len(select(df, "uncertain", cfg, limit=2)) == 2
+    for bad in ("best", "top:x", "top:0", "id:Xx2@9Nq", ""):
+        with pytest.raises(InputError):
+            select(df, bad)
+
+
+def test_bad_input_is_one_line(tmp_path, capsys, results_db):
+    from screening.store import Store
+
+    empty = tmp_path / "empty.db"
+    with Store(empty) as st:
+        st.write_run("m", "s", "x", {})
+    cases = [
+        ["report", "--db", str(empty), "--out", str(tmp_path / "r")],
+        ["report", "--db", str(tmp_path / "missing.db"), "--out", str(tmp_path / "r")],
+        ["report", "--db", str(results_db), "--out", str(tmp_path / "r"), "--preset", "fancy"],
+        ["export", "--db", str(results_db), "--select", "worst", "--out", str(tmp_path / "e")],
+        [
+            "export",
+            "--db",
+            str(results_db),
+            "--select",
+            "top:1",
+            "--format",
+            "cp2k",
+            "--out",
+            str(tmp_path / "e"),
+        ],
+        ["validate", "--db", str(results_db), "--engine", "nonsense"],
+        ["validate", "--db", str(results_db), "--engine", "emt", "--select", "id:Nope"],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "error:" in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()

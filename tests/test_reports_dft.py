@@ -1,0 +1,357 @@
+"""DFT hand-off: VASP / QE / GPAW / extxyz export round trips, the --force rule, and ``screen validate``
+with a cheap stand-in engine (EMT) plus a real GPAW run on tiny molecules (skipped without GPAW)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_reports import make_results_db
+
+from cli import main
+
+
+@pytest.fixture(scope="module")
+def results_db(tmp_path_factory):
+    return make_results_db(
+        tmp_path_factory.mktemp("store") / "results.db", metals=("Cu", "Pd"), motifs=("0Na", "6Na"), hetero=()
+    )
+
+
+def _store_atoms(db_path, row_id):
+    import ase.db
+
+    return ase.db.connect(str(db_path)).get(id=row_id).toatoms()
+
+
+def _moments(atoms):
+    from structures.metals import INITIAL_MAGMOM
+
+    return np.array([INITIAL_MAGMOM.get(s, 0.0) for s in atoms.get_chemical_symbols()])
+
+
+def _same_geometry(a, b, order=None):
+    """Same symbols, cell and positions (modulo lattice vectors), after an optional permutation of ``b``."""
+    if order is not None:
+        inv = np.empty_like(order)
+        inv[order] = np.arange(len(order))
+        b = b[inv]
+    assert a.get_chemical_symbols() == b.get_chemical_symbols()
+    np.testing.assert_allclose(a.cell.array, b.cell.array, atol=1e-6)
+    d = (a.get_scaled_positions() - b.get_scaled_positions() + 0.5) % 1.0 - 0.5
+    np.testing.assert_allclose(d, 0.0, atol=1e-6)
+
+
+def _export(db, out, fmt, *extra):
+    assert (
+        main(["export", "--db", str(db), "--select", "top:2", "--format", fmt, "--out", str(out), *extra])
+        == 0
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["candidates"]) == 2
+    kinds = [e["kind"] for e in manifest["entries"]]
+    assert kinds.count("host") == 2 and kinds.count("host+H") == 2 and kinds.count("H2") == 1
+    for e in manifest["entries"]:
+        assert all((out / f).is_file() for f in e["files"])
+    return manifest
+
+
+def test_vasp_export_round_trips_through_pymatgen(results_db, tmp_path):
+    from ase.io import read
+    from pymatgen.io.vasp.inputs import Incar, Kpoints, Poscar
+
+    out = tmp_path / "vasp"
+    m = _export(results_db, out, "vasp")
+    for e in m["entries"]:
+        folder = out / e["folder"]
+        ref = _store_atoms(results_db, e["row_id"])
+        assert ref.info.get("name", e["name"]) == e["name"] or e["kind"] == "H2"
+        order = np.array(e["atom_order"])
+        pos = Poscar.from_file(folder / "POSCAR")
+        a = read(folder / "POSCAR", format="vasp")
+        _same_geometry(ref, a, order)
+        incar = Incar.from_file(folder / "INCAR")
+        assert incar["ISPIN"] == 2 and incar["ENCUT"] == 400
+        np.testing.assert_allclose(incar["MAGMOM"], _moments(a))  # per atom, in POSCAR order
+        assert len(incar["MAGMOM"]) == len(pos.structure)
+        if e["kind"] == "H2":
+            assert "LDIPOL" not in incar and Kpoints.from_file(folder / "KPOINTS").kpts[0] == (1, 1, 1)
+        else:
+            assert incar["LDIPOL"] is True and incar["IDIPOL"] == 3  # vacuum along c
+            assert incar["IBRION"] == 2 and incar["EDIFFG"] < 0
+            assert list(Kpoints.from_file(folder / "KPOINTS").kpts[0]) == e["kpts"] == [3, 3, 1]
+            assert any(m > 0 for m in incar["MAGMOM"])
+        spec = (folder / "POTCAR.spec").read_text().split()
+        assert [p.split("_")[0] for p in spec] == pos.site_symbols  # one POTCAR per species block, e.g. Cu_pv
+
+
+def test_qe_gpaw_extxyz_round_trip_through_ase(results_db, tmp_path):
+    from ase.io import read
+
+    from reports.export import gpaw_parameters
+
+    qe = _export(results_db, tmp_path / "qe", "qe")
+    for e in qe["entries"]:
+        ref = _store_atoms(results_db, e["row_id"])
+        a = read(tmp_path / "qe" / e["folder"] / "pw.in", format="espresso-in")
+        _same_geometry(ref, a)
+        np.testing.assert_allclose(a.get_initial_magnetic_moments(), _moments(a))
+        text = (tmp_path / "qe" / e["folder"] / "pw.in").read_text()
+        assert "nspin            = 2" in text and ("tefield" in text) == (e["kind"] != "H2")
+    gp = _export(results_db, tmp_path / "gpaw", "gpaw")
+    for e in gp["entries"][1:]:  # one host+H* slab and the H2 box (each dry run is a fresh interpreter)
+        folder = tmp_path / "gpaw" / e["folder"]
+        ref = _store_atoms(results_db, e["row_id"])
+        a = read(folder / "structure.xyz")
+        _same_geometry(ref, a)
+        np.testing.assert_allclose(a.get_initial_magnetic_moments(), _moments(a))
+        res = subprocess.run(
+            [sys.executable, str(folder / "run_gpaw.py"), "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr
+        dry = json.loads(res.stdout)
+        want = gpaw_parameters(a, "pw400")
+        assert {k: v for k, v in dry["params"].items() if k != "poissonsolver"} == want
+        assert dry["magmoms"] == pytest.approx(_moments(a).tolist())
+        assert ("poissonsolver" in dry["params"]) == (e["kind"] != "H2") and dry["pbc"][2] == (
+            e["kind"] == "H2"
+        )
+    xyz = _export(results_db, tmp_path / "xyz", "extxyz")
+    for e in xyz["entries"]:
+        _same_geometry(
+            _store_atoms(results_db, e["row_id"]), read(tmp_path / "xyz" / e["folder"] / "structure.extxyz")
+        )
+
+
+def test_gpaw_parameters_match_the_labelling_engine(results_db, monkeypatch):
+    """The exported GPAW settings are the engine's first SCF attempt: record what it passes to GPAW."""
+    gpaw = pytest.importorskip("gpaw")
+    from reports.export import gpaw_parameters
+    from screening.labelling import get_engine, get_preset
+    from screening.store import load_structures
+
+    seen = {}
+    monkeypatch.setattr(gpaw, "GPAW", lambda **kw: seen.update(kw) or object())
+    atoms = load_structures(results_db)["atoms"].iloc[0]
+    for preset in ("pw400", "pw500k4", "fast"):
+        s = get_preset(preset)
+        eng = get_engine("gpaw")
+        eng.make(atoms.copy(), s, eng.attempts(s)[0], None)
+        got = {k: v for k, v in seen.items() if k != "txt"}
+        got["kpts"] = {"size": list(got["kpts"]["size"]), "gamma": got["kpts"]["gamma"]}
+        assert got == gpaw_parameters(atoms, preset), preset
+
+
+def test_export_never_overwrites_without_force(results_db, tmp_path, capsys):
+    out = tmp_path / "dft"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    argv = ["export", "--db", str(results_db), "--select", "top:1", "--format", "extxyz", "--out", str(out)]
+    assert main(argv) == 2
+    assert "--force" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert main([*argv, "--force"]) == 0
+    assert (out / "manifest.json").exists() and (out / "notes.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".dft.tmp*"))  # no temporary folder left behind
+
+
+def _emt_energy(atoms):
+    from ase.calculators.emt import EMT
+
+    a = atoms.copy()
+    a.calc = EMT()
+    return a.get_potential_energy()
+
+
+def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_path, capsys):
+    import ase.db
+
+    from reports.tables import load_table, rank
+    from screening.store import load_structures
+
+    labels = tmp_path / "labels.db"
+    argv = [
+        "validate",
+        "--db",
+        str(results_db),
+        "--engine",
+        "emt",
+        "--select",
+        "top:2",
+        "--labels",
+        str(labels),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    df = rank(load_table(results_db))
+    top = df.head(2)
+    assert np.isfinite(top["dft_dg"]).all() and (top["dft_engine"] == "emt").all()
+    assert not np.isfinite(df["dft_dg"].iloc[2:]).any()
+    # the DFT ΔG is E(host+H) - E(host) - ½E(H2) + the model's correction, on the model-relaxed geometries
+    structs = load_structures(results_db)
+    h2 = [r for r in ase.db.connect(str(results_db)).select(kind="reference", ref_kind="h2")][0].toatoms()
+    for _, r in top.iterrows():
+        rows = structs[structs["host"] == r["host"]]
+        host = rows[rows["site"].fillna("") == ""]["atoms"].iloc[0]
+        hh = rows[rows["site"] == r["best_site"]]["atoms"].iloc[0]
+        want = _emt_energy(hh) - _emt_energy(host) - 0.5 * _emt_energy(h2) + r["correction"]
+        assert r["dft_dg"] == pytest.approx(want, abs=1e-8)
+    n_labels = ase.db.connect(str(labels)).count()
+    assert n_labels == 5  # 2 hosts, 2 H* states, the shared H2
+    assert main(argv) == 0  # re-run: every single point is found in the label store
+    assert ase.db.connect(str(labels)).count() == n_labels
+    # the report now shows model vs DFT
+    out = tmp_path / "report"
+    assert main(["report", "--db", str(results_db), "--out", str(out)]) == 0
+    assert (out / "parity.png").exists() and (out / "calibration.svg").exists()
+    assert "dft_dg" in (out / "ranking.csv").read_text().splitlines()[0]
+    capsys.readouterr()
+
+
+def test_validate_relax_lowers_the_energy(results_db, tmp_path):
+    import ase.db
+
+    labels = tmp_path / "relaxed.db"
+    assert (
+        main(
+            [
+                "validate",
+                "--db",
+                str(results_db),
+                "--engine",
+                "emt",
+                "--select",
+                "top:1",
+                "--relax",
+                "--steps",
+                "3",
+                "--labels",
+                str(labels),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    db = ase.db.connect(str(labels))
+    rows = list(db.select())
+    assert len(rows) == 3 and all(r.get("frame") == "dft_relaxed" for r in rows)
+    store = ase.db.connect(str(results_db))
+    for r in rows:  # the labelled geometry is the BFGS-relaxed one: lower in energy than the model's geometry
+        start = [s for s in store.select(name=r.name) if s.get("state", "relaxed") == "relaxed" and s.natoms]
+        assert len(start) == 1, r.name
+        assert r.energy < _emt_energy(start[0].toatoms()) - 1e-6
+    dg = [r for r in ase.db.connect(str(results_db)).select("dft_status") if r.get("dft_relax")]
+    assert dg and all(np.isfinite(r.dft_dg) for r in dg)
+
+
+def test_validate_without_gpaw_names_the_install_command(results_db, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gpaw", None)  # import gpaw -> ImportError
+    assert (
+        main(["validate", "--db", str(results_db), "--engine", "gpaw", "--select", "top:1", "--no-progress"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "pip install gpaw" in err and err.count("\n") == 0
+
+
+def _tiny_store(path):
+    """A results store whose 'host' is N2, its H* state N2H and the H2 reference in 5 Å boxes (cheap)."""
+    from ase.build import molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from screening.relax import RelaxResult
+    from screening.store import Store
+
+    def box(a):
+        a.set_cell([5.0, 5.0, 5.0])
+        a.center()
+        a.pbc = True
+        return a
+
+    host = box(molecule("N2"))
+    hh = host.copy()
+    hh.append("H")
+    hh.positions[-1] = hh.positions[1] + [0.0, 1.02, 0.3]
+    info = {
+        "host": "N2@0Na",
+        "metal": "Cu",
+        "metal2": "Cu",
+        "motif": "0Na",
+        "n_N": 0,
+        "n_sites": "",
+        "supercell": "box",
+    }
+    host.info.update(info, name="N2@0Na", site=None)
+    hh.info.update(info, name="N2@0Na+H@top_X0", site="top_X0", ads_index=2)
+    h2 = box(molecule("H2"))
+    h2.info.update(name="H2")
+
+    def res(a):
+        r = a.copy()
+        r.calc = SinglePointCalculator(r, energy=0.0, forces=np.zeros((len(r), 3)))
+        return RelaxResult(0, r, 0.0, 0.0, 0, "converged", 0.0)
+
+    with Store(path) as st:
+        st.write_structures([(host, res(host), []), (hh, res(hh), [])], "m", "r")
+        st.write_reference(h2, res(h2), "m", "r", "h2")
+        st.write_dg_rows(
+            [
+                {
+                    "uid": "d1",
+                    **info,
+                    "best_site": "top_X0",
+                    "dg": 0.1,
+                    "dg_std": 0.3,
+                    "dg_std_epistemic": 0.3,
+                    "dg_std_aleatoric": 0.0,
+                    "converged": True,
+                    "flags": "",
+                    "correction": 0.24,
+                    "model_hash": "m",
+                    "relax_hash": "r",
+                    "settings_hash": "s",
+                    "code_version": "v",
+                }
+            ]
+        )
+    return path
+
+
+@pytest.mark.gpaw
+@pytest.mark.slow
+def test_validate_with_real_gpaw(tmp_path, capsys):
+    pytest.importorskip("gpaw", reason="GPAW is an optional extra: pip install gpaw && gpaw install-data")
+    from reports.tables import load_table
+
+    db = _tiny_store(tmp_path / "tiny.db")
+    assert (
+        main(
+            [
+                "validate",
+                "--db",
+                str(db),
+                "--engine",
+                "gpaw",
+                "--preset",
+                "fast",
+                "--select",
+                "all",
+                "--labels",
+                str(tmp_path / "gpaw_labels.db"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    row = load_table(db).iloc[0]
+    assert row["dft_engine"] == "gpaw" and row["dft_settings"].startswith("fast:")
+    # N2 + ½H2 -> N2H is strongly uphill in PBE: a finite, positive ΔG of order eV
+    assert np.isfinite(row["dft_dg"]) and 0.5 < row["dft_dg"] < 6.0
+    assert Path(tmp_path / "logs").is_dir()
