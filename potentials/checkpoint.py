@@ -1,0 +1,124 @@
+"""Checkpoint files: plain tensors and dicts only (loaded with ``torch.load(weights_only=True)``).
+
+Payload: ``format_version``, ``method`` (posterior kind), ``config`` (ModelConfig as a dict),
+``elements``, ``e0s`` {symbol: eV}, ``state_dict``, ``calibration`` {name: factor}, ``extra`` (any
+tensors / plain data a method needs, e.g. SWAG moments or ensemble members) and ``hash``, a SHA-256 of
+everything else. Written atomically; a half-written file is never left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from potentials.model import ModelConfig, build_model
+from structures.common import InputError, atomic_write_bytes
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "method", "config", "elements", "e0s", "state_dict", "hash")
+
+
+def _digest(obj: Any, h: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(b"{")
+        for key in sorted(obj, key=str):
+            h.update(str(key).encode() + b":")
+            _digest(obj[key], h)
+        h.update(b"}")
+    elif isinstance(obj, list | tuple):
+        h.update(b"[")
+        for item in obj:
+            _digest(item, h)
+        h.update(b"]")
+    else:
+        h.update(json.dumps(obj, default=str).encode())
+
+
+def content_hash(payload: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a payload without its ``hash`` entry."""
+    h = hashlib.sha256()
+    _digest({k: v for k, v in payload.items() if k != "hash"}, h)
+    return h.hexdigest()
+
+
+def save(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    config: ModelConfig,
+    extra: dict[str, Any] | None = None,
+    method: str = "point",
+    calibration: dict[str, float] | None = None,
+) -> str:
+    """Write ``model`` (its state_dict) with ``config`` to ``path`` atomically; returns the content hash."""
+    payload: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "config": config.to_dict(),
+        "elements": list(config.elements),
+        "e0s": dict(zip(config.elements, config.e0s or [0.0] * len(config.elements))),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "calibration": dict(calibration or {}),
+        "extra": dict(extra or {}),
+    }
+    payload["hash"] = content_hash(payload)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return payload["hash"]
+
+
+def load(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
+    """Read and check a checkpoint; InputError for missing, truncated/corrupted, wrong-version files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"checkpoint {path} is truncated or corrupted ({type(exc).__name__})") from exc
+    if not isinstance(payload, dict):
+        raise InputError(f"checkpoint {path} is not a potential checkpoint (got {type(payload).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise InputError(f"checkpoint {path} lacks key(s) {', '.join(missing)}")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise InputError(
+            f"checkpoint {path} has format version {payload['format_version']}; this build reads {FORMAT_VERSION}"
+        )
+    if verify and content_hash(payload) != payload["hash"]:
+        raise InputError(f"checkpoint {path} is corrupted (content hash mismatch)")
+    return payload
+
+
+def model_from_payload(
+    payload: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None
+) -> torch.nn.Module:
+    """Rebuild the model of a loaded payload (eval mode) with ``state_dict`` (default: the payload's)."""
+    config = ModelConfig.from_dict(payload["config"])
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["state_dict"] if state_dict is None else state_dict)
+    except RuntimeError as exc:
+        raise InputError(f"checkpoint weights do not match its config: {str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """(model in eval mode, payload) from a checkpoint file."""
+    payload = load(path)
+    return model_from_payload(payload), payload
+
+
+def model_hash(path: str | os.PathLike) -> str:
+    """The content hash stored in (and verified against) a checkpoint; identifies a model in result stores."""
+    return load(path)["hash"]

@@ -1,0 +1,92 @@
+"""``screen train``: train (or fine-tune) a RACE potential on labelled extxyz / ASE-db data."""
+
+from __future__ import annotations
+
+import argparse
+
+PRESET_NAMES = ("tiny", "small", "large")
+LOSSES = ("nll_jef", "mse", "nll_e")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, help="training set (extxyz or ASE .db); isolated-atom frames give E0s"
+    )
+    parser.add_argument("--valid", help="validation set (default: hold out 10%% of --data)")
+    parser.add_argument("--preset", default="small", choices=PRESET_NAMES, help="model and training preset")
+    parser.add_argument("--out", required=True, help="output folder (last.pt, best.pt, history.json)")
+    parser.add_argument("--energy-key", default="energy", help="info key of the total energy (eV)")
+    parser.add_argument("--forces-key", default="forces", help="arrays key of the forces (eV/Å)")
+    parser.add_argument("--stress-key", default=None, help="info key of the stress (eV/Å^3), optional")
+    parser.add_argument(
+        "--e0s", help="extxyz of isolated atoms with their energies (default: least-squares fit)"
+    )
+    parser.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="structures per batch (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    parser.add_argument("--loss", choices=LOSSES, help="loss (default: nll_jef after an MSE warm-up)")
+    parser.add_argument("--mse-warmup", type=int, help="epochs of plain MSE before the NLL loss")
+    parser.add_argument("--max-minutes", type=float, help="wall-time budget in minutes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float64", action="store_true", help="train in float64 (default float32)")
+    parser.add_argument("--init-from", help="checkpoint to fine-tune (keeps its architecture and E0s)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from potentials.data import read_dataset, read_e0s
+    from potentials.model import preset
+    from potentials.train import evaluate, train, train_preset
+    from structures.common import InputError
+
+    keys = {"energy_key": args.energy_key, "forces_key": args.forces_key, "stress_key": args.stress_key}
+    train_atoms = read_dataset(args.data, **keys)
+    valid_atoms = read_dataset(args.valid, **keys) if args.valid else None
+    e0s = read_e0s(args.e0s, energy_key=args.energy_key) if args.e0s else None
+    model_config = preset(args.preset, dtype="float64" if args.float64 else "float32")
+    overrides = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("lr", args.lr),
+            ("max_minutes", args.max_minutes),
+        )
+        if v is not None
+    }
+    train_config = train_preset(args.preset, seed=args.seed, **overrides)
+    loss = train_config.loss
+    if args.loss is not None:
+        loss = replace(loss, kind=args.loss)
+    if args.mse_warmup is not None:
+        if args.mse_warmup < 0:
+            raise InputError(f"--mse-warmup {args.mse_warmup} must be >= 0")
+        loss = replace(loss, mse_warmup_epochs=args.mse_warmup)
+    if args.stress_key:
+        loss = replace(loss, stress_weight=max(loss.stress_weight, 1.0))
+    train_config = replace(train_config, loss=loss)
+    best = train(
+        train_atoms,
+        valid_atoms,
+        model_config,
+        train_config,
+        args.out,
+        resume=not args.no_resume,
+        progress=not args.quiet,
+        e0s=e0s,
+        init_from=args.init_from,
+    )
+    from potentials.checkpoint import load_model
+
+    model, payload = load_model(best)
+    if valid_atoms:
+        m = evaluate(model, valid_atoms)
+        print(
+            f"validation: E MAE {1e3 * m['energy_mae']:.2f} meV, F MAE {1e3 * m['forces_mae']:.1f} meV/Å "
+            f"({m['n_structures']} structures)"
+        )
+    print(f"best model: {best} (hash {payload['hash'][:12]})")
+    return 0

@@ -1,0 +1,400 @@
+"""Graphs, batching, dataset readers and normalisation statistics.
+
+A *graph* is one structure as a dict of tensors (float64 geometry, see :mod:`potentials.keys`);
+:func:`collate_graphs` concatenates graphs into a batch with one per-atom index ``batch``.
+Neighbour lists come from vesin-torch (periodic, slab ``pbc=(T,T,F)`` and open systems).
+Units: Å, eV, eV/Å, eV/Å^3.
+
+Total energies are kept in float64 whatever the model dtype: acac energies are ~ -9400 eV and
+float32 resolves only ~1 meV there.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from potentials import keys as K
+from structures.common import InputError
+
+GraphDict = dict[str, torch.Tensor]
+
+
+# ---- species ---------------------------------------------------------------------------------
+def species_of(atoms, elements: Sequence[str]) -> torch.Tensor:
+    """(N,) long species indices of ``atoms`` in ``elements``; InputError names an unknown element."""
+    index = {s: i for i, s in enumerate(elements)}
+    symbols = atoms.get_chemical_symbols()
+    unknown = sorted(set(symbols) - index.keys())
+    if unknown:
+        raise InputError(
+            f"unknown element {', '.join(unknown)} in {atoms.get_chemical_formula()}; "
+            f"the model knows {', '.join(elements)}"
+        )
+    return torch.tensor([index[s] for s in symbols], dtype=torch.long)
+
+
+# ---- neighbour lists -------------------------------------------------------------------------
+_NL_CACHE = threading.local()  # one vesin NeighborList per cutoff and thread (they keep work buffers)
+
+
+def _neighbor_list(cutoff: float):
+    from vesin_torch import NeighborList
+
+    cache = _NL_CACHE.__dict__.setdefault("by_cutoff", {})
+    nl = cache.get(cutoff)
+    if nl is None:
+        nl = cache[cutoff] = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=1)
+    return nl
+
+
+def neighbor_list(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full neighbour list within ``cutoff`` Å.
+
+    positions (N, 3) float64, cell (3, 3) rows = lattice vectors, pbc (3,) bool.
+    Returns edge_index (2, E) long (row 0 sender j, row 1 receiver i) and integer shifts (E, 3)
+    with r_ij = pos[j] - pos[i] + shift @ cell.
+    """
+    if positions.shape[0] == 0:
+        return torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3)
+    pbc = torch.as_tensor(pbc, dtype=torch.bool)
+    for d in range(3):
+        if pbc[d] and float(torch.linalg.norm(cell[d])) < 1e-8:
+            raise InputError(
+                f"periodic direction {d} has a zero-length cell vector; give the cell or set pbc False"
+            )
+    i, j, shifts = _neighbor_list(cutoff).compute(
+        positions.to(torch.float64), cell.to(torch.float64), pbc, quantities="ijS"
+    )
+    edge_index = torch.stack([j.to(torch.long), i.to(torch.long)])
+    return edge_index, shifts.to(torch.float64)
+
+
+# ---- labels ----------------------------------------------------------------------------------
+def _calc_result(atoms, name: str):
+    calc = getattr(atoms, "calc", None)
+    results = getattr(calc, "results", None) or {}
+    return results.get(name)
+
+
+def energy_label(atoms) -> float | None:
+    """Total energy (eV) stored in ``atoms.info['energy']`` or on a SinglePointCalculator."""
+    value = atoms.info.get(K.ENERGY, _calc_result(atoms, "energy"))
+    return None if value is None else float(value)
+
+
+def forces_label(atoms) -> np.ndarray | None:
+    """Forces (N, 3) eV/Å stored in ``atoms.arrays['forces']`` or on a SinglePointCalculator."""
+    value = atoms.arrays.get(K.FORCES)
+    if value is None:
+        value = _calc_result(atoms, "forces")
+    return None if value is None else np.asarray(value, dtype=np.float64).reshape(-1, 3)
+
+
+def stress_label(atoms) -> np.ndarray | None:
+    """Stress (3, 3) eV/Å^3 (ASE sign convention) from info or calculator, Voigt or full."""
+    value = atoms.info.get(K.STRESS)
+    if value is None:
+        value = _calc_result(atoms, "stress")
+    if value is None:
+        return None
+    return _full_stress(value)
+
+
+def _full_stress(value) -> np.ndarray:
+    from ase.stress import voigt_6_to_full_3x3_stress
+
+    arr = np.asarray(value, dtype=np.float64).reshape(-1)
+    if arr.size == 6:
+        return voigt_6_to_full_3x3_stress(arr)
+    if arr.size == 9:
+        return arr.reshape(3, 3)
+    raise InputError(f"stress has {arr.size} components; expected 6 (Voigt) or 9")
+
+
+# ---- graphs and batches ----------------------------------------------------------------------
+def atoms_to_graph(atoms, elements: Sequence[str], cutoff: float, with_labels: bool = True) -> GraphDict:
+    """One structure as a graph dict (float64 geometry, unbatched: ``cell`` is (3, 3), ``pbc`` (3,)).
+
+    Labels (``energy`` () float64, ``forces`` (N, 3), ``stress`` (3, 3), ``weight`` ()) are added
+    when ``with_labels`` and present on the atoms.
+    """
+    pos = torch.as_tensor(np.asarray(atoms.positions), dtype=torch.float64)
+    if not torch.isfinite(pos).all():
+        raise InputError(f"non-finite (NaN/inf) positions in {atoms.get_chemical_formula()}")
+    pbc = torch.as_tensor(np.asarray(atoms.pbc), dtype=torch.bool)
+    cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=torch.float64)
+    species = species_of(atoms, elements)
+    edge_index, shifts = neighbor_list(pos, cell, pbc, cutoff)
+    graph: GraphDict = {
+        K.POSITIONS: pos,
+        K.ATOMIC_NUMBERS: torch.as_tensor(np.asarray(atoms.numbers), dtype=torch.long),
+        K.SPECIES: species,
+        K.CELL: cell,
+        K.PBC: pbc,
+        K.EDGE_INDEX: edge_index,
+        K.EDGE_CELL_SHIFT: shifts,
+    }
+    if with_labels:
+        energy = energy_label(atoms)
+        if energy is not None:
+            graph[K.ENERGY] = torch.tensor(energy, dtype=torch.float64)
+        forces = forces_label(atoms)
+        if forces is not None:
+            graph[K.FORCES] = torch.as_tensor(forces)
+        stress = stress_label(atoms)
+        if stress is not None:
+            graph[K.STRESS] = torch.as_tensor(stress)
+        graph[K.WEIGHT] = torch.tensor(float(atoms.info.get(K.WEIGHT, 1.0)), dtype=torch.float64)
+    return graph
+
+
+def collate_graphs(
+    graphs: Sequence[GraphDict],
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Concatenate graphs into one batch following :mod:`potentials.keys`.
+
+    Floating tensors are cast to ``dtype`` except ``energy`` which stays float64. A label is kept only
+    when every graph has it.
+    """
+    if not graphs:
+        raise InputError("cannot build a batch from zero structures")
+    dtype = dtype or torch.get_default_dtype()
+    n_atoms = torch.tensor([g[K.POSITIONS].shape[0] for g in graphs], dtype=torch.long)
+    offsets = torch.cumsum(n_atoms, 0) - n_atoms
+    batch: dict[str, torch.Tensor] = {
+        K.POSITIONS: torch.cat([g[K.POSITIONS] for g in graphs]).to(dtype),
+        K.ATOMIC_NUMBERS: torch.cat([g[K.ATOMIC_NUMBERS] for g in graphs]),
+        K.SPECIES: torch.cat([g[K.SPECIES] for g in graphs]),
+        K.BATCH: torch.repeat_interleave(torch.arange(len(graphs)), n_atoms),
+        K.NUM_ATOMS: n_atoms,
+        K.CELL: torch.stack([g[K.CELL] for g in graphs]).to(dtype),
+        K.PBC: torch.stack([g[K.PBC] for g in graphs]),
+        K.EDGE_INDEX: torch.cat([g[K.EDGE_INDEX] + off for g, off in zip(graphs, offsets.tolist())], dim=1),
+        K.EDGE_CELL_SHIFT: torch.cat([g[K.EDGE_CELL_SHIFT] for g in graphs]).to(dtype),
+    }
+    for key in (K.ENERGY, K.WEIGHT):
+        if all(key in g for g in graphs):
+            batch[key] = torch.stack([g[key] for g in graphs]).to(torch.float64)
+    if all(K.FORCES in g for g in graphs):
+        batch[K.FORCES] = torch.cat([g[K.FORCES] for g in graphs]).to(dtype)
+    if all(K.STRESS in g for g in graphs):
+        batch[K.STRESS] = torch.stack([g[K.STRESS] for g in graphs]).to(dtype)
+    if device is not None:
+        batch = {k: v.to(device) for k, v in batch.items()}
+    return batch
+
+
+def collate(
+    atoms_list: Sequence,
+    elements: Sequence[str],
+    cutoff: float,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    with_labels: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Batch of ``atoms_list`` (neighbour lists within ``cutoff`` Å) as a dict of tensors, see keys.py."""
+    graphs = [atoms_to_graph(a, elements, cutoff, with_labels=with_labels) for a in atoms_list]
+    return collate_graphs(graphs, dtype=dtype, device=device)
+
+
+# ---- readers ---------------------------------------------------------------------------------
+def _check_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"data file is empty: {path}")
+    return path
+
+
+def _read_db(path: Path, index: str | int | slice) -> list:
+    """Rows of an ASE database with key-value pairs in ``info`` and per-atom data in ``arrays``."""
+    from ase.db import connect
+    from ase.io.formats import string2index
+
+    frames = []
+    for row in connect(str(path)).select():
+        atoms = row.toatoms()
+        atoms.info.update(row.key_value_pairs)
+        for key, value in (row.get("data") or {}).items():
+            value = np.asarray(value)
+            if value.ndim >= 1 and value.shape[0] == len(atoms):
+                atoms.arrays[key] = value
+            else:
+                atoms.info[key] = value
+        frames.append(atoms)
+    selected = frames[string2index(index) if isinstance(index, str) else index]
+    return selected if isinstance(selected, list) else [selected]
+
+
+def _read_frames(path: Path, index: str | int | slice) -> list:
+    from ase.io import read
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".db":
+            frames = _read_db(path, index)
+        else:
+            frames = read(str(path), index=index, format="extxyz" if suffix in (".xyz", ".extxyz") else None)
+    except InputError:
+        raise
+    except Exception as exc:  # ase raises many types for malformed files
+        raise InputError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise InputError(f"no structures in {path} (index {index!r})")
+    return frames
+
+
+def read_dataset(
+    path: str | os.PathLike,
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    stress_key: str | None = None,
+    index: str | int | slice = ":",
+) -> list:
+    """Read labelled structures (extxyz or ASE .db) with labels normalised for :func:`collate`.
+
+    Whatever the source keys (info/arrays or a SinglePointCalculator), the labels end up in
+    ``atoms.info['energy']`` (eV), ``atoms.arrays['forces']`` (eV/Å) and ``atoms.info['stress']``
+    (3, 3) eV/Å^3. Raises InputError for a missing/empty file, missing keys or non-finite positions.
+    """
+    path = _check_path(path)
+    frames = _read_frames(path, index)
+    for n, atoms in enumerate(frames):
+        where = f"structure {n} of {path}"
+        if len(atoms) == 0:
+            raise InputError(f"{where} has no atoms")
+        if not np.isfinite(atoms.positions).all():
+            raise InputError(f"{where} has non-finite (NaN/inf) positions")
+        calc_results = dict(getattr(atoms.calc, "results", None) or {})
+        energy = atoms.info.get(energy_key, calc_results.get(energy_key))
+        if energy is None:
+            raise InputError(f"energy key '{energy_key}' missing in {where}; pass --energy-key")
+        forces = atoms.arrays.get(forces_key, calc_results.get(forces_key))
+        if forces is None and len(atoms) == 1:
+            forces = np.zeros((1, 3))  # an isolated atom feels no force
+        if forces is None:
+            raise InputError(f"forces key '{forces_key}' missing in {where}; pass --forces-key")
+        forces = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
+        stress = None
+        if stress_key is not None:
+            stress = atoms.info.get(stress_key, calc_results.get(stress_key))
+            if stress is None:
+                raise InputError(f"stress key '{stress_key}' missing in {where}")
+        atoms.calc = None
+        atoms.info[K.ENERGY] = float(energy)
+        atoms.arrays[K.FORCES] = forces
+        if stress is not None:
+            atoms.info[K.STRESS] = _full_stress(stress)
+        if not (math.isfinite(float(energy)) and np.isfinite(forces).all()):
+            raise InputError(f"non-finite energy or forces in {where}")
+    return frames
+
+
+def _is_isolated_atom(atoms) -> bool:
+    config = str(atoms.info.get("config_type", "")).lower().replace("_", "")
+    return config == "isolatedatom" or len(atoms) == 1
+
+
+def read_e0s(path: str | os.PathLike, energy_key: str = "energy") -> dict[str, float]:
+    """Isolated-atom energies (eV) from an extxyz of single-atom frames / config_type=IsolatedAtom."""
+    path = _check_path(path)
+    e0s: dict[str, float] = {}
+    for atoms in _read_frames(path, ":"):
+        if not _is_isolated_atom(atoms) or len(atoms) != 1:
+            continue
+        energy = atoms.info.get(energy_key, _calc_result(atoms, "energy") if energy_key == "energy" else None)
+        if energy is None:
+            raise InputError(f"energy key '{energy_key}' missing for isolated {atoms[0].symbol} in {path}")
+        e0s[atoms[0].symbol] = float(energy)
+    if not e0s:
+        raise InputError(f"no isolated-atom (single-atom) frames in {path}")
+    return e0s
+
+
+def split_isolated(atoms_list: Sequence) -> tuple[list, list]:
+    """(structures, isolated atoms): frames with config_type IsolatedAtom or one atom go to the second list."""
+    rest, iso = [], []
+    for atoms in atoms_list:
+        (iso if _is_isolated_atom(atoms) else rest).append(atoms)
+    return rest, iso
+
+
+# ---- statistics ------------------------------------------------------------------------------
+def composition_matrix(atoms_list: Sequence, elements: Sequence[str]) -> np.ndarray:
+    """(G, S) counts of each element per structure."""
+    index = {s: i for i, s in enumerate(elements)}
+    counts = np.zeros((len(atoms_list), len(elements)))
+    for g, atoms in enumerate(atoms_list):
+        for s in atoms.get_chemical_symbols():
+            if s not in index:
+                raise InputError(f"unknown element {s}; the model knows {', '.join(elements)}")
+            counts[g, index[s]] += 1
+    return counts
+
+
+def fit_e0s(atoms_list: Sequence, elements: Sequence[str]) -> dict[str, float]:
+    """Per-element reference energies (eV) by least squares of total energy vs composition.
+
+    Elements absent from the data get 0. With a single composition the fit is under-determined and
+    the minimum-norm solution is returned (then the model's shift absorbs the rest).
+    """
+    counts = composition_matrix(atoms_list, elements)
+    energies = np.array([_require_energy(a) for a in atoms_list])
+    present = counts.sum(0) > 0
+    sol, *_ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
+    e0 = np.zeros(len(elements))
+    e0[present] = sol
+    return {s: float(v) for s, v in zip(elements, e0)}
+
+
+def _require_energy(atoms) -> float:
+    energy = energy_label(atoms)
+    if energy is None:
+        raise InputError(f"structure {atoms.get_chemical_formula()} has no energy label")
+    return energy
+
+
+def avg_num_neighbors(atoms_list: Iterable, cutoff: float) -> float:
+    """Mean number of neighbours within ``cutoff`` Å per atom (normalises message sums)."""
+    edges = atoms = 0
+    for a in atoms_list:
+        pos = torch.as_tensor(np.asarray(a.positions), dtype=torch.float64)
+        edge_index, _ = neighbor_list(
+            pos, torch.as_tensor(a.cell.array, dtype=torch.float64), torch.as_tensor(a.pbc), cutoff
+        )
+        edges += edge_index.shape[1]
+        atoms += len(a)
+    return edges / max(atoms, 1)
+
+
+def scaling_statistics(
+    atoms_list: Sequence, elements: Sequence[str], e0s: dict[str, float]
+) -> dict[str, float]:
+    """Mean/std of per-atom interaction energies (E - sum E0)/N (eV/atom) and force RMS/std (eV/Å)."""
+    counts = composition_matrix(atoms_list, elements)
+    e0 = np.array([e0s.get(s, 0.0) for s in elements])
+    energies = np.array([_require_energy(a) for a in atoms_list])
+    per_atom = (energies - counts @ e0) / counts.sum(1)
+    forces = [forces_label(a) for a in atoms_list]
+    forces = (
+        np.concatenate([f for f in forces if f is not None]) if any(f is not None for f in forces) else None
+    )
+    return {
+        "energy_per_atom_mean": float(per_atom.mean()),
+        "energy_per_atom_std": float(per_atom.std()),
+        "forces_rms": float(np.sqrt((forces**2).mean())) if forces is not None else 1.0,
+        "forces_std": float(forces.std()) if forces is not None else 1.0,
+    }

@@ -1,0 +1,62 @@
+"""Aleatoric uncertainty heads: per-atom energy log-variance and an equivariant SPD force covariance."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+
+def sym_matrix_basis(dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(6, 3, 3) change of basis from irreps 0e + 2e to symmetric 3x3 matrices in Cartesian x, y, z.
+
+    S = einsum('nk,kij->nij', x, Q) satisfies S(D(R) x) = R S(x) R^T (e3nn's l=1 basis is x, y, z).
+    Computed in float64, returned in ``dtype`` (default: the default dtype).
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        basis = o3.ReducedTensorProducts("ij=ji", i="1o").change_of_basis
+    finally:
+        torch.set_default_dtype(previous)
+    return basis.to(dtype or previous)
+
+
+class EnergyVarianceHead(nn.Module):
+    """Invariant per-atom log-variance: scalars of h (N, F) -> (N,) log(eV^2) before the unit offset."""
+
+    def __init__(self, irreps_in: o3.Irreps, hidden: int):
+        super().__init__()
+        self.linear = o3.Linear(irreps_in, o3.Irreps(f"{hidden}x0e"))
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.nn.functional.silu(self.linear(h))).squeeze(-1)
+
+
+class ForceCovarianceHead(nn.Module):
+    """Per-atom 3x3 force covariance Sigma_i = exp(S_i), S_i symmetric from 0e + 2e features.
+
+    S = Q(Linear(h) + TP(x, x)) with x a small set of 0e/1o/1e/2e features of h, so the 2e part exists
+    even when h stops at l = 1. The matrix exponential of a symmetric matrix is SPD and commutes with
+    rotations: Sigma(R h) = R Sigma(h) R^T; log det Sigma = tr S. Output (N, 3, 3) in model units.
+    """
+
+    def __init__(self, irreps_in: o3.Irreps, channels: int = 4):
+        super().__init__()
+        irreps_in = o3.Irreps(irreps_in)
+        out = o3.Irreps("0e + 2e")
+        present = {ir for _, ir in irreps_in}
+        small = o3.Irreps([(channels, ir) for ir in map(o3.Irrep, ("0e", "1o", "1e", "2e")) if ir in present])
+        self.linear = o3.Linear(irreps_in, out) if o3.Irrep("2e") in present else None
+        self.pre = o3.Linear(irreps_in, small)
+        self.square = o3.FullyConnectedTensorProduct(small, small, out)
+        self.register_buffer("basis", sym_matrix_basis())
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.pre(h)
+        coeffs = self.square(x, x)
+        if self.linear is not None:
+            coeffs = coeffs + self.linear(h)
+        s = torch.einsum("nk,kij->nij", coeffs, self.basis.to(coeffs.dtype))
+        return torch.linalg.matrix_exp(s)

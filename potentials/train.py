@@ -1,0 +1,459 @@
+"""Training loop for RACE potentials: E0s, normalisation, AdamW, EMA, early stopping, resumable checkpoints.
+
+``train(...)`` writes ``out_dir/last.pt`` (every epoch: EMA weights + full training state) and
+``out_dir/best.pt`` (EMA weights with the best validation loss of the current loss phase) and returns
+the path of ``best.pt``. Kill it at any time and call it again with the same arguments: it resumes
+from the last finished epoch and reaches the same weights as an uninterrupted run (shuffling is
+seeded per epoch). Bayesian methods reuse it through ``optimizer_factory`` and ``on_epoch_end``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from potentials import checkpoint
+from potentials import keys as K
+from potentials.data import (
+    atoms_to_graph,
+    avg_num_neighbors,
+    collate_graphs,
+    fit_e0s,
+    scaling_statistics,
+    split_isolated,
+)
+from potentials.losses import LossConfig, active_kind, compute_loss
+from potentials.model import DTYPES, ModelConfig, build_model
+from structures.common import InputError, atomic_write_text
+
+SCHEDULERS = ("plateau", "cosine", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Learning rates are AdamW's; times in minutes."""
+
+    epochs: int = 200
+    batch_size: int = 8
+    valid_batch_size: int = 32
+    lr: float = 5e-3
+    weight_decay: float = 5e-7
+    scheduler: str = "plateau"  # "plateau" (ReduceLROnPlateau on valid loss) | "cosine" | "none"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    min_lr: float = 1e-5
+    ema_decay: float = 0.99  # 0 disables the exponential moving average of the weights
+    early_stopping_patience: int = 40  # epochs without improvement of the valid loss
+    grad_clip: float = 10.0  # max gradient norm, 0 = off
+    valid_fraction: float = 0.1  # used when no validation set is given
+    max_minutes: float = 0.0  # wall-time budget, 0 = none (stops after the epoch that exceeds it)
+    seed: int = 0
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self):
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise InputError("epochs and batch_size must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        loss = LossConfig(**data.pop("loss", {}))
+        return cls(**data, loss=loss)
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "tiny": TrainConfig(
+        epochs=6,
+        batch_size=4,
+        lr=1e-2,
+        ema_decay=0.5,
+        early_stopping_patience=100,
+        loss=LossConfig(kind="nll_jef", mse_warmup_epochs=2),
+    ),
+    "small": TrainConfig(
+        epochs=300, batch_size=5, lr=1e-2, loss=LossConfig(kind="nll_jef", mse_warmup_epochs=100)
+    ),
+    "large": TrainConfig(
+        epochs=1000,
+        batch_size=5,
+        lr=1e-2,
+        plateau_patience=20,
+        early_stopping_patience=80,
+        loss=LossConfig(kind="nll_jef", mse_warmup_epochs=300),
+    ),
+}
+
+
+def train_preset(name: str, **overrides: Any) -> TrainConfig:
+    if name not in TRAIN_PRESETS:
+        raise InputError(f"unknown training preset {name!r}; choose from {', '.join(TRAIN_PRESETS)}")
+    return replace(TRAIN_PRESETS[name], **overrides)
+
+
+# ---- exponential moving average ----------------------------------------------------------------
+class EMA:
+    """Shadow copy w_ema <- d w_ema + (1 - d) w of the floating-point parameters."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = float(decay)
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for n, p in model.named_parameters():
+            self.shadow[n].mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+
+    @contextmanager
+    def applied(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """Temporarily load the EMA weights into ``model``."""
+        if self.decay <= 0:
+            yield model
+            return
+        backup = {n: p.detach().clone() for n, p in model.named_parameters()}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(self.shadow[n])
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(backup[n])
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+def _batches(
+    graphs: Sequence[dict], batch_size: int, order: Sequence[int] | None = None
+) -> Iterator[list[dict]]:
+    order = range(len(graphs)) if order is None else order
+    order = list(order)
+    for start in range(0, len(order), batch_size):
+        yield [graphs[i] for i in order[start : start + batch_size]]
+
+
+def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def evaluate(
+    model: torch.nn.Module,
+    atoms_list: Sequence,
+    batch_size: int = 32,
+    graphs: Sequence[dict] | None = None,
+    return_predictions: bool = False,
+    loss_config: LossConfig | None = None,
+    epoch: int | None = None,
+) -> dict[str, Any]:
+    """Energy (eV, eV/atom) and force (eV/Å, per component) MAE/RMSE of ``model`` on labelled structures.
+
+    ``graphs`` (from :func:`potentials.data.atoms_to_graph`) may be passed to skip neighbour lists.
+    With ``return_predictions`` the per-structure energies and energy variances are included; with
+    ``loss_config`` the structure-weighted mean loss (at ``epoch``) as ``loss``, from the same pass.
+    """
+    config = model.config
+    if graphs is None:
+        graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in atoms_list]
+    dtype = _model_dtype(model)
+    was_training = model.training
+    model.eval()
+    e_err, e_pa_err, f_err, e_pred, e_var = [], [], [], [], []
+    loss_sum = 0.0
+    for chunk in _batches(graphs, batch_size):
+        batch = collate_graphs(chunk, dtype=dtype)
+        stress = loss_config is not None and _wants_stress(batch, loss_config)
+        out = model(batch, compute_forces=True, compute_stress=stress, create_graph=False)
+        if loss_config is not None:
+            loss_sum += float(compute_loss(out, batch, loss_config, epoch)[0].detach()) * len(chunk)
+        diff = (out[K.ENERGY] - batch[K.ENERGY]).detach()
+        e_err.append(diff)
+        e_pa_err.append(diff / batch[K.NUM_ATOMS])
+        f_err.append((out[K.FORCES] - batch[K.FORCES]).detach().reshape(-1).double())
+        e_pred.append(out[K.ENERGY].detach())
+        e_var.append(out[K.ENERGY_VAR].detach().double())
+    model.train(was_training)
+    e, epa, f = torch.cat(e_err), torch.cat(e_pa_err), torch.cat(f_err)
+    metrics: dict[str, Any] = {
+        "n_structures": len(graphs),
+        "energy_mae": float(e.abs().mean()),
+        "energy_rmse": float(e.pow(2).mean().sqrt()),
+        "energy_per_atom_mae": float(epa.abs().mean()),
+        "energy_per_atom_rmse": float(epa.pow(2).mean().sqrt()),
+        "forces_mae": float(f.abs().mean()),
+        "forces_rmse": float(f.pow(2).mean().sqrt()),
+    }
+    if loss_config is not None:
+        metrics["loss"] = loss_sum / max(len(graphs), 1)
+    if return_predictions:
+        metrics["energy_pred"] = torch.cat(e_pred).tolist()
+        metrics["energy_var"] = torch.cat(e_var).tolist()
+    return metrics
+
+
+def _wants_stress(batch: dict[str, torch.Tensor], loss_cfg: LossConfig) -> bool:
+    return loss_cfg.stress_weight > 0 and K.STRESS in batch and bool(batch[K.PBC].all())
+
+
+# ---- setup -------------------------------------------------------------------------------------
+def _elements_of(atoms_lists: Sequence[Sequence]) -> tuple[str, ...]:
+    from ase.data import atomic_numbers
+
+    symbols = {s for atoms_list in atoms_lists for a in atoms_list for s in a.get_chemical_symbols()}
+    return tuple(sorted(symbols, key=lambda s: atomic_numbers[s]))
+
+
+def prepare_config(
+    model_config: ModelConfig,
+    train_atoms: Sequence,
+    e0s: dict[str, float] | None = None,
+    isolated: Sequence = (),
+) -> ModelConfig:
+    """Fill elements, E0s, avg_num_neighbors, scale (force RMS, eV) and shift (eV/atom) from the data.
+
+    E0s: ``e0s`` if given, else isolated-atom frames, else a least-squares fit of energy vs composition.
+    """
+    elements = model_config.elements or _elements_of([train_atoms, isolated])
+    if e0s is None and isolated:
+        from potentials.data import energy_label
+
+        e0s = {a[0].symbol: float(energy_label(a)) for a in isolated if energy_label(a) is not None}
+        fitted = fit_e0s(train_atoms, elements) if set(elements) - set(e0s) else {}
+        e0s = {s: e0s.get(s, fitted.get(s, 0.0)) for s in elements}
+    if e0s is None:
+        e0s = fit_e0s(train_atoms, elements)
+    missing = [s for s in elements if s not in e0s]
+    if missing:
+        raise InputError(f"no E0 for element(s) {', '.join(missing)}; the E0 file has {', '.join(e0s)}")
+    stats = scaling_statistics(train_atoms, elements, e0s)
+    scale = stats["forces_rms"] if stats["forces_rms"] > 1e-8 else max(stats["energy_per_atom_std"], 1e-3)
+    return replace(
+        model_config,
+        elements=tuple(elements),
+        e0s=tuple(float(e0s[s]) for s in elements),
+        avg_num_neighbors=avg_num_neighbors(train_atoms, model_config.cutoff),
+        scale=float(scale),
+        shift=float(stats["energy_per_atom_mean"]),
+    ).validate()
+
+
+def _split(train_atoms: list, fraction: float, seed: int) -> tuple[list, list]:
+    n_valid = max(1, int(round(fraction * len(train_atoms))))
+    if len(train_atoms) < 2:
+        raise InputError("need at least 2 training structures to hold one out for validation")
+    perm = np.random.default_rng(seed).permutation(len(train_atoms))
+    return [train_atoms[i] for i in perm[n_valid:]], [train_atoms[i] for i in perm[:n_valid]]
+
+
+def _make_scheduler(optimizer, cfg: TrainConfig):
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+        )
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    return None
+
+
+def default_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices only (not on 1-D parameters)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, amsgrad=True)
+
+
+def _settings_key(model_config: ModelConfig, train_config: TrainConfig, n_train: int, n_valid: int) -> str:
+    return json.dumps(
+        {"model": model_config.to_dict(), "train": train_config.to_dict(), "n": [n_train, n_valid]},
+        sort_keys=True,
+    )
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+def train(
+    train_atoms: Sequence,
+    valid_atoms: Sequence | None,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    e0s: dict[str, float] | None = None,
+    init_from: str | Path | None = None,
+    optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
+    on_epoch_end: Callable[[int, torch.nn.Module], bool | None] | None = None,
+    method: str = "point",
+) -> Path:
+    """Train a RACE potential and return the path of its best checkpoint (``out_dir/best.pt``).
+
+    train_atoms / valid_atoms: labelled ASE Atoms (energy eV, forces eV/Å); isolated-atom frames in
+    ``train_atoms`` give E0s. ``init_from``: fine-tune from a checkpoint (its architecture, E0s and
+    normalisation are kept). ``optimizer_factory(model)`` replaces AdamW (an optimizer with
+    ``sampled_params`` such as IVON is stepped inside that context). ``on_epoch_end(epoch, model)``
+    runs after each epoch with the raw (non-EMA) model; returning True stops training.
+    """
+    cfg = train_config
+    out_dir = Path(out_dir)
+    torch.manual_seed(cfg.seed)
+    train_atoms, isolated = split_isolated(list(train_atoms))
+    if not train_atoms:
+        raise InputError("no training structures (only isolated atoms)")
+    valid_atoms = list(valid_atoms) if valid_atoms else []
+    if not valid_atoms:
+        train_atoms, valid_atoms = _split(train_atoms, cfg.valid_fraction, cfg.seed)
+
+    init_payload = checkpoint.load(init_from) if init_from else None
+    if init_payload is not None:
+        base = ModelConfig.from_dict(init_payload["config"])
+        model_config = replace(base, dtype=model_config.dtype)
+    else:
+        model_config = prepare_config(model_config, train_atoms, e0s=e0s, isolated=isolated)
+    dtype = DTYPES[model_config.dtype]
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_config)
+    if init_payload is not None:
+        model.load_state_dict(init_payload["state_dict"])  # copy_ casts to the model dtype
+    elements, cutoff = model_config.elements, model_config.cutoff
+    train_graphs = [atoms_to_graph(a, elements, cutoff) for a in train_atoms]
+    valid_graphs = [atoms_to_graph(a, elements, cutoff) for a in valid_atoms]
+    for name, graphs in (("training", train_graphs), ("validation", valid_graphs)):
+        if any(K.ENERGY not in g or K.FORCES not in g for g in graphs):
+            raise InputError(f"every {name} structure needs energy and forces labels")
+
+    optimizer = optimizer_factory(model) if optimizer_factory else default_optimizer(model, cfg)
+    scheduler = _make_scheduler(optimizer, cfg)
+    ema = EMA(model, cfg.ema_decay)
+    settings = _settings_key(model_config, cfg, len(train_graphs), len(valid_graphs))
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best": math.inf,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "phase": "",
+        "elapsed": 0.0,
+        "history": [],
+    }
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last_path.exists():
+        saved = checkpoint.load(last_path)["extra"].get("train_state")
+        if saved is None or saved["settings"] != settings:
+            raise InputError(f"{out_dir} holds a run with other settings or data; use a new output folder")
+        model.load_state_dict(saved["raw_state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        ema.shadow = dict(saved["ema"])
+        state = json.loads(saved["state"])
+    atomic_write_text(out_dir / "config.json", json.dumps(json.loads(settings), indent=2) + "\n")
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc="train", unit="epoch")
+    t_start = time.perf_counter() - state["elapsed"]
+    stop = state["epoch"] >= cfg.epochs
+    while not stop:
+        epoch = state["epoch"]
+        phase = active_kind(cfg.loss, epoch)
+        if phase != state["phase"]:  # the loss changed (end of MSE warm-up): best values are not comparable
+            state.update(phase=phase, best=math.inf, bad_epochs=0)
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.best, scheduler.num_bad_epochs = scheduler.mode_worse, 0
+        order = torch.randperm(
+            len(train_graphs), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        )
+        model.train()
+        train_loss, n_seen = 0.0, 0
+        for chunk in _batches(train_graphs, cfg.batch_size, order.tolist()):
+            batch = collate_graphs(chunk, dtype=dtype)
+            sampled = getattr(optimizer, "sampled_params", None)
+            with sampled(train=True) if sampled is not None else nullcontext():
+                optimizer.zero_grad(set_to_none=True)
+                out = model(batch, compute_stress=_wants_stress(batch, cfg.loss))
+                loss, parts = compute_loss(out, batch, cfg.loss, epoch)
+                loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if cfg.ema_decay > 0:
+                ema.update(model)
+            train_loss += float(loss.detach()) * len(chunk)
+            n_seen += len(chunk)
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", refresh=False)
+        with ema.applied(model):
+            metrics = evaluate(
+                model, valid_atoms, cfg.valid_batch_size, valid_graphs, loss_config=cfg.loss, epoch=epoch
+            )
+        valid_loss = metrics.pop("loss")
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(valid_loss)
+        elif scheduler is not None:
+            scheduler.step()
+        record = {
+            "epoch": epoch,
+            "phase": phase,
+            "train_loss": train_loss / max(n_seen, 1),
+            "valid_loss": valid_loss,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{k: v for k, v in metrics.items() if k != "n_structures"},
+        }
+        state["history"].append(record)
+        improved = valid_loss < state["best"]
+        if improved:
+            state.update(best=valid_loss, best_epoch=epoch, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        stop_requested = bool(on_epoch_end(epoch, model)) if on_epoch_end is not None else False
+        state["elapsed"] = time.perf_counter() - t_start
+        stop = (
+            stop_requested
+            or state["epoch"] >= cfg.epochs
+            or state["bad_epochs"] >= cfg.early_stopping_patience
+            or (cfg.max_minutes > 0 and state["elapsed"] > 60.0 * cfg.max_minutes)
+        )
+        meta = {"history_tail": record, "train_config": cfg.to_dict()}
+        train_state = {
+            "settings": settings,
+            "raw_state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "ema": {k: v.clone() for k, v in ema.shadow.items()},
+            "state": json.dumps(state),
+        }
+        with ema.applied(model):
+            if improved or not best_path.exists():
+                checkpoint.save(
+                    best_path, model, model_config, extra={"best_epoch": epoch, **meta}, method=method
+                )
+            checkpoint.save(
+                last_path, model, model_config, extra={"train_state": train_state, **meta}, method=method
+            )
+        atomic_write_text(out_dir / "history.json", json.dumps(state["history"], indent=1) + "\n")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(
+                train=f"{record['train_loss']:.4g}",
+                valid=f"{valid_loss:.4g}",
+                E_mae=f"{1e3 * metrics['energy_mae']:.3g}meV",
+                F_mae=f"{1e3 * metrics['forces_mae']:.3g}meV/Å",
+                refresh=True,
+            )
+    if bar is not None:
+        bar.close()
+    return best_path

@@ -1,0 +1,164 @@
+"""Graphs, neighbour lists, readers and statistics of potentials.data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms
+from ase.build import bulk, fcc111, molecule
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+from potentials import keys as K
+from potentials.data import (
+    atoms_to_graph,
+    avg_num_neighbors,
+    collate,
+    fit_e0s,
+    read_dataset,
+    read_e0s,
+    scaling_statistics,
+)
+from structures.common import InputError
+
+
+def _edge_set(edge_index, shifts):
+    return {(int(j), int(i), *map(int, s)) for (j, i), s in zip(edge_index.T.tolist(), shifts.tolist())}
+
+
+@pytest.mark.parametrize(
+    "atoms",
+    [
+        molecule("CH3CH2OH"),  # open
+        fcc111("Cu", (2, 2, 3), vacuum=6.0),  # slab, pbc (T, T, F)
+        bulk("Cu", "fcc", a=3.6) * (2, 1, 1),  # bulk, small cell: many periodic images
+        fcc111("Cu", (2, 2, 2)),  # slab with a zero third cell vector
+    ],
+    ids=["open", "slab", "bulk", "slab-zero-cell"],
+)
+def test_neighbor_list_matches_ase(atoms):
+    cutoff = 4.0
+    graph = atoms_to_graph(atoms, ("H", "C", "O", "Cu"), cutoff, with_labels=False)
+    i, j, S = ase_neighbor_list("ijS", atoms, cutoff)
+    expected = {(int(b), int(a), *map(int, s)) for a, b, s in zip(i, j, S)}
+    assert _edge_set(graph[K.EDGE_INDEX], graph[K.EDGE_CELL_SHIFT]) == expected
+    assert len(expected) > 0
+
+
+def test_collate_offsets_and_shift_convention():
+    atoms = [molecule("H2O"), bulk("Cu", "fcc", a=3.6), fcc111("Cu", (1, 1, 2), vacuum=5.0)]
+    batch = collate(atoms, ("H", "O", "Cu"), 3.0, dtype=torch.float64, with_labels=False)
+    assert batch[K.BATCH].tolist() == [0, 0, 0, 1, 2, 2]
+    assert batch[K.NUM_ATOMS].tolist() == [3, 1, 2]
+    assert batch[K.CELL].shape == (3, 3, 3) and batch[K.PBC].shape == (3, 3)
+    sender, receiver = batch[K.EDGE_INDEX]
+    # edges never cross graphs and r_ij = pos[j] - pos[i] + S @ cell[batch[i]] has length < cutoff
+    assert torch.equal(batch[K.BATCH][sender], batch[K.BATCH][receiver])
+    cell = batch[K.CELL][batch[K.BATCH][receiver]]
+    vec = (
+        batch[K.POSITIONS][sender]
+        - batch[K.POSITIONS][receiver]
+        + torch.einsum("ei,eij->ej", batch[K.EDGE_CELL_SHIFT], cell)
+    )
+    assert float(vec.norm(dim=1).max()) < 3.0
+    assert float(vec.norm(dim=1).min()) == pytest.approx(0.9686, abs=1e-4)  # the O-H bond of H2O
+    # bulk Cu (1 atom) sees its 12 periodic images at a / sqrt(2)
+    assert int((batch[K.BATCH][receiver] == 1).sum()) == 12
+
+
+def test_unknown_element_and_nan_positions():
+    with pytest.raises(InputError, match=r"unknown element Fe.*knows H, O"):
+        collate([Atoms("FeO", positions=[(0, 0, 0), (1.6, 0, 0)])], ("H", "O"), 3.0)
+    bad = molecule("H2O")
+    bad.positions[0, 0] = np.nan
+    with pytest.raises(InputError, match="non-finite"):
+        collate([bad], ("H", "O"), 3.0)
+
+
+def _labelled(atoms, energy, seed=0):
+    forces = np.random.default_rng(seed).normal(size=(len(atoms), 3))
+    atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    return atoms
+
+
+def test_read_extxyz_both_label_styles(tmp_path):
+    a = _labelled(molecule("H2O"), -14.0)
+    path = tmp_path / "calc.xyz"
+    write(path, [a], format="extxyz")  # energy/forces end up on a SinglePointCalculator when read
+    frames = read_dataset(path)
+    assert frames[0].info[K.ENERGY] == pytest.approx(-14.0)
+    np.testing.assert_allclose(frames[0].arrays[K.FORCES], a.get_forces())
+
+    b = molecule("H2O")
+    b.info["REF_energy"] = -3.5
+    b.arrays["REF_forces"] = np.ones((3, 3))
+    path2 = tmp_path / "ref.xyz"
+    write(path2, [b], format="extxyz")
+    frames = read_dataset(path2, energy_key="REF_energy", forces_key="REF_forces")
+    batch = collate(frames, ("H", "O"), 3.0, dtype=torch.float64)
+    assert batch[K.ENERGY].tolist() == [-3.5]
+    assert batch[K.ENERGY].dtype == torch.float64
+    assert torch.equal(batch[K.FORCES], torch.ones(3, 3, dtype=torch.float64))
+    with pytest.raises(InputError, match=r"energy key 'energy' missing in structure 0 of .*ref.xyz"):
+        read_dataset(path2)
+    with pytest.raises(InputError, match=r"forces key 'forces' missing"):
+        read_dataset(path2, energy_key="REF_energy")
+
+
+def test_read_db_with_custom_keys(tmp_path):
+    from ase.db import connect
+
+    atoms = molecule("CH4")
+    db = connect(tmp_path / "data.db")
+    db.write(atoms, dft_e=-24.0, data={"dft_f": np.full((5, 3), 0.25)})
+    frames = read_dataset(tmp_path / "data.db", energy_key="dft_e", forces_key="dft_f")
+    assert frames[0].info[K.ENERGY] == -24.0
+    np.testing.assert_allclose(frames[0].arrays[K.FORCES], 0.25)
+
+
+def test_reader_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_dataset(tmp_path / "missing.xyz")
+    (tmp_path / "empty.xyz").write_text("")
+    with pytest.raises(InputError, match="empty"):
+        read_dataset(tmp_path / "empty.xyz")
+    (tmp_path / "junk.xyz").write_text("3\nnot an extxyz header\nH 0 0\n")
+    with pytest.raises(InputError):
+        read_dataset(tmp_path / "junk.xyz")
+    nan = _labelled(molecule("H2O"), -1.0)
+    nan.positions[1, 2] = np.inf
+    write(tmp_path / "nan.xyz", [nan], format="extxyz")
+    with pytest.raises(InputError, match="non-finite"):
+        read_dataset(tmp_path / "nan.xyz")
+
+
+def test_fit_and_read_e0s(tmp_path):
+    e0 = {"H": -13.6, "O": -2037.8}
+    frames = []
+    for n_h, n_o in [(2, 1), (1, 1), (2, 2), (4, 1)]:
+        atoms = Atoms("H" * n_h + "O" * n_o, positions=np.arange(3 * (n_h + n_o)).reshape(-1, 3) * 1.1)
+        frames.append(_labelled(atoms, n_h * e0["H"] + n_o * e0["O"]))
+    fitted = fit_e0s(frames, ("H", "O", "C"))
+    assert (
+        fitted["H"] == pytest.approx(e0["H"]) and fitted["O"] == pytest.approx(e0["O"]) and fitted["C"] == 0.0
+    )
+    stats = scaling_statistics(frames, ("H", "O"), e0)
+    assert abs(stats["energy_per_atom_mean"]) < 1e-9 and stats["forces_rms"] > 0.5
+
+    isolated = []
+    for symbol, energy in e0.items():
+        atom = Atoms(symbol)
+        atom.info["config_type"] = "IsolatedAtom"
+        atom.info["energy"] = energy
+        isolated.append(atom)
+    write(tmp_path / "e0.xyz", isolated + [frames[0]], format="extxyz")
+    assert read_e0s(tmp_path / "e0.xyz") == pytest.approx(e0)
+
+
+def test_avg_num_neighbors():
+    assert avg_num_neighbors([bulk("Cu", "fcc", a=3.6)], 3.0) == 12
+    assert avg_num_neighbors(
+        [Atoms("H2", positions=[(0, 0, 0), (0, 0, 0.74)]), Atoms("H")], 3.0
+    ) == pytest.approx(2 / 3)

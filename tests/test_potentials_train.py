@@ -1,0 +1,158 @@
+"""The training loop on a tiny EMT data set: learning, determinism, kill + resume, fine-tuning, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ase.io import write
+
+import cli
+from potentials import checkpoint
+from potentials.losses import LossConfig
+from potentials.model import preset
+from potentials.testing import emt_dataset
+from potentials.train import evaluate, train, train_preset
+from structures.common import InputError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    frames = emt_dataset(20, seed=0)
+    return frames[:16], frames[16:]
+
+
+def _cfgs(epochs=4, lr=2e-2, **loss):
+    model_cfg = preset("tiny", dtype="float64")
+    train_cfg = train_preset(
+        "tiny",
+        epochs=epochs,
+        batch_size=4,
+        lr=lr,
+        ema_decay=0.5,
+        scheduler="cosine",
+        loss=LossConfig(**{"kind": "mse", **loss}),
+    )
+    return model_cfg, train_cfg
+
+
+def _state(path):
+    return checkpoint.load(path)["state_dict"]
+
+
+def test_loss_decreases_and_model_improves(data, tmp_path):
+    train_atoms, valid_atoms = data
+    model_cfg, train_cfg = _cfgs(epochs=12)
+    best = train(train_atoms, valid_atoms, model_cfg, train_cfg, tmp_path, progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history) == 12
+    assert history[-1]["train_loss"] < 0.3 * history[0]["train_loss"]
+    assert min(h["valid_loss"] for h in history) < 0.3 * history[0]["valid_loss"]
+    model, payload = checkpoint.load_model(best)
+    assert payload["config"]["elements"] == ["Cu", "Au"]  # ordered by atomic number
+    metrics = evaluate(model, valid_atoms)
+    assert metrics["forces_mae"] < 0.5 * history[0]["forces_mae"]
+    assert set(metrics) >= {"energy_mae", "energy_rmse", "forces_mae", "forces_rmse", "energy_per_atom_mae"}
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_kill_and_resume_reproduces_uninterrupted_run(data, tmp_path):
+    train_atoms, valid_atoms = data
+    model_cfg, train_cfg = _cfgs(epochs=4, kind="nll_jef", mse_warmup_epochs=1)
+    full = train(train_atoms, valid_atoms, model_cfg, train_cfg, tmp_path / "full", progress=False)
+
+    def kill_after_two(epoch, model):
+        if epoch == 1:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train(
+            train_atoms,
+            valid_atoms,
+            model_cfg,
+            train_cfg,
+            tmp_path / "cut",
+            progress=False,
+            on_epoch_end=kill_after_two,
+        )
+    seen = []
+    resumed = train(
+        train_atoms,
+        valid_atoms,
+        model_cfg,
+        train_cfg,
+        tmp_path / "cut",
+        progress=False,
+        on_epoch_end=lambda epoch, model: seen.append(epoch),
+    )
+    assert seen == [1, 2, 3]  # the killed epoch is redone, finished ones are not
+    for a, b in ((full, resumed), (full.with_name("last.pt"), resumed.with_name("last.pt"))):
+        sa, sb = _state(a), _state(b)
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # same settings in a folder holding another run: refuse instead of mixing runs
+    other_model, other_train = _cfgs(epochs=5)
+    with pytest.raises(InputError, match="other settings"):
+        train(train_atoms, valid_atoms, other_model, other_train, tmp_path / "cut", progress=False)
+
+
+def test_custom_optimizer_and_early_stop_hook(data, tmp_path):
+    train_atoms, valid_atoms = data
+    model_cfg, train_cfg = _cfgs(epochs=10)
+    made = []
+
+    def sgd(model):
+        made.append(model)
+        return torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    train(
+        train_atoms,
+        valid_atoms,
+        model_cfg,
+        train_cfg,
+        tmp_path,
+        progress=False,
+        optimizer_factory=sgd,
+        on_epoch_end=lambda epoch, model: epoch >= 2,
+    )
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(made) == 1 and len(history) == 3
+
+
+def test_fine_tune_and_cli(data, tmp_path):
+    train_atoms, valid_atoms = data
+    write(tmp_path / "train.xyz", train_atoms, format="extxyz")
+    write(tmp_path / "valid.xyz", valid_atoms, format="extxyz")
+
+    def screen_train(out, *extra, data="train.xyz"):
+        return cli.main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / data),
+                "--valid",
+                str(tmp_path / "valid.xyz"),
+                "--preset",
+                "tiny",
+                "--out",
+                str(tmp_path / out),
+                "--float64",
+                "--quiet",
+                *extra,
+            ]
+        )
+
+    assert screen_train("run", "--epochs", "2", "--loss", "mse") == 0
+    base = checkpoint.load(tmp_path / "run" / "best.pt")
+    assert screen_train("ft", "--epochs", "1", "--init-from", str(tmp_path / "run" / "best.pt")) == 0
+    tuned = checkpoint.load(tmp_path / "ft" / "best.pt")
+    assert tuned["config"]["e0s"] == base["config"]["e0s"]  # fine-tuning keeps E0s and normalisation
+    assert tuned["hash"] != base["hash"]
+    assert screen_train("bad", data="missing.xyz") == 2
+    assert screen_train("bad", "--energy-key", "REF_E") == 2
+    assert not (tmp_path / "bad").exists()  # nothing half-done
