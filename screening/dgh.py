@@ -1,0 +1,188 @@
+"""ΔGH* with uncertainty from posterior samples.
+
+    ΔGH* = E(host+H*) − E(host) − ½ E(H2) + (ΔZPE − TΔS)
+
+with ΔZPE − TΔS = 0.24 eV by default (Nørskov et al., "Trends in the exchange current for hydrogen
+evolution", J. Electrochem. Soc. 152, J23 (2005): ΔG_H* = ΔE_H* + 0.24 eV at 300 K and 1 bar H2).
+Site: the H* state with the lowest predictive-mean energy (among states that neither desorbed nor
+came out non-finite; all finite states when none qualify). The site is *fixed at the mean-lowest
+site* for every posterior sample, so σ measures the energy uncertainty of that configuration;
+``site_agreement`` reports the fraction of samples whose own lowest site is the same one.
+
+Uncertainty: the host, every H* state and H2 are evaluated in ONE ``posterior.predict`` call so the
+K samples are shared (same weights for all structures); ΔGH*_k is formed per sample, keeping the
+correlation between E(host+H*) and E(host). Epistemic σ = std over k of ΔGH*_k (population std, as
+``Prediction.energy_var_epistemic``). Aleatoric variance from the predicted (head) variances:
+v(host+H*) + v(host) − 2ρ·sqrt(v(host+H*) v(host)) + ¼ v(H2), ρ = ``aleatoric_correlation``
+(0 = independent, the conservative default). Total σ = sqrt(σ_epi² + σ_ale²). Energies in eV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from structures.common import InputError
+
+NORSKOV_2005_CORRECTION = 0.24  # eV, ΔZPE − TΔS for H* (J. Electrochem. Soc. 152, J23 (2005))
+
+
+@dataclass(frozen=True)
+class DGConfig:
+    """ΔGH* settings."""
+
+    correction: float = NORSKOV_2005_CORRECTION  # eV, ΔZPE − TΔS
+    n_samples: int | None = None  # posterior samples K (None: the method's default)
+    aleatoric_correlation: float = 0.0  # ρ between the aleatoric errors of host+H* and host, in [0, 1]
+
+    def validate(self) -> DGConfig:
+        if not np.isfinite(self.correction):
+            raise InputError(
+                f"correction {self.correction} is not finite; give a number in eV (default 0.24)"
+            )
+        if self.n_samples is not None and self.n_samples < 1:
+            raise InputError(f"samples {self.n_samples} not allowed; need K >= 1")
+        if not 0.0 <= self.aleatoric_correlation <= 1.0:
+            raise InputError(
+                f"aleatoric correlation {self.aleatoric_correlation} not allowed; need 0 <= rho <= 1"
+            )
+        return self
+
+
+PRESETS: dict[str, DGConfig] = {
+    "norskov2005": DGConfig(),
+    "no_correction": DGConfig(correction=0.0),
+}
+
+
+@dataclass
+class EnergyStats:
+    """Posterior energies of G structures evaluated together (eV, eV^2)."""
+
+    mean: np.ndarray  # (G,)
+    samples: np.ndarray  # (K, G)
+    var_aleatoric: np.ndarray  # (G,)
+
+    def take(self, index: Sequence[int] | np.ndarray) -> EnergyStats:
+        idx = np.asarray(index, dtype=int)
+        return EnergyStats(self.mean[idx], self.samples[:, idx], self.var_aleatoric[idx])
+
+
+@dataclass
+class DGResult:
+    """ΔGH* of one host at its best site."""
+
+    best_site: str
+    best_index: int  # index into the states passed in
+    dg: float  # eV, from predictive-mean energies
+    dg_std: float  # eV, total
+    dg_std_epistemic: float  # eV
+    dg_std_aleatoric: float  # eV
+    dg_samples: np.ndarray  # (K,) eV
+    site_dg: dict[str, float]  # eV, mean ΔGH* of every state
+    site_agreement: float  # fraction of samples whose lowest eligible site is best_site
+    e_host: float  # eV
+    e_host_h: float  # eV
+    e_h2: float  # eV
+
+
+def predict_energies(
+    posterior, atoms_list: Sequence[Atoms], n_samples: int | None = None, collate_fn=None, device=None
+) -> EnergyStats:
+    """Evaluate ``atoms_list`` in ONE ``posterior.predict`` call (shared samples), no forces."""
+    if collate_fn is None:
+        from .relax import default_collate
+
+        collate_fn = default_collate()
+    dtype = getattr(posterior, "dtype", None)
+    dtype = dtype if isinstance(dtype, torch.dtype) else torch.get_default_dtype()
+    batch = collate_fn(list(atoms_list), posterior.elements, posterior.cutoff, dtype=dtype)
+    if device is not None:
+        batch = {k: v.to(device) for k, v in batch.items()}
+    pred = posterior.predict(batch, n_samples=n_samples, forces=False)
+    mean = pred.energy.detach().double().cpu().numpy().reshape(-1)
+    samples = pred.energy_samples.detach().double().cpu().numpy().reshape(-1, mean.shape[0])
+    var = pred.energy_var_aleatoric.detach().double().cpu().numpy().reshape(-1)
+    return EnergyStats(mean=mean, samples=samples, var_aleatoric=var)
+
+
+def dg_from_stats(
+    host: EnergyStats,
+    states: EnergyStats,
+    labels: Sequence[str],
+    h2: EnergyStats,
+    config: DGConfig = DGConfig(),
+    eligible: Sequence[bool] | None = None,
+) -> DGResult:
+    """ΔGH* from host (1 structure), its S H* states and H2 (1 structure) evaluated with shared samples."""
+    s = len(labels)
+    if s == 0 or states.mean.shape[0] != s:
+        raise ValueError(f"need one energy per H* state, got {states.mean.shape[0]} for {s} labels")
+    ok = np.isfinite(states.mean)
+    if eligible is not None:
+        ok_pref = ok & np.asarray(eligible, dtype=bool)
+        ok = ok_pref if ok_pref.any() else ok
+    e_host, e_h2 = float(host.mean[0]), float(h2.mean[0])
+    site_dg = states.mean - e_host - 0.5 * e_h2 + config.correction
+    if not ok.any():  # no finite state: report NaN, the nonfinite flag follows
+        nan = float("nan")
+        k = host.samples.shape[0]
+        return DGResult(
+            labels[0],
+            0,
+            nan,
+            nan,
+            nan,
+            nan,
+            np.full(k, nan),
+            dict(zip(labels, map(float, site_dg))),
+            0.0,
+            e_host,
+            nan,
+            e_h2,
+        )
+    masked = np.where(ok, site_dg, np.inf)
+    best = int(np.argmin(masked))
+    samples_dg = states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction  # (K, S)
+    dg_k = samples_dg[:, best]
+    std_epi = float(np.std(dg_k)) if dg_k.size else float("nan")
+    v_s, v_h = float(states.var_aleatoric[best]), float(host.var_aleatoric[0])
+    rho = config.aleatoric_correlation
+    var_ale = (
+        v_s + v_h - 2.0 * rho * np.sqrt(max(v_s, 0.0) * max(v_h, 0.0)) + 0.25 * float(h2.var_aleatoric[0])
+    )
+    std_ale = float(np.sqrt(max(var_ale, 0.0)))
+    per_sample_best = np.argmin(np.where(ok[None, :], samples_dg, np.inf), axis=1)
+    return DGResult(
+        best_site=labels[best],
+        best_index=best,
+        dg=float(site_dg[best]),
+        dg_std=float(np.sqrt(std_epi**2 + std_ale**2)),
+        dg_std_epistemic=std_epi,
+        dg_std_aleatoric=std_ale,
+        dg_samples=dg_k,
+        site_dg={lab: float(v) for lab, v in zip(labels, site_dg)},
+        site_agreement=float(np.mean(per_sample_best == best)),
+        e_host=e_host,
+        e_host_h=float(states.mean[best]),
+        e_h2=e_h2,
+    )
+
+
+def h2_molecule(box: float = 15.0) -> Atoms:
+    """H2 (ASE's geometry) centred in a periodic cubic box of ``box`` Å."""
+    from ase.build import molecule
+
+    h2 = molecule("H2")
+    h2.set_cell([box, box, box])
+    h2.center()
+    h2.pbc = True
+    h2.info.update({"name": "H2", "ref_kind": "h2"})
+    return h2
+
+
+__all__ = ["DGConfig", "DGResult", "EnergyStats", "dg_from_stats", "h2_molecule", "predict_energies"]
