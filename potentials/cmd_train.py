@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-PRESET_NAMES = ("tiny", "small", "large")
+PRESET_NAMES = ("tiny", "fast", "small", "large")
 LOSSES = ("nll_jef", "mse", "nll_e")
+# mirrors potentials.bayes.fit (kept here so `screen --help` never imports torch; a test checks they agree)
+METHODS = ("point", "ensemble", "swag", "ivon", "laplace")
+BAYES_PRESETS = ("paper", "cpu", "tiny")
+RECALIBRATIONS = ("scale", "isotonic", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", help="checkpoint to fine-tune (keeps its architecture and E0s)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--method", default="point", choices=METHODS,
+                        help="posterior: point model, deep ensemble, SWAG, IVON or Laplace (default point)")
+    parser.add_argument("--bayes-preset", default="cpu", choices=BAYES_PRESETS,
+                        help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)")
+    parser.add_argument("--recalibration", default="scale", choices=RECALIBRATIONS,
+                        help="variance recalibration fitted on the validation set (default scale)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if args.stress_key:
         loss = replace(loss, stress_weight=max(loss.stress_weight, 1.0))
     train_config = replace(train_config, loss=loss)
+    if args.method != "point":
+        if args.init_from:
+            raise InputError(f"--init-from works with --method point only, not {args.method!r}")
+        from potentials.bayes.fit import run_from_train_args
+
+        return run_from_train_args(args, train_atoms, valid_atoms, model_config, train_config, e0s)
     best = train(
         train_atoms,
         valid_atoms,

@@ -84,6 +84,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         early_stopping_patience=100,
         loss=LossConfig(kind="nll_jef", mse_warmup_epochs=2),
     ),
+    "fast": TrainConfig(
+        epochs=200, batch_size=8, lr=1e-2, loss=LossConfig(kind="nll_jef", mse_warmup_epochs=60)
+    ),
     "small": TrainConfig(
         epochs=300, batch_size=5, lr=1e-2, loss=LossConfig(kind="nll_jef", mse_warmup_epochs=100)
     ),

@@ -1,0 +1,54 @@
+"""The `screen` command: light start-up, every command wired, constants mirrored without heavy imports."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+import cli
+
+
+def test_help_imports_no_heavy_module():
+    code = (
+        "import sys, cli; cli.build_parser(); "
+        "heavy = [m for m in ('torch', 'e3nn', 'ase', 'pymatgen', 'matplotlib', 'pandas') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_is_wired(name):
+    module, _ = cli.COMMANDS[name]
+    mod = importlib.import_module(module)
+    assert callable(mod.add_arguments) and callable(mod.run)
+    r = subprocess.run([sys.executable, "-m", "cli", name, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: screen" in r.stdout
+
+
+def test_every_benchmark_is_wired():
+    from screening.cmd_bench import BENCHES
+
+    for module, _ in BENCHES.values():
+        mod = importlib.import_module(module)
+        assert callable(mod.add_arguments) and callable(mod.run)
+
+
+def test_train_command_mirrors_bayes_constants():
+    from potentials import cmd_train
+    from potentials.bayes import fit
+
+    assert cmd_train.METHODS == fit.METHODS
+    assert cmd_train.BAYES_PRESETS == fit.PRESET_NAMES
+    assert cmd_train.RECALIBRATIONS == fit.RECALIBRATIONS
+
+
+def test_version_and_no_command():
+    r = subprocess.run([sys.executable, "-m", "cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == f"screen {cli.__version__}"
+    r = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True)
+    assert r.returncode == 0 and "COMMAND" in r.stdout
