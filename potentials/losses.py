@@ -45,11 +45,22 @@ def gaussian_nll(residual: torch.Tensor, variance: torch.Tensor) -> torch.Tensor
 
 
 def gaussian_nll_3d(residual: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    """Per-atom 0.5 (r^T Sigma^-1 r + log det Sigma + 3 log 2 pi) via Cholesky; r (N, 3), Sigma (N, 3, 3)."""
-    chol = torch.linalg.cholesky(cov)
-    z = torch.linalg.solve_triangular(chol, residual.unsqueeze(-1), upper=False).squeeze(-1)
+    """Per-atom 0.5 (r^T Sigma^-1 r + log det Sigma + 3 log 2 pi) via Cholesky; r (N, 3), Sigma (N, 3, 3).
+
+    Computed in float64 whatever the model dtype: a float32 Cholesky of a (mathematically SPD) covariance
+    with a large eigenvalue spread can fail. A covariance that is still not numerically SPD gets a jitter
+    of 1e-9 x its mean diagonal.
+    """
+    r = residual.double()
+    c = cov.double()
+    c = 0.5 * (c + c.transpose(-1, -2))
+    chol, info = torch.linalg.cholesky_ex(c)
+    if bool((info > 0).any()):
+        eps = 1e-9 * c.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
+        chol = torch.linalg.cholesky(c + eps[:, None, None] * torch.eye(3, dtype=c.dtype, device=c.device))
+    z = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-    return 0.5 * ((z**2).sum(-1) + logdet + 3.0 * LOG_2PI)
+    return (0.5 * ((z**2).sum(-1) + logdet + 3.0 * LOG_2PI)).to(residual.dtype)
 
 
 def _structure_weights(batch: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,15 @@ def load_posterior(path: str | os.PathLike, device: str = "cpu") -> Posterior:
     """Load any posterior checkpoint, dispatching on its ``method`` field."""
     from potentials import checkpoint
 
-    return posterior_from_payload(checkpoint.load(path), device)
+    payload = checkpoint.load(path)
+    try:
+        return posterior_from_payload(payload, device)
+    except InputError as exc:
+        raise InputError(f"checkpoint {path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a payload with the right keys but bad content
+        raise InputError(
+            f"checkpoint {path} is not a usable '{payload.get('method')}' posterior ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 __all__ = ["load_posterior", "posterior_from_payload", "register"]

@@ -1,0 +1,234 @@
+"""``screen bench model``: the model card of a posterior checkpoint, measured.
+
+Held-out energy/force errors and calibration against the model's own reference (the labels it was trained
+on, e.g. SevenNet-0), and ΔE_H = E(host+H) − E(host) − ½E(H2) against plane-wave DFT (GPAW) at the DFT
+geometries of the label store, side by side with SevenNet-0 at the same geometries. Writes the card
+(Markdown + figures), benchmarks/results/model.json and a BENCHMARKS.md section.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MODEL = "potentials/models/default.pt"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"posterior checkpoint (default {DEFAULT_MODEL})")
+    parser.add_argument("--valid", required=True, help="held-out labelled structures (extxyz / ASE db)")
+    parser.add_argument("--train", help="training set, for the data summary and element coverage")
+    parser.add_argument("--dft-db", default="dft/labels.db", help="GPAW label store for the ΔE_H check")
+    parser.add_argument("--card", default="potentials/models/MODEL_CARD.md", help="model card to write")
+    parser.add_argument("--samples", type=int, default=20, help="posterior samples K")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
+    parser.add_argument("--note", default="", help="free text for the card (how the model was built)")
+
+
+def _predict(post, atoms_list, batch_size: int, n_samples: int):
+    import numpy as np
+
+    from potentials.data import collate
+
+    e_true, e_pred, e_sig, nat, f_true, f_pred, f_sig = [], [], [], [], [], [], []
+    for i in range(0, len(atoms_list), batch_size):
+        chunk = atoms_list[i : i + batch_size]
+        batch = collate(chunk, post.elements, post.cutoff, dtype=post.dtype)
+        pred = post.predict(batch, n_samples=n_samples, forces=True)
+        e_true.append(batch["energy"].double().numpy())
+        e_pred.append(pred.energy.double().numpy())
+        e_sig.append(pred.energy_var.double().sqrt().numpy())
+        nat.append(batch["num_atoms"].numpy())
+        f_true.append(batch["forces"].double().numpy().ravel())
+        f_pred.append(pred.forces.double().numpy().ravel())
+        f_sig.append(pred.forces_var.double().sqrt().numpy().ravel())
+    cat = np.concatenate
+    return cat(e_true), cat(e_pred), cat(e_sig), cat(nat), cat(f_true), cat(f_pred), cat(f_sig)
+
+
+def dft_triples(db_path: str) -> list[dict]:
+    """(host, host+H, H2) label rows of one settings hash with converged GPAW energies."""
+    import ase.db
+
+    from structures import keys as K
+
+    db = ase.db.connect(db_path)
+    rows = [r for r in db.select(engine="gpaw", converged=True)]
+    by_settings: dict[str, dict] = {}
+    for r in rows:
+        d = by_settings.setdefault(r.get("settings_hash"), {"h2": None, "hosts": {}, "h": []})
+        name = r.get(K.NAME, "")
+        if name == "H2":
+            d["h2"] = r
+        elif r.get(K.SITE) in (None, "", "None"):
+            d["hosts"][r.get(K.HOST)] = r
+        else:
+            d["h"].append(r)
+    out = []
+    for sh, d in by_settings.items():
+        if d["h2"] is None:
+            continue
+        for r in d["h"]:
+            host = d["hosts"].get(r.get(K.HOST))
+            if host is None:
+                continue
+            atoms = [host.toatoms(), r.toatoms(), d["h2"].toatoms()]
+            e = [host.energy, r.energy, d["h2"].energy]
+            out.append({"name": r.get(K.NAME), "settings_hash": sh, "atoms": atoms, "dft_de": e[1] - e[0] - 0.5 * e[2],
+                        "core_s": float(host.get("wall_s", 0) + r.get("wall_s", 0))})
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import io
+    import shutil
+    from collections import Counter
+    from pathlib import Path
+
+    import numpy as np
+
+    from potentials import calibration as C
+    from potentials.bayes import load_posterior
+    from potentials.checkpoint import model_hash
+    from potentials.data import collate, read_dataset
+    from structures.common import InputError, atomic_write_bytes, atomic_write_text, write_bench_result
+
+    post = load_posterior(args.model)
+    valid = read_dataset(args.valid)
+    if not valid:
+        raise InputError(f"--valid {args.valid!r} holds no structures")
+    et, ep, es, nat, ft, fp, fs = _predict(post, valid, args.batch_size, args.samples)
+    m_e = C.metrics(et / nat, ep / nat, es / nat)
+    m_f = C.metrics(ft, fp, fs)
+
+    # ---- ΔE_H against plane-wave DFT at the DFT geometries
+    dft_rows = []
+    triples = dft_triples(args.dft_db) if Path(args.dft_db).exists() else []
+    sevenn = None
+    if triples and not args.no_sevenn:
+        try:
+            from sevenn.calculator import SevenNetCalculator
+
+            sevenn = SevenNetCalculator("7net-0", device="cpu")
+        except ImportError:
+            sevenn = None
+    for t in triples:
+        batch = collate(t["atoms"], post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
+        pred = post.predict(batch, n_samples=args.samples, forces=False)
+        s = pred.energy_samples.double().numpy()
+        de_k = s[:, 1] - s[:, 0] - 0.5 * s[:, 2]
+        va = pred.energy_var_aleatoric.double().numpy()
+        e = pred.energy.double().numpy()
+        de = e[1] - e[0] - 0.5 * e[2]
+        sig = float(np.sqrt(de_k.var() + va[0] + va[1] + 0.25 * va[2]))
+        row = {"name": t["name"], "dft_de": t["dft_de"], "model_de": float(de), "model_sigma": sig}
+        if sevenn is not None:
+            es7 = []
+            for a in t["atoms"]:
+                a = a.copy()
+                a.calc = sevenn
+                es7.append(a.get_potential_energy())
+            row["sevenn_de"] = es7[1] - es7[0] - 0.5 * es7[2]
+        dft_rows.append(row)
+
+    # ---- figures
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    card = Path(args.card)
+    figdir = card.parent
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    axes[0].errorbar(et / nat, ep / nat, yerr=2 * es / nat, fmt="o", ms=3, alpha=0.5, elinewidth=0.5)
+    lo, hi = (et / nat).min(), (et / nat).max()
+    axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    axes[0].set(xlabel="reference energy (eV/atom)", ylabel="model energy (eV/atom)", title="held-out energies (±2σ)")
+    sel = np.random.default_rng(0).choice(len(ft), size=min(4000, len(ft)), replace=False)
+    axes[1].scatter(ft[sel], fp[sel], s=2, alpha=0.4)
+    lo, hi = ft.min(), ft.max()
+    axes[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    axes[1].set(xlabel="reference force (eV/Å)", ylabel="model force (eV/Å)", title="held-out force components")
+    for name, (y, mu, sg) in {"energy": (et / nat, ep / nat, es / nat), "forces": (ft, fp, fs)}.items():
+        lv, obs = C.coverage_curve(y, mu, sg)
+        axes[2].plot(lv, obs, label=name)
+    axes[2].plot([0, 1], [0, 1], "k--", lw=0.8)
+    axes[2].set(xlabel="expected coverage", ylabel="observed coverage", title="calibration (held out)")
+    axes[2].legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(figdir / "model_card_heldout.png", buf.getvalue())
+
+    # ---- data summary
+    train_note = ""
+    if args.train:
+        train = read_dataset(args.train)
+        counts = Counter(s for a in train for s in set(a.get_chemical_symbols()))
+        refs = Counter(str(a.info.get("reference", a.info.get("engine", "?"))) for a in train)
+        train_note = (f"{len(train)} training structures; reference(s): "
+                      + ", ".join(f"{k} ({v})" for k, v in refs.items())
+                      + ".\n\nElement coverage (training structures containing the element): "
+                      + ", ".join(f"{el} {counts[el]}" for el in post.elements) + ".")
+
+    def fmt(m, unit, scale):
+        return (f"| MAE | {scale * m['mae']:.1f} {unit} |\n| RMSE | {scale * m['rmse']:.1f} {unit} |\n"
+                f"| NLL | {m['nll']:.2f} |\n| Spearman(|err|, σ) | {m['spearman']:.2f} |\n"
+                f"| miscalibration area | {m['miscal_area']:.3f} |\n| 68 % / 95 % coverage | "
+                f"{m['coverage_68']:.2f} / {m['coverage_95']:.2f} |\n")
+
+    dft_table = "No converged GPAW (host, host+H, H2) triple in the label store yet.\n"
+    if dft_rows:
+        head = "| structure | DFT ΔE_H (eV) | model ΔE_H ± σ (eV) | model − DFT | SevenNet-0 ΔE_H | SevenNet-0 − DFT |\n"
+        head += "|---|---|---|---|---|---|\n"
+        for r in dft_rows:
+            s7, dft = r.get("sevenn_de"), r["dft_de"]
+            head += (f"| {r['name']} | {r['dft_de']:+.3f} | {r['model_de']:+.3f} ± {r['model_sigma']:.3f} | "
+                     f"{r['model_de'] - r['dft_de']:+.3f} | {'' if s7 is None else f'{s7:+.3f}'} | "
+                     f"{'' if s7 is None else f'{s7 - dft:+.3f}'} |\n")
+        mae = np.mean([abs(r["model_de"] - r["dft_de"]) for r in dft_rows])
+        dft_table = head + f"\nModel ΔE_H MAE against DFT: {mae:.3f} eV on {len(dft_rows)} structure(s).\n"
+    h = model_hash(args.model)
+    text = f"""# Model card: `{Path(args.model).name}`
+
+- **Method**: {post.method} posterior over a RACE equivariant potential (preset elements: {len(post.elements)};
+  cutoff {post.cutoff} Å). Hash `{h[:16]}`.
+- **Reference labels**: see the data section. The reference it was trained on is **not DFT-grade** for H* on
+  metal–N–graphene (SevenNet-0 is ~0.5 eV off on average against plane-wave PBE); errors below against that
+  reference say how well the model reproduces it, not how right it is. The DFT section is the check against truth.
+{args.note}
+
+## Data
+{train_note or 'Not given.'}
+
+## Held-out errors and calibration against the training reference ({len(valid)} structures)
+Energies per atom:
+
+| metric | value |
+|---|---|
+{fmt(m_e, 'meV/atom', 1000)}
+Force components:
+
+| metric | value |
+|---|---|
+{fmt(m_f, 'meV/Å', 1000)}
+![held-out parity and calibration](model_card_heldout.png)
+
+## ΔE_H against plane-wave DFT (GPAW PBE, same geometries)
+{dft_table}
+Produced by `screen bench model --model {args.model} --valid {args.valid}{' --train ' + args.train if args.train else ''} --dft-db {args.dft_db}`.
+"""
+    atomic_write_text(card, text)
+    result = {"model": args.model, "model_hash": h, "energy_per_atom": m_e, "forces": m_f, "dft": dft_rows,
+              "n_valid": len(valid)}
+    table = (f"Held-out vs training reference: E MAE {1000 * m_e['mae']:.1f} meV/atom, F MAE {1000 * m_f['mae']:.1f} meV/Å, "
+             f"F 95 % coverage {m_f['coverage_95']:.2f}, F miscalibration area {m_f['miscal_area']:.3f}.\n\n"
+             + dft_table)
+    cmd = f"screen bench model --model {args.model} --valid {args.valid}" + (f" --train {args.train}" if args.train else "")
+    write_bench_result("model", result, cmd, table)
+    print(text)
+    if figdir.resolve() != Path("benchmarks/figures").resolve():
+        Path("benchmarks/figures").mkdir(parents=True, exist_ok=True)
+        shutil.copy(figdir / "model_card_heldout.png", "benchmarks/figures/model_card_heldout.png")
+    return 0
