@@ -22,6 +22,13 @@ def sym_matrix_basis(dtype: torch.dtype | None = None) -> torch.Tensor:
     return basis.to(dtype or previous)
 
 
+#: Soft bounds (smooth, invariant) on the log-variance scale: without them the NLL phase of training can
+#: push exp() to overflow and the covariance to inf/NaN. exp(±10) spans 9 orders of magnitude.
+LOGVAR_BOUND = 10.0
+COV_TRACE_BOUND = 6.0  # bound on the 0e coefficient of S
+COV_ANISO_BOUND = 4.0  # bound on the norm of the 2e coefficients of S
+
+
 class EnergyVarianceHead(nn.Module):
     """Invariant per-atom log-variance: scalars of h (N, F) -> (N,) log(eV^2) before the unit offset."""
 
@@ -31,7 +38,8 @@ class EnergyVarianceHead(nn.Module):
         self.out = nn.Linear(hidden, 1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.out(torch.nn.functional.silu(self.linear(h))).squeeze(-1)
+        raw = self.out(torch.nn.functional.silu(self.linear(h))).squeeze(-1)
+        return LOGVAR_BOUND * torch.tanh(raw / LOGVAR_BOUND)  # smooth bound: exp() never overflows
 
 
 class ForceCovarianceHead(nn.Module):
@@ -58,5 +66,10 @@ class ForceCovarianceHead(nn.Module):
         coeffs = self.square(x, x)
         if self.linear is not None:
             coeffs = coeffs + self.linear(h)
+        iso = COV_TRACE_BOUND * torch.tanh(coeffs[:, :1] / COV_TRACE_BOUND)
+        aniso = coeffs[:, 1:]
+        norm2 = (aniso**2).sum(-1, keepdim=True)
+        aniso = aniso * COV_ANISO_BOUND / torch.sqrt(COV_ANISO_BOUND**2 + norm2)  # rotation-invariant shrink
+        coeffs = torch.cat([iso, aniso], dim=-1)
         s = torch.einsum("nk,kij->nij", coeffs, self.basis.to(coeffs.dtype))
         return torch.linalg.matrix_exp(s)
