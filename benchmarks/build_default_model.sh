@@ -12,7 +12,7 @@ screen data --metals all --motifs 6Na,4Nb,3Nb,2Na --supercell 2r7 --sites top_M1
 # 2. the 'fast' RACE preset (screening speed), 12 epochs of MSE warm-up then NLL_JEF, then a diagonal
 #    Laplace posterior (GGN with force outputs), variance scale recalibrated on the held-out hosts
 screen train --data runs/default/train.extxyz --valid runs/default/train.valid.extxyz --preset fast \
-  --method laplace --bayes-preset cpu --max-minutes 38 --mse-warmup 12 --out runs/default/model
+  --method laplace --bayes-preset cpu --max-minutes 24 --mse-warmup 12 --out runs/default/model
 cp runs/default/model/posterior.pt potentials/models/default.pt
 # 3. the model card: held-out errors vs SevenNet-0, calibration, and ΔE_H vs plane-wave DFT labels
 screen bench model --model potentials/models/default.pt --valid runs/default/train.valid.extxyz \
