@@ -1,0 +1,664 @@
+"""Reference labelling: EMT stand-in path, resume after a kill, flagged SCF failures, VASP/QE import,
+GPAW, data command, DFT bench, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+from ase.calculators.calculator import Calculator, all_changes
+from ase.calculators.emt import EMT
+from ase.cluster import Octahedron
+
+from cli import main
+from screening import labelling as L
+from structures.common import InputError
+
+
+def _clusters(n: int = 5) -> list[Atoms]:
+    """Small EMT-supported structures: Cu/Ni clusters in periodic boxes, rattled differently."""
+    out = []
+    for i in range(n):
+        a = Octahedron("Cu" if i % 2 == 0 else "Ni", 2)  # 6 atoms
+        a.center(vacuum=4.0)
+        a.pbc = True
+        a.rattle(0.05, seed=i)
+        a.info["name"] = f"cluster{i}"
+        out.append(a)
+    return out
+
+
+class CountingEMT(EMT):
+    """EMT that counts calls and can simulate a kill (KeyboardInterrupt) at a given call number."""
+
+    calls = 0
+    kill_at: int | None = None
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        CountingEMT.calls += 1
+        if CountingEMT.kill_at is not None and CountingEMT.calls == CountingEMT.kill_at:
+            raise KeyboardInterrupt
+        super().calculate(atoms, properties, system_changes)
+
+
+class FlakySCF(Calculator):
+    """Stand-in SCF code: raises SCFError when built with converged=False; else EMT numbers."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, converged: bool, **kw):
+        super().__init__(**kw)
+        self.converged = converged
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if not self.converged:
+            from ase.calculators.calculator import SCFError
+
+            raise SCFError("SCF did not converge in 3 iterations")
+        emt = EMT()
+        emt.calculate(atoms, properties, system_changes)
+        self.results = dict(emt.results)
+
+    def get_number_of_iterations(self) -> int:
+        return 7
+
+
+def _flaky_engine(fail_names: set[str], fail_first_only: set[str]) -> L.Engine:
+    def make(atoms, s, attempt, txt):
+        name = atoms.info.get("name")
+        ok = not (name in fail_names or (name in fail_first_only and attempt["magmom_scale"] == 1.0))
+        return FlakySCF(converged=ok)
+
+    return L.Engine(
+        "flaky",
+        make,
+        lambda: "flaky 1.0",
+        lambda s: {"ecut": s.ecut},
+        attempts=L._gpaw_attempts,
+        has_scf=True,
+    )
+
+
+def _rows(db_path):
+    import ase.db
+
+    return list(ase.db.connect(str(db_path)).select("label_key"))
+
+
+def test_emt_labels_match_direct_and_export(tmp_path):
+    frames = _clusters(4) + [molecule("H2", vacuum=4.0, pbc=True)]
+    db = tmp_path / "labels.db"
+    rep = L.label_structures(frames, "emt", db_path=db, progress=False)
+    assert (rep.labelled, rep.converged, rep.failed) == (5, 5, 0)
+    out = tmp_path / "train.extxyz"
+    assert L.export_training_set(db, out, engine="emt") == 5
+    from ase.io import read
+
+    got = read(out, index=":")
+    for a, ref in zip(got, frames):
+        r = ref.copy()
+        r.calc = EMT()
+        assert a.get_potential_energy() == pytest.approx(r.get_potential_energy(), abs=1e-8)
+        np.testing.assert_allclose(a.get_forces(), r.get_forces(), atol=1e-8)
+        assert a.info["reference"] == "emt" and a.info["engine_version"].startswith("ase ")
+        assert json.loads(a.info["reference_settings"])["physics"] == {}
+    # the same structures under different physical settings of an SCF engine get different keys
+    g = L.get_engine("gpaw")
+    assert L.label_key(frames[0], g, L.PRESETS["pw400"]) != L.label_key(frames[0], g, L.PRESETS["pw500k4"])
+    assert L.label_key(frames[0], g, L.PRESETS["pw400"]) == L.label_key(
+        frames[0].copy(), g, L.LabelSettings()
+    )
+
+
+def test_host_queue_labels_with_record_keys(tmp_path):
+    from structures.motifs import resolve_motifs
+
+    q = L.build_queue(["Ni"], resolve_motifs("6Na"), supercell="4x4", with_h=True, sites=["top_M1"], h2=True)
+    assert [a.info["name"] for a in q] == ["H2", "Ni2@6Na", "Ni2@6Na+H@top_M1"]
+    assert L.kpts_for(q[1], L.PRESETS["pw400"]) == (3, 3, 1)
+    assert L.kpts_for(q[1], L.PRESETS["pw500k4"]) == (4, 4, 1)
+    assert L.kpts_for(q[0], L.PRESETS["pw400"]) == (1, 1, 1)
+    db = tmp_path / "l.db"
+    L.label_structures(q, "emt", db_path=db, progress=False)
+    rows = {r.name: r for r in _rows(db)}
+    assert rows["Ni2@6Na+H@top_M1"].site == "top_M1" and rows["Ni2@6Na+H@top_M1"].motif == "6Na"
+    assert (
+        rows["Ni2@6Na"].get("site") is None
+        and rows["Ni2@6Na"].n_N == 6
+        and rows["Ni2@6Na"].supercell == "4x4"
+    )
+    text = L.write_readme(db, tmp_path / "README.md")
+    assert "| Ni | 2 |" in text and "| 6Na | 2 |" in text and "core-hours" in text
+    with pytest.raises(InputError, match="top_Q9"):
+        L.build_queue(["Ni"], resolve_motifs("6Na"), supercell="4x4", with_h=True, sites=["top_Q9"])
+
+
+def test_resume_after_kill_labels_only_missing(tmp_path):
+    frames = _clusters(6)
+    eng = L.Engine("counting-emt", lambda a, s, at, txt: CountingEMT(), lambda: "x", lambda s: {})
+    db = tmp_path / "labels.db"
+    CountingEMT.calls, CountingEMT.kill_at = 0, 4
+    with pytest.raises(KeyboardInterrupt):
+        L.label_structures(frames, eng, db_path=db, progress=False)
+    assert len(_rows(db)) == 3  # three finished rows survived the kill, the fourth was never written
+    CountingEMT.calls, CountingEMT.kill_at = 0, None
+    rep = L.label_structures(frames + frames[:2], eng, db_path=db, progress=False)
+    assert CountingEMT.calls == 3 and rep.labelled == 3 and rep.skipped == 5
+    keys = [r.label_key for r in _rows(db)]
+    assert len(keys) == 6 == len(set(keys))
+    # a third run computes nothing
+    CountingEMT.calls = 0
+    assert (
+        L.label_structures(frames, eng, db_path=db, progress=False).labelled == 0 and CountingEMT.calls == 0
+    )
+
+
+def test_max_labels_caps_work(tmp_path):
+    db = tmp_path / "l.db"
+    assert L.label_structures(_clusters(4), "emt", db_path=db, progress=False, max_labels=2).labelled == 2
+    assert L.label_structures(_clusters(4), "emt", db_path=db, progress=False).labelled == 2
+
+
+def test_nonconverged_scf_flagged_retried_and_excluded(tmp_path):
+    frames = _clusters(3)
+    eng = _flaky_engine(fail_names={"cluster1"}, fail_first_only={"cluster2"})
+    db = tmp_path / "labels.db"
+    rep = L.label_structures(frames, eng, L.LabelSettings(), db_path=db, progress=False)
+    assert (rep.converged, rep.failed) == (2, 1)
+    rows = {r.name: r for r in _rows(db)}
+    bad = rows["cluster1"]
+    assert bad.converged is False and bad.status == "unconverged" and bad.n_attempts == 3
+    assert bad.get("energy") is None  # never a silent number
+    attempts = json.loads(bad.data["attempts"])
+    assert [a["magmom_scale"] for a in attempts] == [1.0, 0.5, 0.0]
+    assert all(not a["converged"] and "SCF" in a["error"] for a in attempts)
+    retried = rows["cluster2"]
+    assert retried.converged is True and retried.n_attempts == 2 and retried.n_scf == 7
+    assert [a["converged"] for a in json.loads(retried.data["attempts"])] == [False, True]
+    assert L.export_training_set(db, tmp_path / "t.extxyz") == 2
+    from ase.io import read
+
+    assert sorted(a.info["name"] for a in read(tmp_path / "t.extxyz", index=":")) == ["cluster0", "cluster2"]
+    # flagged rows are "done" on resume unless retry_failed
+    assert L.label_structures(frames, eng, db_path=db, progress=False).labelled == 0
+    assert L.label_structures(frames, eng, db_path=db, progress=False, retry_failed=True).labelled == 1
+    s = L.db_summary(db)
+    assert (s["converged"], s["failed"]) == (2, 2)
+
+
+def test_calculator_error_is_recorded_not_retried(tmp_path):
+    def make(atoms, s, attempt, txt):
+        raise ValueError("bad pseudopotential")
+
+    eng = L.Engine("broken", make, lambda: "broken 0", lambda s: {}, attempts=L._gpaw_attempts, has_scf=True)
+    L.label_structures(_clusters(1), eng, db_path=tmp_path / "l.db", progress=False)
+    (row,) = _rows(tmp_path / "l.db")
+    assert row.status == "error" and row.n_attempts == 1 and "bad pseudopotential" in row.data["error"]
+
+
+def test_workers_match_serial(tmp_path):
+    frames = _clusters(4)
+    L.label_structures(frames, "emt", db_path=tmp_path / "a.db", progress=False, workers=1)
+    L.label_structures(frames, "emt", db_path=tmp_path / "b.db", progress=False, workers=2)
+    ea = {r.label_key: r.energy for r in _rows(tmp_path / "a.db")}
+    eb = {r.label_key: r.energy for r in _rows(tmp_path / "b.db")}
+    assert ea.keys() == eb.keys() and all(ea[k] == pytest.approx(eb[k], abs=1e-10) for k in ea)
+
+
+def test_ase_engine_spec_and_errors(tmp_path):
+    eng = L.get_engine("ase:ase.calculators.emt:EMT")
+    L.label_structures(_clusters(1), eng, db_path=tmp_path / "l.db", progress=False)
+    assert _rows(tmp_path / "l.db")[0].engine == "ase:ase.calculators.emt:EMT"
+    with pytest.raises(InputError, match="no class 'Nope'"):
+        L.label_structures(_clusters(1), "ase:ase.calculators.emt:Nope", db_path=tmp_path / "x.db")
+    with pytest.raises(InputError, match="ase:<module>:<Class>"):
+        L.get_engine("ase:onlymodule")
+    with pytest.raises(InputError, match="EMT has no parameters for Fe"):
+        L.label_structures([Atoms("Fe2", positions=[[0, 0, 0], [2, 0, 0]])], "emt", db_path=tmp_path / "y.db")
+
+
+def test_gpaw_missing_names_install_command(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "gpaw", None)
+    with pytest.raises(InputError, match="pip install gpaw"):
+        L.label_structures(_clusters(1), "gpaw", db_path=tmp_path / "l.db")
+    assert not (tmp_path / "l.db").exists()
+
+
+# ------------------------------------------------------------------ VASP / QE import
+QE_HEADER = """
+     Program PWSCF v.7.2 starts on  1Jan2026 at 10: 0: 0
+
+     bravais-lattice index     =            0
+     lattice parameter (alat)  =      {alat:.4f}  a.u.
+     unit-cell volume          =    1000.0000 (a.u.)^3
+     number of atoms/cell      =            {nat}
+     number of atomic types    =            1
+     kinetic-energy cutoff     =      30.0000  Ry
+     Exchange-correlation= PBE
+     celldm(1)=  {alat:.6f}  celldm(2)=   0.000000  celldm(3)=   0.000000
+
+     crystal axes: (cart. coord. in units of alat)
+               a(1) = (   1.000000   0.000000   0.000000 )
+               a(2) = (   0.000000   1.000000   0.000000 )
+               a(3) = (   0.000000   0.000000   1.000000 )
+
+   Cartesian axes
+
+     site n.     atom                  positions (alat units)
+{positions}
+
+     number of k points=     1  Fermi-Dirac smearing, width (Ry)=  0.0073
+                       cart. coord. in units 2pi/alat
+        k(    1) = (   0.0000000   0.0000000   0.0000000), wk =   2.0000000
+"""
+
+
+def _qe_step(energy_ry: float, forces_ry_bohr: np.ndarray) -> str:
+    lines = [
+        f"!    total energy              =    {energy_ry:.8f} Ry",
+        "",
+        "     Forces acting on atoms (cartesian axes, Ry/au):",
+        "",
+    ]
+    for i, f in enumerate(forces_ry_bohr):
+        lines.append(f"     atom    {i + 1} type  1   force =    {f[0]:.8f}   {f[1]:.8f}   {f[2]:.8f}")
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _write_qe_output(path, symbols, steps):
+    """pw.x relax output: header + first step, then ATOMIC_POSITIONS (angstrom) + results per step."""
+    from ase.io.espresso import units
+
+    Bohr = units["Bohr"]
+
+    alat_bohr = 10.0 / Bohr
+    pos0 = steps[0][0]
+    plines = "\n".join(
+        f"         {i + 1}           {s}  tau(   {i + 1}) = (   {p[0] / 10.0:.7f}   {p[1] / 10.0:.7f}   "
+        f"{p[2] / 10.0:.7f}  )"
+        for i, (s, p) in enumerate(zip(symbols, pos0))
+    )
+    text = QE_HEADER.format(alat=alat_bohr, nat=len(symbols), positions=plines)
+    text += _qe_step(steps[0][1], steps[0][2])
+    for pos, e, f in steps[1:]:
+        text += "ATOMIC_POSITIONS (angstrom)\n"
+        text += (
+            "".join(f"{s}        {p[0]:.9f}   {p[1]:.9f}   {p[2]:.9f}\n" for s, p in zip(symbols, pos)) + "\n"
+        )
+        text += _qe_step(e, f)
+    text += "\n     End of BFGS Geometry Optimization\n     JOB DONE.\n"
+    path.write_text(text)
+
+
+def test_qe_import_round_trip(tmp_path):
+    from ase.io.espresso import units  # the QE reader converts with CODATA-2006 constants
+
+    Ry, Bohr = units["Ry"], units["Bohr"]
+
+    rng = np.random.default_rng(0)
+    pos0 = np.array([[4.0, 5.0, 5.0], [5.1, 5.0, 5.0], [6.2, 5.1, 5.0]])
+    steps = [
+        (pos0 + 0.01 * k * rng.normal(size=pos0.shape), -45.5 - 0.01 * k, rng.normal(size=(3, 3)) * 0.01)
+        for k in range(3)
+    ]
+    out = tmp_path / "relax.out"
+    _write_qe_output(out, ["Cu", "Cu", "Cu"], steps)
+    db = tmp_path / "l.db"
+    assert main(["import", str(out), "--db", str(db)]) == 0
+    rows = sorted(_rows(db), key=lambda r: r.ionic_step)
+    assert len(rows) == 3 and all(r.engine == "qe" and r.engine_version == "qe v.7.2" for r in rows)
+    for r, (pos, e, f) in zip(rows, steps):
+        assert r.energy == pytest.approx(e * Ry, abs=1e-6)
+        np.testing.assert_allclose(r.forces, f * Ry / Bohr, atol=1e-6)
+        np.testing.assert_allclose(r.positions, pos, atol=1e-6)
+    assert json.loads(rows[0].data["settings"])["physics"]["ecut_eV"] == pytest.approx(30 * Ry, abs=1e-2)
+    assert main(["import", str(out), "--db", str(db)]) == 0  # re-import: nothing new
+    assert len(_rows(db)) == 3
+
+
+VASPRUN = """<?xml version="1.0" encoding="ISO-8859-1"?>
+<modeling>
+ <generator>
+  <i name="program" type="string">vasp </i>
+  <i name="version" type="string">6.4.2  </i>
+ </generator>
+ <kpoints>
+  <generation param="Gamma">
+   <v type="int" name="divisions">       3        3        1 </v>
+  </generation>
+  <varray name="kpointlist">
+   <v>       0.00000000       0.00000000       0.00000000 </v>
+  </varray>
+  <varray name="weights">
+   <v>       1.00000000 </v>
+  </varray>
+ </kpoints>
+ <parameters>
+  <i name="ENCUT">    400.00000000</i>
+ </parameters>
+ <atominfo>
+  <atoms>       2 </atoms>
+  <array name="atoms" >
+   <dimension dim="1">ion</dimension>
+   <field type="string">element</field>
+   <field type="int">atomtype</field>
+   <set>
+    <rc><c>Ni</c><c>   1</c></rc>
+    <rc><c>Ni</c><c>   1</c></rc>
+   </set>
+  </array>
+ </atominfo>
+ <structure name="initialpos" >
+  <crystal>
+   <varray name="basis" >
+{basis}
+   </varray>
+  </crystal>
+  <varray name="positions" >
+{pos0}
+  </varray>
+ </structure>
+{steps}
+</modeling>
+"""
+
+VASP_STEP = """ <calculation>
+  <scstep>
+   <energy>
+    <i name="e_fr_energy">  {efr:.8f} </i>
+    <i name="e_wo_entrp">  {e0:.8f} </i>
+    <i name="e_0_energy">  {e0:.8f} </i>
+   </energy>
+  </scstep>
+  <structure>
+   <crystal>
+    <varray name="basis" >
+{basis}
+    </varray>
+   </crystal>
+   <varray name="positions" >
+{pos}
+   </varray>
+  </structure>
+  <varray name="forces" >
+{forces}
+  </varray>
+  <energy>
+   <i name="e_fr_energy">  {efr:.8f} </i>
+   <i name="e_wo_entrp">  {e0:.8f} </i>
+   <i name="e_0_energy">  {e0:.8f} </i>
+  </energy>
+ </calculation>"""
+
+
+def _v(rows) -> str:
+    return "\n".join("    <v>" + " ".join(f"{x:16.8f}" for x in r) + " </v>" for r in rows)
+
+
+def test_vasprun_import_round_trip_and_bad_file(tmp_path):
+    cell = np.diag([8.0, 8.0, 8.0])
+    frac = [np.array([[0.4, 0.5, 0.5], [0.68, 0.5, 0.5]]), np.array([[0.41, 0.5, 0.5], [0.67, 0.5, 0.5]])]
+    forces = [
+        np.array([[-0.3, 0.0, 0.01], [0.3, 0.0, -0.01]]),
+        np.array([[-0.05, 0.0, 0.0], [0.05, 0.0, 0.0]]),
+    ]
+    energies = [(-10.10, -10.12), (-10.30, -10.31)]  # (e_fr, e_0)
+    steps = "\n".join(
+        VASP_STEP.format(efr=efr, e0=e0, basis=_v(cell), pos=_v(p), forces=_v(f))
+        for (efr, e0), p, f in zip(energies, frac, forces)
+    )
+    path = tmp_path / "vasprun.xml"
+    path.write_text(VASPRUN.format(basis=_v(cell), pos0=_v(frac[0]), steps=steps))
+    db = tmp_path / "l.db"
+    assert main(["import", str(path), "--db", str(db)]) == 0
+    rows = sorted(_rows(db), key=lambda r: r.ionic_step)
+    assert [r.engine for r in rows] == ["vasp", "vasp"] and rows[0].engine_version == "vasp 6.4.2"
+    for r, (_, e0), f, p in zip(rows, energies, forces, frac):
+        assert r.energy == pytest.approx(e0, abs=1e-8)  # ASE reports the sigma -> 0 energy
+        np.testing.assert_allclose(r.forces, f, atol=1e-8)
+        np.testing.assert_allclose(r.positions, p @ cell, atol=1e-8)
+    phys = json.loads(rows[0].data["settings"])["physics"]
+    assert phys["ecut_eV"] == 400.0 and phys["kpts"] == [3, 3, 1]
+    broken = tmp_path / "vasprun_broken.xml"
+    broken.write_text("<modeling><generator><i name='program'>vasp</i></generator>\n<atominfo><oops")
+    with pytest.raises(InputError, match="vasprun_broken.xml"):
+        from screening.cmd_import import import_outputs
+
+        import_outputs([str(broken)], str(tmp_path / "x.db"))
+    assert main(["import", str(tmp_path / "missing.out"), "--db", str(db)]) == 2
+
+
+# ------------------------------------------------------------------ real GPAW
+@pytest.mark.gpaw
+def test_gpaw_plane_wave_h2(tmp_path):
+    pytest.importorskip("gpaw", reason="GPAW is not installed (optional extra: CC=g++ pip install gpaw)")
+    h2 = molecule("H2")
+    h2.center(vacuum=2.0)
+    h2.pbc = True
+    h2.info["name"] = "H2"
+    db = tmp_path / "l.db"
+    settings = L.LabelSettings(ecut=250.0, kpts=(1, 1, 1), maxiter=60)
+    rep = L.label_structures([h2], "gpaw", settings, db_path=db, progress=False)
+    assert rep.converged == 1
+    (row,) = _rows(db)
+    assert row.engine == "gpaw" and row.engine_version.startswith("gpaw ") and row.n_scf > 1
+    assert -8.0 < row.energy < -5.0  # PBE H2 total energy relative to GPAW's atomic references, eV
+    f = row.forces
+    np.testing.assert_allclose(f[0], -f[1], atol=1e-3)  # Newton's third law along the bond
+    assert abs(f[0, 2]) > 0.1 and np.abs(f[:, :2]).max() < 1e-3
+    s = json.loads(row.data["settings"])
+    assert s["physics"]["ecut"] == 250.0 and s["kpts_used"] == [1, 1, 1] and s["spinpol"] is True
+    assert (tmp_path / "logs").is_dir()
+
+
+# ------------------------------------------------------------------ CLI errors
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["label", "--engine", "nope", "--hosts", "Ni"], "unknown engine 'nope'"),
+        (["label", "--engine", "emt"], "nothing to label"),
+        (["label", "--engine", "emt", "--hosts", "Xx"], "unknown metal 'Xx'"),
+        (["label", "--engine", "emt", "--hosts", "Ni", "--kpts", "3x3"], "bad --kpts '3x3'"),
+        (["label", "--engine", "emt", "--hosts", "Ni", "--workers", "0"], "--workers 0"),
+        (["label", "--engine", "emt", "--hosts", "Ni", "--preset", "huge"], "unknown settings preset 'huge'"),
+        (["label", "--engine", "emt", "--in", "nowhere.extxyz"], "'nowhere.extxyz' does not exist"),
+        (["import", "nowhere.out"], "'nowhere.out' does not exist"),
+    ],
+)
+def test_cli_errors(argv, msg, tmp_path, capsys):
+    assert main(argv + ["--db", str(tmp_path / "l.db")]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "l.db").exists()
+
+
+def test_cli_label_in_file_and_export(tmp_path, capsys):
+    from ase.io import read, write
+
+    src = tmp_path / "in.extxyz"
+    write(src, _clusters(3))
+    db, out = tmp_path / "l.db", tmp_path / "out.extxyz"
+    argv = [
+        "label",
+        "--engine",
+        "emt",
+        "--in",
+        str(src),
+        "--db",
+        str(db),
+        "--no-progress",
+        "--export",
+        str(out),
+    ]
+    assert main(argv + ["--readme", str(tmp_path / "README.md")]) == 0
+    assert "3 labelled now" in capsys.readouterr().out
+    readme = (tmp_path / "README.md").read_text()
+    assert all(f"| cluster{i} | emt |" in readme for i in range(3)) and "Rows: 3 (3 converged" in readme
+    assert len(read(out, index=":")) == 3
+    assert main(argv) == 0
+    assert "3 already labelled, 0 labelled now" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ screen data
+def test_data_command_builds_labelled_split_set(tmp_path, capsys, monkeypatch):
+    from ase.io import read
+
+    out = tmp_path / "train.extxyz"
+    argv = [
+        "data",
+        "--metals",
+        "Ni,Cu",
+        "--motifs",
+        "6Na",
+        "--sites",
+        "top_M1",
+        "--reference",
+        "emt",
+        "--n-rattle",
+        "2",
+        "--rattle",
+        "0.05",
+        "--strain",
+        "0.02",
+        "--relax-frames",
+        "3",
+        "--out",
+        str(out),
+        "--valid-fraction",
+        "0.5",
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    train, valid = read(out, index=":"), read(tmp_path / "train.valid.extxyz", index=":")
+    hosts_t, hosts_v = {a.info["host"] for a in train}, {a.info["host"] for a in valid}
+    assert len(hosts_t) == len(hosts_v) == 1 and not hosts_t & hosts_v  # split by host, no leakage
+    frames = train + valid
+    kinds = [a.info["frame"] for a in frames]
+    # 2 hosts x 2 structures (host, host+H): 1 base + 2 rattles + 2 strains each, up to 3 FIRE frames each
+    assert kinds.count("base") == 4 and kinds.count("rattle") == 8 and kinds.count("strain") == 8
+    assert 4 <= kinds.count("relax") <= 12
+    base = {a.info["name"]: a for a in frames if a.info["frame"] == "base"}
+    for a in frames:
+        assert a.info["reference"] == "emt" and "physics" in json.loads(a.info["reference_settings"])
+        r = a.copy()
+        r.calc = EMT()
+        # extxyz stores positions to 1e-8 Å, so the recomputed labels agree to ~1e-7
+        assert a.get_potential_energy() == pytest.approx(r.get_potential_energy(), abs=1e-6)
+        np.testing.assert_allclose(a.get_forces(), r.get_forces(), atol=1e-6)
+        if a.info["frame"] == "strain":
+            ref = base[a.info["name"]]
+            ratio = a.cell.lengths() / ref.cell.lengths()
+            np.testing.assert_allclose(ratio, [1 + a.info["strain"]] * 2 + [1.0], atol=1e-12)
+        if a.info["frame"] == "rattle":
+            d = a.positions - base[a.info["name"]].positions
+            assert 0.01 < np.sqrt((d**2).mean()) < 0.1
+    capsys.readouterr()
+    # resume: nothing is relabelled or relaxed again, the same frames come out
+    import screening.cmd_data as D
+
+    monkeypatch.setattr(D, "relax_frames", lambda *a, **k: pytest.fail("relaxation redone on resume"))
+    assert main(argv) == 0
+    assert "(0 labelled now" in capsys.readouterr().out
+    again = read(out, index=":")
+    assert [a.get_potential_energy() for a in again] == [a.get_potential_energy() for a in train]
+    # a labelled file as the reference: its frames pass through with energies intact
+    out2 = tmp_path / "from_file.extxyz"
+    assert (
+        main(["data", "--metals", "Ni,Cu", "--motifs", "6Na", "--reference", str(out), "--out", str(out2)])
+        == 0
+    )
+    got = read(out2, index=":")
+    assert len(got) == len(train) and got[0].get_potential_energy() == pytest.approx(
+        train[0].get_potential_energy()
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--rattle", "-0.1"], "--rattle -0.1"),
+        (["--valid-fraction", "1.5"], "--valid-fraction 1.5"),
+        (["--reference", "nope"], "unknown engine 'nope'"),
+        (["--metals", "Fe"], "EMT has no parameters for Fe"),
+    ],
+)
+def test_data_command_errors(extra, msg, tmp_path, capsys):
+    out = tmp_path / "t.extxyz"
+    argv = ["data", "--metals", "Ni", "--reference", "emt", "--out", str(out), "--no-progress"]
+    assert main(argv + extra) == 2
+    assert msg in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_sevenn_engine_labels(tmp_path):
+    pytest.importorskip("sevenn", reason="SevenNet is not installed (optional extra: pip install sevenn)")
+    h2 = molecule("H2", vacuum=4.0, pbc=True)
+    rep = L.label_structures([h2], "sevenn", db_path=tmp_path / "l.db", progress=False)
+    (row,) = _rows(tmp_path / "l.db")
+    assert rep.converged == 1 and row.engine_version.startswith("sevenn ") and -8 < row.energy < -5
+    np.testing.assert_allclose(row.forces[0], -row.forces[1], atol=1e-4)
+
+
+# ------------------------------------------------------------------ screen bench dft
+def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
+    """ΔE_H arithmetic and the keep/tighten verdict on a store with known energies (no DFT run)."""
+    import ase.db
+
+    from screening.bench_dft import delta_e_h
+    from structures.motifs import resolve_motifs
+
+    q = L.build_queue(
+        ["Ni", "Cu"], resolve_motifs("6Na"), supercell="4x4", with_h=True, sites=["top_M1"], h2=True
+    )
+    gp = L.get_engine("gpaw")
+    energies = {
+        "pw400": {
+            "H2": -6.70,
+            "Ni2@6Na": -250.0,
+            "Ni2@6Na+H@top_M1": -253.0,
+            "Cu2@6Na": -240.0,
+            "Cu2@6Na+H@top_M1": -243.2,
+        },
+        "pw500k4": {
+            "H2": -6.72,
+            "Ni2@6Na": -250.5,
+            "Ni2@6Na+H@top_M1": -253.52,
+            "Cu2@6Na": -240.3,
+            "Cu2@6Na+H@top_M1": -243.3,
+        },
+    }
+    db_path = tmp_path / "labels.db"
+    db = ase.db.connect(str(db_path))
+    for preset, es in energies.items():
+        s = L.PRESETS[preset]
+        for a in q:
+            res = {
+                "converged": True,
+                "status": "ok",
+                "energy": es[a.info["name"]],
+                "forces": np.zeros((len(a), 3)),
+                "wall_s": 1800.0,
+                "attempts": [{"magmom_scale": 1.0, "converged": True}],
+                "n_scf": 30,
+            }
+            L.write_label_row(
+                db, a, L.label_key(a, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res
+            )
+    table = delta_e_h(str(db_path))
+    sh = L.settings_hash(gp, L.PRESETS["pw400"])
+    assert table[sh]["Ni2@6Na+H@top_M1"]["dE_H"] == pytest.approx(-253.0 + 250.0 + 3.35)
+    assert main(["bench", "dft", "--db", str(db_path), "--hosts", "Ni,Cu,Fe", "--root", str(tmp_path)]) == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    # Ni: 0.35 -> 0.34 (keep); Cu: 0.15 -> 0.36 (tighten); Fe: not in the store
+    assert "| Ni2@6Na+H@top_M1 | +0.350 | +0.340 | -0.010 | keep |" in md
+    assert "| Cu2@6Na+H@top_M1 | +0.150 | +0.360 | +0.210 | tighten |" in md
+    assert "| Fe2@6Na+H@top_M1 | not finished | not finished |" in md
+    res = json.loads((tmp_path / "benchmarks" / "results" / "dft.json").read_text())
+    assert [r["verdict"] for r in res["settings_check"]] == ["keep", "tighten"]
+    assert res["store"]["core_hours"] == pytest.approx(10 * 0.5)
