@@ -12,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,15 @@ def load(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
         raise InputError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise InputError(f"checkpoint {path} is truncated or corrupted ({type(exc).__name__})") from exc
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise InputError(
+            f"checkpoint {path} contains a pickled Python object{what}; refused: checkpoints may hold only "
+            "tensors and plain data (weights_only loading)"
+        ) from exc
     except Exception as exc:
         raise InputError(f"checkpoint {path} is truncated or corrupted ({type(exc).__name__})") from exc
     if not isinstance(payload, dict):
@@ -93,10 +104,19 @@ def load(path: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
         raise InputError(f"checkpoint {path} lacks key(s) {', '.join(missing)}")
     if payload["format_version"] != FORMAT_VERSION:
         raise InputError(
-            f"checkpoint {path} has format version {payload['format_version']}; this build reads {FORMAT_VERSION}"
+            f"checkpoint {path} has format version {payload['format_version']!r}; this build reads {FORMAT_VERSION}"
         )
     if verify and content_hash(payload) != payload["hash"]:
         raise InputError(f"checkpoint {path} is corrupted (content hash mismatch)")
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"checkpoint {path} has a malformed state_dict (expected a dict of tensors)")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputError(
+            f"checkpoint {path} has non-finite (NaN/inf) weights in {len(bad)} tensor(s), e.g. {bad[0]}; "
+            "the training that wrote it diverged"
+        )
     return payload
 
 
@@ -104,12 +124,22 @@ def model_from_payload(
     payload: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None
 ) -> torch.nn.Module:
     """Rebuild the model of a loaded payload (eval mode) with ``state_dict`` (default: the payload's)."""
+    if not isinstance(payload["config"], dict):
+        raise InputError(f"checkpoint config is a {type(payload['config']).__name__}, not a dict")
     config = ModelConfig.from_dict(payload["config"])
     model = build_model(config)
+    weights = payload["state_dict"] if state_dict is None else state_dict
     try:
-        model.load_state_dict(payload["state_dict"] if state_dict is None else state_dict)
+        model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise InputError(f"checkpoint weights do not match its config: {str(exc).splitlines()[0]}") from exc
+        mine = model.state_dict()
+        missing = len(set(mine) - set(weights))
+        unexpected = len(set(weights) - set(mine))
+        shape = sum(1 for k in set(mine) & set(weights) if tuple(mine[k].shape) != tuple(weights[k].shape))
+        raise InputError(
+            f"checkpoint weights do not match its config ({missing} missing, {unexpected} unexpected, "
+            f"{shape} of another shape)"
+        ) from exc
     return model.eval()
 
 

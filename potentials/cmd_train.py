@@ -56,6 +56,17 @@ def run(args: argparse.Namespace) -> int:
     train_atoms = read_dataset(args.data, **keys)
     valid_atoms = read_dataset(args.valid, **keys) if args.valid else None
     e0s = read_e0s(args.e0s, energy_key=args.energy_key) if args.e0s else None
+    if args.init_from:  # fine-tuning keeps the model's elements: name the file that brings another one
+        from potentials.checkpoint import load
+
+        known = list(load(args.init_from)["elements"])
+        for path, frames in ((args.data, train_atoms), (args.valid, valid_atoms or [])):
+            unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(known))
+            if unknown:
+                raise InputError(
+                    f"{path} has element(s) {', '.join(unknown)} that the model {args.init_from} does not know; "
+                    f"it knows {', '.join(known)}"
+                )
     model_config = preset(args.preset, dtype="float64" if args.float64 else "float32")
     overrides = {
         k: v

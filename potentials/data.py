@@ -71,11 +71,118 @@ def neighbor_list(
             raise InputError(
                 f"periodic direction {d} has a zero-length cell vector; give the cell or set pbc False"
             )
-    i, j, shifts = _neighbor_list(cutoff).compute(
-        positions.to(torch.float64), cell.to(torch.float64), pbc, quantities="ijS"
-    )
+    problem = cell_problem(np.asarray(cell.detach().cpu(), dtype=np.float64), np.asarray(pbc.cpu()))
+    if problem:
+        raise InputError(problem)
+    cell = _usable_cell(cell, pbc)
+    if _too_many_bins(positions, cell, pbc, cutoff):  # vesin's cell list can die with SIGFPE there
+        return _ase_neighbor_list(positions, cell, pbc, cutoff)
+    try:
+        i, j, shifts = _neighbor_list(cutoff).compute(
+            positions.to(torch.float64), cell.to(torch.float64), pbc, quantities="ijS"
+        )
+    except RuntimeError as exc:  # vesin refuses e.g. a singular box with partial periodicity
+        raise InputError(f"cannot build the neighbour list: {str(exc).splitlines()[0]}") from exc
     edge_index = torch.stack([j.to(torch.long), i.to(torch.long)])
     return edge_index, shifts.to(torch.float64)
+
+
+def _usable_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """``cell`` with its non-periodic rows replaced by an orthogonal completion when the cell is singular.
+
+    Shifts along non-periodic directions are always zero, so those rows never enter r_ij; a slab whose
+    third vector is zero or parallel to the others is thus still a valid input.
+    """
+    if bool(pbc.all()) or not bool(pbc.any()):
+        return cell
+    c = np.asarray(cell.detach().cpu(), dtype=np.float64)
+    if abs(np.linalg.det(c)) > 1e-9 * max(float(np.abs(c).max()), 1.0) ** 3:
+        return cell
+    from ase.cell import Cell
+
+    open_rows = ~np.asarray(pbc.cpu(), dtype=bool)
+    c = c.copy()
+    c[open_rows] = 0.0
+    return torch.as_tensor(np.asarray(Cell(c).complete()), dtype=cell.dtype, device=cell.device)
+
+
+def _too_many_bins(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> bool:
+    """True when the structure spans more than MAX_BINS cut-offs (a huge cell or an atom far away)."""
+    pos = positions.detach().to(torch.float64).cpu()
+    span = float((pos.max(0).values - pos.min(0).values).max()) if pos.shape[0] else 0.0
+    for d in range(3):
+        if bool(pbc[d]):
+            span = max(span, float(torch.linalg.norm(cell[d].detach().to(torch.float64).cpu())))
+    return span > MAX_BINS * float(cutoff)
+
+
+def _ase_neighbor_list(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ASE's neighbour list (bins capped, so sparse giant systems are cheap); same convention as vesin."""
+    from ase.cell import Cell
+    from ase.neighborlist import primitive_neighbor_list
+
+    cell_np = np.asarray(cell.detach().cpu(), dtype=np.float64)
+    i, j, shifts = primitive_neighbor_list(
+        "ijS",
+        np.asarray(pbc.cpu(), dtype=bool),
+        Cell(cell_np).complete(),
+        np.asarray(positions.detach().cpu(), dtype=np.float64),
+        float(cutoff),
+    )
+    order = np.lexsort((j, i))
+    edge_index = torch.as_tensor(np.stack([j[order], i[order]]), dtype=torch.long)
+    return edge_index, torch.as_tensor(shifts[order], dtype=torch.float64)
+
+
+MAX_BINS = 20_000  # structures spanning more cut-off lengths than this use ASE's neighbour list
+MIN_CELL_HEIGHT = 0.4  # Å, smallest spacing of lattice planes along a periodic direction
+MIN_DISTANCE = 0.4  # Å, atoms closer than this (periodic images included) are refused by read_dataset
+
+
+def cell_problem(cell: np.ndarray, pbc: np.ndarray) -> str | None:
+    """Why a (3, 3) cell cannot be used with periodicity ``pbc`` (None when it can).
+
+    Refused: non-finite entries, and periodic directions whose lattice planes are closer than
+    :data:`MIN_CELL_HEIGHT` (a degenerate cell, or atoms on top of their own periodic images).
+    """
+    cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    if not np.isfinite(cell).all():
+        return "the cell has non-finite (NaN/inf) entries"
+    periodic = [d for d in range(3) if bool(np.asarray(pbc).reshape(-1)[d])]
+    for d in periodic:
+        others = [cell[e] for e in periodic if e != d]
+        a = cell[d]
+        if len(others) == 0:
+            height = float(np.linalg.norm(a))
+        elif len(others) == 1:
+            b = others[0]
+            height = float(np.linalg.norm(np.cross(a, b)) / max(np.linalg.norm(b), 1e-300))
+        else:
+            area = np.linalg.norm(np.cross(others[0], others[1]))
+            height = float(abs(np.linalg.det(cell)) / max(area, 1e-300))
+        if not height >= MIN_CELL_HEIGHT:
+            return (
+                f"the cell is degenerate or too small along periodic direction {d} (lattice-plane spacing "
+                f"{height:.3g} Å < {MIN_CELL_HEIGHT} Å): atoms would overlap their periodic images"
+            )
+    return None
+
+
+def closest_pair(atoms, below: float) -> tuple[int, int, float] | None:
+    """(i, j, distance Å) of the closest pair of atoms (periodic images included) nearer than ``below``."""
+    if len(atoms) == 0:
+        return None
+    pos = torch.as_tensor(np.asarray(atoms.positions), dtype=torch.float64)
+    cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=torch.float64)
+    edge_index, shifts = neighbor_list(pos, cell, torch.as_tensor(np.asarray(atoms.pbc)), below)
+    if edge_index.shape[1] == 0:
+        return None
+    j, i = edge_index
+    d = (pos[j] - pos[i] + shifts @ cell).norm(dim=1)
+    k = int(torch.argmin(d))
+    return int(i[k]), int(j[k]), float(d[k])
 
 
 # ---- labels ----------------------------------------------------------------------------------
@@ -220,11 +327,20 @@ def _check_path(path: str | os.PathLike) -> Path:
 
 def _read_db(path: Path, index: str | int | slice) -> list:
     """Rows of an ASE database with key-value pairs in ``info`` and per-atom data in ``arrays``."""
+    import sqlite3
+
     from ase.db import connect
     from ase.io.formats import string2index
 
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # look first: ase.db would add its tables
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        con.close()
+    if "systems" not in tables:
+        raise InputError(f"{path} is an SQLite file but not an ASE database (no 'systems' table)")
     frames = []
-    for row in connect(str(path)).select():
+    for row in connect(str(path), use_lock_file=False).select():
         atoms = row.toatoms()
         atoms.info.update(row.key_value_pairs)
         for key, value in (row.get("data") or {}).items():
@@ -249,6 +365,10 @@ def _read_frames(path: Path, index: str | int | slice) -> list:
             frames = read(str(path), index=index, format="extxyz" if suffix in (".xyz", ".extxyz") else None)
     except InputError:
         raise
+    except (StopIteration, IndexError) as exc:
+        raise InputError(f"no structure at index {index!r} in {path}") from exc
+    except KeyError as exc:  # e.g. an unknown chemical symbol in an extxyz file
+        raise InputError(f"cannot read {path}: unknown chemical symbol or key {exc}") from exc
     except Exception as exc:  # ase raises many types for malformed files
         raise InputError(f"cannot read {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     frames = frames if isinstance(frames, list) else [frames]
@@ -263,12 +383,15 @@ def read_dataset(
     forces_key: str = "forces",
     stress_key: str | None = None,
     index: str | int | slice = ":",
+    min_distance: float = MIN_DISTANCE,
 ) -> list:
     """Read labelled structures (extxyz or ASE .db) with labels normalised for :func:`collate`.
 
     Whatever the source keys (info/arrays or a SinglePointCalculator), the labels end up in
     ``atoms.info['energy']`` (eV), ``atoms.arrays['forces']`` (eV/Å) and ``atoms.info['stress']``
-    (3, 3) eV/Å^3. Raises InputError for a missing/empty file, missing keys or non-finite positions.
+    (3, 3) eV/Å^3. Raises InputError, naming the file and the structure, for a missing/empty/malformed
+    file, missing or malformed labels, non-finite positions, energies or forces, a degenerate or
+    non-finite cell, and atoms closer than ``min_distance`` Å (periodic images included).
     """
     path = _check_path(path)
     frames = _read_frames(path, index)
@@ -278,28 +401,57 @@ def read_dataset(
             raise InputError(f"{where} has no atoms")
         if not np.isfinite(atoms.positions).all():
             raise InputError(f"{where} has non-finite (NaN/inf) positions")
+        problem = cell_problem(atoms.cell.array, atoms.pbc)
+        if problem:
+            raise InputError(f"{where}: {problem}")
+        try:
+            pair = closest_pair(atoms, min_distance) if min_distance > 0 else None
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+        if pair is not None:
+            i, j, d = pair
+            raise InputError(
+                f"{where}: atoms {i} and {j} overlap ({d:.3g} Å apart, minimum {min_distance} Å)"
+            )
         calc_results = dict(getattr(atoms.calc, "results", None) or {})
         energy = atoms.info.get(energy_key, calc_results.get(energy_key))
         if energy is None:
             raise InputError(f"energy key '{energy_key}' missing in {where}; pass --energy-key")
+        try:
+            energy = float(np.asarray(energy, dtype=np.float64).item())
+        except (TypeError, ValueError) as exc:
+            shown = repr(energy)[:40]
+            raise InputError(f"energy '{energy_key}' of {where} is not one number ({shown})") from exc
         forces = atoms.arrays.get(forces_key, calc_results.get(forces_key))
         if forces is None and len(atoms) == 1:
             forces = np.zeros((1, 3))  # an isolated atom feels no force
         if forces is None:
             raise InputError(f"forces key '{forces_key}' missing in {where}; pass --forces-key")
-        forces = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
+        try:
+            forces = np.asarray(forces, dtype=np.float64).reshape(len(atoms), 3)
+        except (TypeError, ValueError) as exc:
+            shape = np.shape(forces) if not isinstance(forces, str) else "text"
+            raise InputError(
+                f"forces '{forces_key}' of {where} have shape {shape}; expected ({len(atoms)}, 3) numbers"
+            ) from exc
         stress = None
         if stress_key is not None:
             stress = atoms.info.get(stress_key, calc_results.get(stress_key))
             if stress is None:
                 raise InputError(f"stress key '{stress_key}' missing in {where}")
+            try:
+                stress = _full_stress(stress)
+            except (InputError, TypeError, ValueError) as exc:
+                raise InputError(f"stress '{stress_key}' of {where}: {exc}") from exc
         atoms.calc = None
-        atoms.info[K.ENERGY] = float(energy)
+        atoms.info[K.ENERGY] = energy
         atoms.arrays[K.FORCES] = forces
         if stress is not None:
-            atoms.info[K.STRESS] = _full_stress(stress)
-        if not (math.isfinite(float(energy)) and np.isfinite(forces).all()):
+            atoms.info[K.STRESS] = stress
+        if not (math.isfinite(energy) and np.isfinite(forces).all()):
             raise InputError(f"non-finite energy or forces in {where}")
+        if stress is not None and not np.isfinite(stress).all():
+            raise InputError(f"non-finite stress in {where}")
     return frames
 
 

@@ -15,6 +15,11 @@ correlation between E(host+H*) and E(host). Epistemic σ = std over k of ΔGH*_k
 ``Prediction.energy_var_epistemic``). Aleatoric variance from the predicted (head) variances:
 v(host+H*) + v(host) − 2ρ·sqrt(v(host+H*) v(host)) + ¼ v(H2), ρ = ``aleatoric_correlation``
 (0 = independent, the conservative default). Total σ = sqrt(σ_epi² + σ_ale²). Energies in eV.
+
+Non-finite posterior samples: a sample k whose energy is NaN/inf for the host, H2 or the chosen H* state
+is dropped from the σ and the site agreement and counted (``DGResult.n_samples_dropped``); a structure's
+mean that is non-finite only because some of its samples are is replaced by the mean of its finite
+samples (:func:`predict_energies`). When every sample is non-finite the result is NaN (flag ``nonfinite``).
 """
 
 from __future__ import annotations
@@ -88,6 +93,20 @@ class DGResult:
     e_host: float  # eV
     e_host_h: float  # eV
     e_h2: float  # eV
+    sample_mask: np.ndarray | None = None  # (K,) bool, samples used (finite for host, H2 and the site)
+
+    @property
+    def n_samples_dropped(self) -> int:
+        """Posterior samples dropped because they gave a non-finite energy."""
+        return 0 if self.sample_mask is None else int((~self.sample_mask).sum())
+
+
+def finite_sample_mask(*columns: np.ndarray) -> np.ndarray:
+    """(K,) bool: samples whose energy is finite in every given (K,) column."""
+    mask = np.ones(np.asarray(columns[0]).shape[0], dtype=bool)
+    for col in columns:
+        mask &= np.isfinite(np.asarray(col, dtype=float))
+    return mask
 
 
 def predict_energies(
@@ -104,9 +123,17 @@ def predict_energies(
     if device is not None:
         batch = {k: v.to(device) for k, v in batch.items()}
     pred = posterior.predict(batch, n_samples=n_samples, forces=False)
-    mean = pred.energy.detach().double().cpu().numpy().reshape(-1)
+    mean = pred.energy.detach().double().cpu().numpy().reshape(-1).copy()
     samples = pred.energy_samples.detach().double().cpu().numpy().reshape(-1, mean.shape[0])
-    var = pred.energy_var_aleatoric.detach().double().cpu().numpy().reshape(-1)
+    var = pred.energy_var_aleatoric.detach().double().cpu().numpy().reshape(-1).copy()
+    finite = np.isfinite(samples)
+    fix = ~np.isfinite(mean) & finite.any(0)  # NaN only because some samples are: mean of the finite ones
+    if fix.any():
+        mean[fix] = np.where(finite[:, fix], samples[:, fix], 0.0).sum(0) / finite[:, fix].sum(0)
+        if pred.energy_var_samples is not None:
+            vs = pred.energy_var_samples.detach().double().cpu().numpy().reshape(samples.shape)
+            ok = finite & np.isfinite(vs)
+            var[fix] = np.where(ok[:, fix], vs[:, fix], 0.0).sum(0) / np.maximum(ok[:, fix].sum(0), 1)
     return EnergyStats(mean=mean, samples=samples, var_aleatoric=var)
 
 
@@ -148,6 +175,8 @@ def dg_from_stats(
     masked = np.where(ok, site_dg, np.inf)
     best = int(np.argmin(masked))
     samples_dg = states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction  # (K, S)
+    keep = finite_sample_mask(host.samples[:, 0], h2.samples[:, 0], states.samples[:, best])
+    samples_dg = samples_dg[keep]  # non-finite samples are dropped (and counted via sample_mask)
     dg_k = samples_dg[:, best]
     std_epi = float(np.std(dg_k)) if dg_k.size else float("nan")
     v_s, v_h = float(states.var_aleatoric[best]), float(host.var_aleatoric[0])
@@ -156,7 +185,8 @@ def dg_from_stats(
         v_s + v_h - 2.0 * rho * np.sqrt(max(v_s, 0.0) * max(v_h, 0.0)) + 0.25 * float(h2.var_aleatoric[0])
     )
     std_ale = float(np.sqrt(max(var_ale, 0.0)))
-    per_sample_best = np.argmin(np.where(ok[None, :], samples_dg, np.inf), axis=1)
+    usable = ok[None, :] & np.isfinite(samples_dg)
+    per_sample_best = np.argmin(np.where(usable, samples_dg, np.inf), axis=1)
     return DGResult(
         best_site=labels[best],
         best_index=best,
@@ -166,10 +196,11 @@ def dg_from_stats(
         dg_std_aleatoric=std_ale,
         dg_samples=dg_k,
         site_dg={lab: float(v) for lab, v in zip(labels, site_dg)},
-        site_agreement=float(np.mean(per_sample_best == best)),
+        site_agreement=float(np.mean(per_sample_best == best)) if keep.any() else 0.0,
         e_host=e_host,
         e_host_h=float(states.mean[best]),
         e_h2=e_h2,
+        sample_mask=keep,
     )
 
 
@@ -185,4 +216,12 @@ def h2_molecule(box: float = 15.0) -> Atoms:
     return h2
 
 
-__all__ = ["DGConfig", "DGResult", "EnergyStats", "dg_from_stats", "h2_molecule", "predict_energies"]
+__all__ = [
+    "DGConfig",
+    "DGResult",
+    "EnergyStats",
+    "dg_from_stats",
+    "finite_sample_mask",
+    "h2_molecule",
+    "predict_energies",
+]

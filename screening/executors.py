@@ -37,7 +37,8 @@ class RelaxTask:
 @dataclass
 class TaskOutput:
     task_id: int
-    results: list[RelaxResult]  # RelaxResult.index is the position in task.structures
+    results: list[RelaxResult]  # RelaxResult.index is the position in task.structures (empty when the
+    #                             results went to relax_task's on_result instead)
     wall_s: float
     n_evaluations: int  # structure-force evaluations
 
@@ -79,9 +80,10 @@ def relax_task(
     for r in relax_many(
         task.structures, posterior.mean_forward, config=task.config, device=task.device, callback=count
     ):
-        results.append(r)
-        if on_result is not None:
+        if on_result is not None:  # in-process: handed over at once, not kept (memory stays bounded)
             on_result(task, r)
+        else:
+            results.append(r)
     return TaskOutput(task.task_id, results, time.perf_counter() - t0, evals[0])
 
 

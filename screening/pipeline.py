@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 from ase import Atoms
 
 from structures import keys as SK
@@ -112,6 +113,7 @@ class RunSummary:
     relax_wall_s: float
     wall_s: float
     results: Any = None  # pandas DataFrame (load_results of this model and settings)
+    status_counts: dict[str, int] = field(default_factory=dict)  # relaxation status -> structures (selection)
 
 
 # ---- model -----------------------------------------------------------------------------------
@@ -417,7 +419,9 @@ def evaluate_hosts(
     todo = [g for g in groups if dg_uid(g.name, g.host.info.get(SK.SUPERCELL, ""), mh, sh) not in done]
     if not todo:
         return 0
-    records = store.relaxed(kind="structure", state="relaxed", model_hash=mh, relax_hash=rh)
+    # positions only (not Atoms) for the whole selection; Atoms are rebuilt per chunk on the group's own
+    # structures (same numbers, cell and info), so memory stays ~1 KB per structure
+    geometries = store.relaxed_geometries(kind="structure", state="relaxed", model_hash=mh, relax_hash=rh)
     refs = {
         rec.atoms.info[SK.NAME]: rec
         for rec in store.relaxed(kind="reference", model_hash=mh, relax_hash=rh).values()
@@ -425,13 +429,16 @@ def evaluate_hosts(
     ready = []
     for g in todo:
         uids = [_uid(a, handle, config) for a in (g.host, *g.states)]
-        if all(u in records for u in uids):
-            ready.append((g, [records[u] for u in uids]))
+        if all(u in geometries for u in uids):
+            ready.append((g, uids))
     bar = _progress(len(ready), "ΔGH*", config.progress)
     n = 0
     try:
         for start in range(0, len(ready), max(1, config.eval_hosts)):
-            chunk = ready[start : start + config.eval_hosts]
+            chunk = [
+                (g, [geometries[u].record(u, a) for u, a in zip(uids, (g.host, *g.states), strict=True)])
+                for g, uids in ready[start : start + config.eval_hosts]
+            ]
             rows = _evaluate_chunk(chunk, refs, handle, config, device)
             n += store.write_dg_rows(rows)
             bar.update(len(chunk))
@@ -479,6 +486,7 @@ def _evaluate_chunk(
         }
         flags = set(host_rec.flags)
         data: dict[str, Any] = {}
+        mask = np.ones(stats.samples.shape[0], dtype=bool)  # posterior samples kept (finite)
         if state_recs:
             dg = dg_from_stats(host_stats, state_stats, labels, h2, config.dg, eligible)
             best = state_recs[dg.best_index]
@@ -496,6 +504,8 @@ def _evaluate_chunk(
                 e_h2=dg.e_h2,
             )
             data.update(site_dg=dg.site_dg, dg_samples=dg.dg_samples)
+            if dg.sample_mask is not None:
+                mask &= dg.sample_mask
         else:  # a host without H* sites (never produced by the catalogue, kept for custom motifs)
             converged = host_rec.status == "converged"
             flags.add("nonfinite")
@@ -506,6 +516,8 @@ def _evaluate_chunk(
         n1 = len(refs[f"bulk@{info[SK.METAL]}"].atoms)
         n2 = len(refs[f"bulk@{info[SK.METAL2]}"].atoms)
         form = formation_from_stats(host_stats, pocket, [(b1, n1), (b2, n2)], config.stability)
+        if form.sample_mask is not None:
+            mask &= form.sample_mask
         if form.aggregates:
             flags.add("aggregates")
         if not math.isfinite(form.e_form):
@@ -521,6 +533,7 @@ def _evaluate_chunk(
             flags=to_string(flag_list),
             **to_booleans(flag_list),
             n_samples=int(stats.samples.shape[0]),
+            n_samples_dropped=int((~mask).sum()),
             correction=config.dg.correction,
             model_hash=handle.model_hash,
             relax_hash=config.relax_hash,
@@ -567,6 +580,7 @@ def run_screen(
                 store, groups, handle, config, device, executor
             )
             n_dg = evaluate_hosts(store, groups, handle, config, device)
+            status_counts = relax_status_counts(store, groups, handle, config)
     finally:
         executor.close()
     results = load_results(db_path, model_hash=handle.model_hash, settings_hash=config.settings_hash)
@@ -586,10 +600,31 @@ def run_screen(
         relax_wall_s=relax_wall,
         wall_s=time.perf_counter() - t0,
         results=results,
+        status_counts=status_counts,
     )
     if out is not None:
         out.write(format_summary(summary, top=top))
     return summary
+
+
+def relax_status_counts(
+    store: Store, groups: list[HostGroup], handle: ModelHandle, config: ScreenConfig
+) -> dict[str, int]:
+    """How many relaxed structures of the selection ended with each status (converged, exploded, ...)."""
+    hosts = {g.name for g in groups}
+    counts: dict[str, int] = {}
+    rows = store.db.select(
+        kind="structure",
+        state="relaxed",
+        model_hash=handle.model_hash,
+        relax_hash=config.relax_hash,
+        include_data=False,
+    )
+    for row in rows:
+        if row.get("host") in hosts:
+            status = str(row.get("status", "?"))
+            counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def _validate(config: ScreenConfig) -> None:
@@ -633,4 +668,29 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
     lines.append(
         f"{n_flag} of {len(df)} hosts flagged (the DFT queue); `screen report --db {summary.db_path}` for the full ranking"
     )
+    lines.extend(_fault_lines(summary))
     return "\n".join(lines) + "\n"
+
+
+def _fault_lines(summary: RunSummary) -> list[str]:
+    """Why hosts were flagged, how relaxations ended and how many posterior samples were dropped."""
+    from .flags import FLAG_NAMES
+    from .relax import STATUSES
+
+    df = summary.results
+    lines = []
+    reasons = [f"{name} {int(df[f'flag_{name}'].sum())}" for name in FLAG_NAMES if df[f"flag_{name}"].any()]
+    if reasons:
+        lines.append("flagged hosts by reason: " + ", ".join(reasons))
+    if summary.status_counts:
+        known = [s for s in STATUSES if s in summary.status_counts]
+        other = sorted(set(summary.status_counts) - set(STATUSES))
+        parts = [f"{s} {summary.status_counts[s]}" for s in known + other]
+        lines.append("relaxations by outcome: " + ", ".join(parts))
+    if "n_samples_dropped" in df:
+        dropped = df["n_samples_dropped"].fillna(0).astype(int)
+        if int(dropped.sum()):
+            lines.append(
+                f"non-finite posterior samples dropped: {int(dropped.sum())} in {int((dropped > 0).sum())} host(s)"
+            )
+    return lines

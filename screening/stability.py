@@ -49,8 +49,9 @@ class FormationResult:
     e_form_std: float  # eV, total
     e_form_std_epistemic: float  # eV
     e_form_std_aleatoric: float  # eV
-    samples: np.ndarray  # (K,) eV
+    samples: np.ndarray  # (K',) eV, the finite samples (K' <= K)
     aggregates: bool
+    sample_mask: np.ndarray | None = None  # (K,) bool, samples used (finite for host, pocket and bulks)
 
 
 def bulk_reference(symbol: str) -> Atoms:
@@ -153,7 +154,9 @@ def formation_from_stats(
     mu_samples = sum(b.samples[:, 0] / n for b, n in bulks)
     e_form = float(host.mean[0]) - float(pocket.mean[0]) - mu_mean
     samples = host.samples[:, 0] - pocket.samples[:, 0] - mu_samples
-    std_epi = float(np.std(samples))
+    keep = np.isfinite(samples)  # a non-finite posterior sample is dropped (counted via sample_mask)
+    samples = samples[keep]
+    std_epi = float(np.std(samples)) if samples.size else float("nan")
     # aleatoric: identical bulks are perfectly correlated (σ_μ add linearly), distinct ones independent
     sig_mu: dict[int, float] = {}
     for b, n in bulks:
@@ -171,4 +174,5 @@ def formation_from_stats(
         e_form_std_aleatoric=std_ale,
         samples=samples,
         aggregates=bool(np.isfinite(e_form) and e_form > config.max_formation_energy),
+        sample_mask=keep,
     )

@@ -18,6 +18,7 @@ Schema (every row has the key-value pair ``kind``; strings never look like numbe
     ``dg_std_epistemic``, ``dg_std_aleatoric`` (eV), ``site_agreement``, ``e_form``, ``e_form_std``,
     ``e_form_std_epistemic``, ``e_form_std_aleatoric`` (eV), ``aggregates`` (bool), ``converged``
     (bool: host and best H* state converged), ``flags`` + ``flag_<name>``, ``n_samples``,
+    ``n_samples_dropped`` (posterior samples dropped for a non-finite energy),
     ``correction``, ``e_host``, ``e_host_h``, ``e_h2``, ``model_hash``, ``relax_hash``, ``settings_hash``,
     ``code_version``. Data: ``site_dg`` {site: eV}, ``dg_samples`` (K,), ``e_form_samples`` (K,).
 ``kind="run"`` -- one row per (model, settings): ``model_hash``, ``settings_hash``, ``model_path``,
@@ -31,18 +32,22 @@ relaxations. Floats that are NaN are stored as NULL and read back as NaN.
 
 Writes happen in the parent process only, in SQLite transactions (``with db:``): a killed run never
 leaves half-written rows. One run at a time holds ``<db>.run-lock`` (pid and host); a second run on the
-same database is refused with a message naming the holder; a stale lock (dead pid, same host) is taken over.
+same database is refused with a message naming the holder; a stale lock (dead pid, same host) is taken over
+(under a flock of the folder, so two runs started together never both take it). ASE's own ``<db>.lock``
+file is not used: a kill inside a write would leave it behind and block every later run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +121,9 @@ def _float(value: Any) -> float:
         return math.nan
 
 
+BUSY_TIMEOUT_S = 30.0  # s, how long a check waits for another process's write transaction
+
+
 def check_database(path: str | os.PathLike, writable: bool) -> Path:
     """InputError unless ``path`` is an ASE SQLite database we can use (or, when writable, a new file)."""
     path = Path(path)
@@ -138,12 +146,18 @@ def check_database(path: str | os.PathLike, writable: bool) -> Path:
     if path.stat().st_size == 0:
         return path
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
         try:
             ok = con.execute("PRAGMA quick_check").fetchone()[0]
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         finally:
             con.close()
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise InputError(
+                f"database '{path}' is busy (locked by another process for more than {BUSY_TIMEOUT_S:g} s); try again"
+            ) from exc
+        raise InputError(f"database '{path}' is corrupt or not an SQLite file ({exc})") from exc
     except sqlite3.DatabaseError as exc:
         raise InputError(f"database '{path}' is corrupt or not an SQLite file ({exc})") from exc
     if ok != "ok":
@@ -153,8 +167,35 @@ def check_database(path: str | os.PathLike, writable: bool) -> Path:
     return path
 
 
+@contextmanager
+def _folder_guard(folder: Path) -> Iterator[bool]:
+    """Serialise lock taking in ``folder`` with flock on the folder (released by the kernel if we die).
+
+    Yields True when the guard is held; False where flock is unsupported (the O_EXCL lock still works,
+    but taking over a stale lock is then not race-free).
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = True
+        except OSError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)
+
+
 class _Lock:
-    """``<db>.run-lock`` holding "pid host"; created atomically (O_EXCL)."""
+    """``<db>.run-lock`` holding "pid host"; created atomically (O_EXCL).
+
+    Taking the lock (including the takeover of a stale lock left by a killed run) happens under a
+    flock on the database's folder, so two runs started together never both take it.
+    """
 
     def __init__(self, db_path: Path):
         self.db_path = db_path
@@ -163,24 +204,33 @@ class _Lock:
 
     def acquire(self) -> None:
         me = f"{os.getpid()} {socket.gethostname()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self.path.read_text().split() if self.path.exists() else []
-                pid = int(holder[0]) if holder and holder[0].isdigit() else -1
-                host = holder[1] if len(holder) > 1 else "?"
-                if host == socket.gethostname() and not _alive(pid):
-                    self.path.unlink(missing_ok=True)  # stale lock of a killed run
-                    continue
-                raise InputError(
-                    f"database '{self.db_path}' is in use by another screen run (pid {pid} on {host}); "
-                    f"wait for it to finish, or delete {self.path} if that run is dead"
-                ) from None
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me + "\n")
-            self.held = True
-            return
+        folder = self.path.parent if str(self.path.parent) else Path(".")
+        with _folder_guard(folder) as guarded:
+            for _ in range(3):
+                try:
+                    fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                except FileExistsError:
+                    try:
+                        holder = self.path.read_text().split()
+                    except FileNotFoundError:  # released meanwhile: try again
+                        continue
+                    pid = int(holder[0]) if holder and holder[0].isdigit() else -1
+                    host = holder[1] if len(holder) > 1 else "?"
+                    # under the guard an empty lock file means its writer died before writing its pid
+                    stale = (host == socket.gethostname() and not _alive(pid)) or (guarded and not holder)
+                    if stale:
+                        self.path.unlink(missing_ok=True)  # stale lock of a killed run
+                        continue
+                    raise InputError(
+                        f"database '{self.db_path}' is in use by another screen run (pid {pid} on {host}); "
+                        f"wait for it to finish, or delete {self.path} if that run is dead"
+                    ) from None
+                with os.fdopen(fd, "w") as fh:
+                    fh.write(me + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self.held = True
+                return
         raise InputError(f"could not take the lock {self.path}")
 
     def release(self) -> None:
@@ -216,6 +266,23 @@ class StructureRecord:
     flags: list[str]
 
 
+@dataclass
+class RelaxedGeometry:
+    """The compact part of a relaxed row (about 1 KB for a 60-atom structure, vs ~14 KB as Atoms)."""
+
+    positions: np.ndarray  # (N, 3) Å
+    energy: float  # eV
+    status: str
+    flags: list[str]
+
+    def record(self, uid: str, template: Atoms) -> StructureRecord:
+        """A StructureRecord on ``template`` (the same structure: numbers, cell, info) at these positions."""
+        atoms = template.copy()
+        atoms.calc = None
+        atoms.set_positions(self.positions, apply_constraint=False)
+        return StructureRecord(uid, atoms, self.energy, self.status, list(self.flags))
+
+
 class Store:
     """Writer over an ASE database; use as a context manager (takes and releases the lock)."""
 
@@ -236,7 +303,9 @@ class Store:
 
         self._lock.acquire()
         try:
-            self._db = ase.db.connect(str(self.path), type="db", append=True)
+            # no ASE lock file: a kill inside a write would leave <db>.lock behind and ASE waits for it
+            # forever; SQLite's own locking and the run-lock above already give a single writer
+            self._db = ase.db.connect(str(self.path), type="db", append=True, use_lock_file=False)
             self._db.count(kind="run")  # creates the tables of a new file; raises on a foreign schema
         except sqlite3.DatabaseError as exc:
             self._lock.release()
@@ -268,6 +337,22 @@ class Store:
             if row.get("state", "relaxed") != "relaxed" or (wanted is not None and row.uid not in wanted):
                 continue
             out[row.uid] = _record(row)
+        return out
+
+    def relaxed_geometries(self, **filters: Any) -> dict[str, RelaxedGeometry]:
+        """Like :meth:`relaxed` but keeps only positions, energy, status and flags (bounded memory)."""
+        out: dict[str, RelaxedGeometry] = {}
+        for row in self.db.select(include_data=False, **filters):
+            if row.get("state", "relaxed") != "relaxed":
+                continue
+            kvp = row.key_value_pairs
+            flags = [f for f in str(kvp.get("flags", "")).split(",") if f]
+            out[row.uid] = RelaxedGeometry(
+                np.array(row.positions, dtype=np.float64),
+                _float(kvp.get("e_relaxed")),
+                str(kvp.get("status", "")),
+                flags,
+            )
         return out
 
     # ---- writes (each call is one transaction) --------------------------------------------------
@@ -398,8 +483,8 @@ def _record(row) -> StructureRecord:
 RESULT_COLUMNS = (
     "host", "metal", "metal2", "motif", "n_N", "n_sites", "supercell", "best_site", "dg", "dg_std",
     "dg_std_epistemic", "dg_std_aleatoric", "site_agreement", "e_form", "e_form_std", "e_form_std_epistemic",
-    "e_form_std_aleatoric", "aggregates", "flags", "converged", "n_samples", "correction", "e_host", "e_host_h",
-    "e_h2", "model_hash", "relax_hash", "settings_hash", "code_version",
+    "e_form_std_aleatoric", "aggregates", "flags", "converged", "n_samples", "n_samples_dropped", "correction",
+    "e_host", "e_host_h", "e_h2", "model_hash", "relax_hash", "settings_hash", "code_version",
 )  # fmt: skip
 FLOAT_COLUMNS = (
     "dg", "dg_std", "dg_std_epistemic", "dg_std_aleatoric", "site_agreement", "e_form", "e_form_std",
@@ -454,7 +539,7 @@ def load_results(
     df = pd.DataFrame.from_records(records, columns=columns)
     for c in FLOAT_COLUMNS:
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-    for c in ("n_N", "n_samples"):
+    for c in ("n_N", "n_samples", "n_samples_dropped"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
     for c in ("aggregates", "converged"):
         df[c] = df[c].fillna(False).astype(bool)

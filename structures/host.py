@@ -104,8 +104,12 @@ def build_host(metal: str, motif: Motif | str, metal2: str | None = None, superc
     Deterministic: the same inputs always give the same atoms in the same order
     (framework by position, then M1, M2). Info keys follow structures.keys.
     """
-    (metal,) = resolve_metals(metal)
-    metal2 = metal if metal2 is None else resolve_metals(metal2)[0]
+    metals = resolve_metals(metal)
+    metals2 = metals if metal2 is None else resolve_metals(metal2)
+    if len(metals) != 1 or len(metals2) != 1:
+        bad = metal if len(metals) != 1 else metal2
+        raise InputError(f"a host has one metal per site; got {bad!r}, allowed: one symbol such as Fe")
+    metal, metal2 = metals[0], metals2[0]
     motif = get_motif(motif) if isinstance(motif, str) else motif
     cell, xy = _sheet(supercell)
     removed = _nearest(xy, REMOVED_XY)

@@ -53,7 +53,7 @@ def load_posterior(path: str | os.PathLike, device: str = "cpu") -> Posterior:
         return posterior_from_payload(payload, device)
     except InputError as exc:
         raise InputError(f"checkpoint {path}: {exc}") from exc
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a payload with the right keys but bad content
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # right keys, bad content
         raise InputError(
             f"checkpoint {path} is not a usable '{payload.get('method')}' posterior ({type(exc).__name__}: {exc})"
         ) from exc
