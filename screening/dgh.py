@@ -4,7 +4,7 @@
 
 with ΔZPE − TΔS = 0.24 eV by default (Nørskov et al., "Trends in the exchange current for hydrogen
 evolution", J. Electrochem. Soc. 152, J23 (2005): ΔG_H* = ΔE_H* + 0.24 eV at 300 K and 1 bar H2).
-Site: the H* state with the lowest predictive-mean energy (among states that neither desorbed nor
+Site: the H* state with the lowest predictive-mean energy (among states that neither desorbed, exploded nor
 came out non-finite; all finite states when none qualify). The site is *fixed at the mean-lowest
 site* for every posterior sample, so σ measures the energy uncertainty of that configuration;
 ``site_agreement`` reports the fraction of samples whose own lowest site is the same one.

@@ -480,7 +480,10 @@ def _evaluate_chunk(
         host_stats = stats.take([s0])
         state_stats = stats.take(range(s0 + 1, s0 + count))
         labels = [str(r.atoms.info.get(SK.SITE)) for r in state_recs]
-        eligible = [("h_desorbed" not in r.flags and "nonfinite" not in r.flags) for r in state_recs]
+        eligible = [
+            "h_desorbed" not in r.flags and "nonfinite" not in r.flags and r.status not in ("exploded", "nonfinite")
+            for r in state_recs
+        ]
         row: dict[str, Any] = {
             k: info.get(k) for k in (SK.HOST, SK.METAL, SK.METAL2, SK.MOTIF, SK.N_N, SK.N_SITES, SK.SUPERCELL)
         }
