@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_DATA = "/work/shared/data/botnet/acac"
+DEFAULT_DATA = "../shared/data/botnet/acac"  # relative to the repository root
 
 # Published acac test RMSEs (energy meV, forces meV/Å), MACE paper, Batatia et al., NeurIPS 2022,
 # arXiv:2206.07697 (AcAc table). None = not transcribed here (n/a).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 METHODS = ("point", "ensemble", "swag", "ivon", "laplace")
-DEFAULT_DATA = "/work/shared/data/botnet/acac"
+DEFAULT_DATA = "../shared/data/botnet/acac"  # relative to the repository root
 TARGETS = {"miscal_area_max": 0.05, "coverage_95": (0.92, 0.98), "auroc_min": 0.85}
 
 
