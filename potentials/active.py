@@ -344,14 +344,7 @@ def select_batch(
 LABEL_SOURCE, LABEL_SETTINGS, LABEL_TIME, LABEL_WALL = "label_source", "label_settings", "label_time", "label_wall_s"
 
 
-def structure_hash(atoms) -> str:
-    """16 hex characters from atomic numbers, positions (rounded to 1e-5 Å), cell (1e-5 Å) and pbc."""
-    h = hashlib.sha1()
-    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(np.asarray(atoms.positions, dtype=float), 5).astype(np.float64).tobytes() + b"|")
-    h.update(np.round(np.asarray(atoms.cell.array, dtype=float), 5).astype(np.float64).tobytes())
-    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
-    return h.hexdigest()[:16]
+from structures.common import structure_hash  # noqa: E402  (re-exported; one definition)
 
 
 def strip_labels(atoms):

@@ -337,14 +337,7 @@ def get_engine(name: str) -> Engine:
 # ----------------------------------------------------------------------------------------------------------
 # keys
 # ----------------------------------------------------------------------------------------------------------
-def structure_hash(atoms) -> str:
-    """Hash of atomic numbers, positions (rounded to 1e-5 Å), cell (1e-5 Å) and pbc: 16 hex characters."""
-    h = hashlib.sha1()
-    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(np.asarray(atoms.positions, dtype=float), 5).astype(np.float64).tobytes() + b"|")
-    h.update(np.round(np.asarray(atoms.cell.array, dtype=float), 5).astype(np.float64).tobytes())
-    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
-    return h.hexdigest()[:16]
+from structures.common import structure_hash  # noqa: E402  (re-exported; one definition)
 
 
 def settings_hash(engine: Engine, settings: LabelSettings) -> str:

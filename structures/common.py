@@ -100,3 +100,20 @@ def write_bench_result(name: str, result: dict[str, Any], command: str, table_md
         text = text.rstrip() + "\n\n" + section + "\n"
     atomic_write_text(md_path, text)
     return out
+
+
+def structure_hash(atoms) -> str:
+    """16 hex characters from atomic numbers, positions (rounded to 1e-5 Å), cell (1e-5 Å) and pbc.
+
+    The one structure identity used by the label store and the active-learning label cache.
+    """
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha1()
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    h.update(np.round(np.asarray(atoms.positions, dtype=float), 5).astype(np.float64).tobytes() + b"|")
+    h.update(np.round(np.asarray(atoms.cell.array, dtype=float), 5).astype(np.float64).tobytes())
+    h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
+    return h.hexdigest()[:16]
