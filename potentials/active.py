@@ -122,7 +122,9 @@ def mixture_entropy(
     entropy of the Gaussian with the mixture's mean and variance, an upper bound on H.
     """
     if method not in ENTROPY_METHODS:
-        raise InputError(f"unknown mixture entropy method {method!r}; choose from {', '.join(ENTROPY_METHODS)}")
+        raise InputError(
+            f"unknown mixture entropy method {method!r}; choose from {', '.join(ENTROPY_METHODS)}"
+        )
     mu = np.asarray(means, dtype=np.float64)
     if mu.ndim == 0 or mu.shape[0] == 0:
         raise ValueError("means needs a leading axis of K >= 1 components")
@@ -136,8 +138,10 @@ def mixture_entropy(
     mu2, var2 = mu.reshape(k, -1), var.reshape(k, -1)
     out = np.empty(mu2.shape[1])
     wide = var2.max(0) > 4.0 * var2.min(0)  # sigma ratio > 2
-    for mask, rule, per_col in ((~wide, lambda m, v: _entropy_hermite(m, v, n_nodes), k * k * n_nodes),
-                                (wide, _entropy_grid, k * k * 241)):
+    for mask, rule, per_col in (
+        (~wide, lambda m, v: _entropy_hermite(m, v, n_nodes), k * k * n_nodes),
+        (wide, _entropy_grid, k * k * 241),
+    ):
         cols = np.flatnonzero(mask)
         step = max(1, chunk // per_col)
         for s in range(0, cols.size, step):
@@ -192,9 +196,13 @@ class AcquisitionConfig:
 
     def validate(self) -> AcquisitionConfig:
         if self.entropy not in ENTROPY_METHODS:
-            raise InputError(f"unknown entropy method {self.entropy!r}; choose from {', '.join(ENTROPY_METHODS)}")
+            raise InputError(
+                f"unknown entropy method {self.entropy!r}; choose from {', '.join(ENTROPY_METHODS)}"
+            )
         if self.force_reduce not in FORCE_REDUCE:
-            raise InputError(f"unknown force reduction {self.force_reduce!r}; choose from {', '.join(FORCE_REDUCE)}")
+            raise InputError(
+                f"unknown force reduction {self.force_reduce!r}; choose from {', '.join(FORCE_REDUCE)}"
+            )
         if self.diversity_tol < 0:
             raise InputError(f"diversity tolerance {self.diversity_tol} must be >= 0")
         return self
@@ -212,7 +220,11 @@ def energy_uncertainty(pred, num_atoms: np.ndarray) -> np.ndarray:
 def bald_energy(pred, cfg: AcquisitionConfig = AcquisitionConfig()) -> np.ndarray:
     """(G,) BALD on total energies (nats), from ``energy_samples`` (K, G) and per-sample variances."""
     mu = _np(pred.energy_samples)
-    var = _np(pred.energy_var_samples) if pred.energy_var_samples is not None else _np(pred.energy_var_aleatoric)
+    var = (
+        _np(pred.energy_var_samples)
+        if pred.energy_var_samples is not None
+        else _np(pred.energy_var_aleatoric)
+    )
     var = np.maximum(np.broadcast_to(var, mu.shape), cfg.var_floor_energy)
     return bald_gaussian(mu, var, cfg.entropy, cfg.n_nodes)
 
@@ -284,9 +296,16 @@ def distance_fingerprint(atoms, r_max: float = 6.0, n_bins: int = 60, width: flo
 
 def fingerprints(atoms_list: Sequence, cfg: AcquisitionConfig = AcquisitionConfig()) -> np.ndarray:
     """(G, B) distance fingerprints of a list of structures."""
-    return np.stack([
-        distance_fingerprint(a, cfg.fingerprint_rmax, cfg.fingerprint_bins, cfg.fingerprint_width) for a in atoms_list
-    ]) if len(atoms_list) else np.zeros((0, cfg.fingerprint_bins))
+    return (
+        np.stack(
+            [
+                distance_fingerprint(a, cfg.fingerprint_rmax, cfg.fingerprint_bins, cfg.fingerprint_width)
+                for a in atoms_list
+            ]
+        )
+        if len(atoms_list)
+        else np.zeros((0, cfg.fingerprint_bins))
+    )
 
 
 def relative_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -317,7 +336,11 @@ def select_batch(
     if k < 0:
         raise InputError(f"batch size {k} must be >= 0")
     excluded = set(int(i) for i in exclude)
-    order = [int(i) for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable") if int(i) not in excluded]
+    order = [
+        int(i)
+        for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+        if int(i) not in excluded
+    ]
     if descriptors is None or tol <= 0:
         return order[:k]
     desc = np.asarray(descriptors, dtype=np.float64)
@@ -341,7 +364,12 @@ def select_batch(
 # =============================================================================================================
 # labels, oracles and the label cache
 # =============================================================================================================
-LABEL_SOURCE, LABEL_SETTINGS, LABEL_TIME, LABEL_WALL = "label_source", "label_settings", "label_time", "label_wall_s"
+LABEL_SOURCE, LABEL_SETTINGS, LABEL_TIME, LABEL_WALL = (
+    "label_source",
+    "label_settings",
+    "label_time",
+    "label_wall_s",
+)
 
 
 from structures.common import structure_hash  # noqa: E402  (re-exported; one definition)
@@ -351,7 +379,16 @@ def strip_labels(atoms):
     """A copy of ``atoms`` without calculator, energy/forces/stress labels or label provenance."""
     out = atoms.copy()
     out.calc = None
-    for key in ("energy", "free_energy", "stress", "virial", LABEL_SOURCE, LABEL_SETTINGS, LABEL_TIME, LABEL_WALL):
+    for key in (
+        "energy",
+        "free_energy",
+        "stress",
+        "virial",
+        LABEL_SOURCE,
+        LABEL_SETTINGS,
+        LABEL_TIME,
+        LABEL_WALL,
+    ):
         out.info.pop(key, None)
     for key in ("forces",):
         if key in out.arrays:
@@ -392,8 +429,10 @@ class PoolOracle:
                 energy = results.get("energy", energy)
                 forces = results.get("forces", forces)
             if energy is None or forces is None:
-                raise InputError(f"pool structure {n} has no energy/forces labels; pool-based learning needs them "
-                                 f"(or give --oracle to compute labels)")
+                raise InputError(
+                    f"pool structure {n} has no energy/forces labels; pool-based learning needs them "
+                    f"(or give --oracle to compute labels)"
+                )
             self._labels[structure_hash(atoms)] = (float(energy), np.asarray(forces, dtype=np.float64))
         self.calls = 0
 
@@ -402,11 +441,19 @@ class PoolOracle:
         for atoms in atoms_list:
             key = structure_hash(atoms)
             if key not in self._labels:
-                raise InputError(f"structure {atoms.get_chemical_formula()} (hash {key}) is not in the labelled pool")
+                raise InputError(
+                    f"structure {atoms.get_chemical_formula()} (hash {key}) is not in the labelled pool"
+                )
             energy, forces = self._labels[key]
             self.calls += 1
-            out.append(_labelled_copy(atoms, energy, forces, {
-                LABEL_SOURCE: self.name, LABEL_SETTINGS: "{}", LABEL_TIME: "", LABEL_WALL: 0.0}))
+            out.append(
+                _labelled_copy(
+                    atoms,
+                    energy,
+                    forces,
+                    {LABEL_SOURCE: self.name, LABEL_SETTINGS: "{}", LABEL_TIME: "", LABEL_WALL: 0.0},
+                )
+            )
         return out
 
 
@@ -433,8 +480,12 @@ class LabelCache:
         row = rows[0]
         atoms = row.toatoms()
         energy, forces = float(row.energy), np.asarray(row.forces, dtype=np.float64)
-        prov = {LABEL_SOURCE: row.label_source, LABEL_SETTINGS: row.label_settings, LABEL_TIME: row.label_time,
-                LABEL_WALL: float(row.label_wall_s)}
+        prov = {
+            LABEL_SOURCE: row.label_source,
+            LABEL_SETTINGS: row.label_settings,
+            LABEL_TIME: row.label_time,
+            LABEL_WALL: float(row.label_wall_s),
+        }
         return _labelled_copy(atoms, energy, forces, prov)
 
     def put(self, key: str, atoms) -> None:
@@ -444,11 +495,16 @@ class LabelCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         clean = strip_labels(atoms)
         clean.info = {}
-        clean.calc = SinglePointCalculator(clean, energy=float(atoms.info["energy"]),
-                                           forces=np.asarray(atoms.arrays["forces"]))
-        kvp = {"label_key": key, LABEL_SOURCE: str(atoms.info[LABEL_SOURCE]),
-               LABEL_SETTINGS: str(atoms.info[LABEL_SETTINGS]), LABEL_TIME: str(atoms.info[LABEL_TIME]),
-               LABEL_WALL: float(atoms.info[LABEL_WALL])}
+        clean.calc = SinglePointCalculator(
+            clean, energy=float(atoms.info["energy"]), forces=np.asarray(atoms.arrays["forces"])
+        )
+        kvp = {
+            "label_key": key,
+            LABEL_SOURCE: str(atoms.info[LABEL_SOURCE]),
+            LABEL_SETTINGS: str(atoms.info[LABEL_SETTINGS]),
+            LABEL_TIME: str(atoms.info[LABEL_TIME]),
+            LABEL_WALL: float(atoms.info[LABEL_WALL]),
+        }
         self._db().write(clean, key_value_pairs=kvp)
 
     def __len__(self) -> int:
@@ -487,8 +543,12 @@ class CalculatorOracle:
         if hit is None and self.cache is not None:
             hit = self.cache.get(key)
         if hit is not None:
-            out = _labelled_copy(atoms, hit.info["energy"], hit.arrays["forces"],
-                                 {k: hit.info[k] for k in (LABEL_SOURCE, LABEL_SETTINGS, LABEL_TIME, LABEL_WALL)})
+            out = _labelled_copy(
+                atoms,
+                hit.info["energy"],
+                hit.arrays["forces"],
+                {k: hit.info[k] for k in (LABEL_SOURCE, LABEL_SETTINGS, LABEL_TIME, LABEL_WALL)},
+            )
             self._memory[key] = out
             return out.copy()
         work = strip_labels(atoms)
@@ -498,10 +558,20 @@ class CalculatorOracle:
         forces = np.asarray(work.get_forces(), dtype=np.float64)
         wall = time.perf_counter() - t0
         if not (math.isfinite(energy) and np.isfinite(forces).all()):
-            raise RuntimeError(f"oracle {self.name} returned non-finite energy/forces for {atoms.get_chemical_formula()}")
-        out = _labelled_copy(atoms, energy, forces, {
-            LABEL_SOURCE: self.name, LABEL_SETTINGS: self.settings_json,
-            LABEL_TIME: time.strftime("%Y-%m-%dT%H:%M:%S"), LABEL_WALL: float(wall)})
+            raise RuntimeError(
+                f"oracle {self.name} returned non-finite energy/forces for {atoms.get_chemical_formula()}"
+            )
+        out = _labelled_copy(
+            atoms,
+            energy,
+            forces,
+            {
+                LABEL_SOURCE: self.name,
+                LABEL_SETTINGS: self.settings_json,
+                LABEL_TIME: time.strftime("%Y-%m-%dT%H:%M:%S"),
+                LABEL_WALL: float(wall),
+            },
+        )
         self.computed += 1
         if self.cache is not None:
             self.cache.put(key, out)
@@ -566,11 +636,14 @@ def score_pool(
     for s, chunk, batch in _batches(posterior, atoms_list, batch_size):
         pred = posterior.predict(batch, n_samples=n_samples, forces=need_forces)
         scores[s : s + len(chunk)] = acquisition_scores(
-            strategy, pred, batch[K.NUM_ATOMS].numpy(), batch[K.BATCH].numpy(), cfg, rng)
+            strategy, pred, batch[K.NUM_ATOMS].numpy(), batch[K.BATCH].numpy(), cfg, rng
+        )
     return scores
 
 
-def evaluate(posterior, atoms_list: Sequence, n_samples: int | None = None, batch_size: int = 32) -> dict[str, float]:
+def evaluate(
+    posterior, atoms_list: Sequence, n_samples: int | None = None, batch_size: int = 32
+) -> dict[str, float]:
     """Test errors and calibration of a posterior on labelled structures.
 
     Returns energy_mae_per_atom (meV/atom), energy_rmse_per_atom, forces_mae / forces_rmse (eV/Å), forces_nll
@@ -662,7 +735,9 @@ class BayesFitter:
         from potentials.train import train_preset
 
         seed = int(seed) % (2**31 - 1024)
-        elements = self.elements or tuple(sorted({s for a in train + valid for s in a.get_chemical_symbols()}))
+        elements = self.elements or tuple(
+            sorted({s for a in train + valid for s in a.get_chemical_symbols()})
+        )
         model_config = preset(self.model_preset, elements=tuple(elements), **dict(self.model_overrides))
         train_config = train_preset(self.train_preset, seed=seed, **dict(self.train_overrides))
         overrides = dict(self.method_overrides)
@@ -670,9 +745,18 @@ class BayesFitter:
             overrides.setdefault("base_seed", seed)
         config = method_config(self.method, self.method_preset, **overrides)
         torch.manual_seed(seed)
-        posterior, _ = fit_posterior(self.method, train, valid, model_config, self.method_preset, workdir,
-                                     train_config=train_config, config=config, recalibration=self.recalibration,
-                                     seed=seed)
+        posterior, _ = fit_posterior(
+            self.method,
+            train,
+            valid,
+            model_config,
+            self.method_preset,
+            workdir,
+            train_config=train_config,
+            config=config,
+            recalibration=self.recalibration,
+            seed=seed,
+        )
         return posterior
 
 
@@ -716,8 +800,12 @@ class ALConfig:
         canonical_strategy(self.strategy)
         self.acquisition.validate()
         if self.init < (0 if has_initial else 1) or self.batch < 0 or self.rounds < 0:
-            raise InputError(f"init ({self.init}) must be >= 1, batch ({self.batch}) and rounds ({self.rounds}) >= 0")
-        if self.schedule and (self.schedule[0] < 1 or any(b <= a for a, b in zip(self.schedule, self.schedule[1:]))):
+            raise InputError(
+                f"init ({self.init}) must be >= 1, batch ({self.batch}) and rounds ({self.rounds}) >= 0"
+            )
+        if self.schedule and (
+            self.schedule[0] < 1 or any(b <= a for a, b in zip(self.schedule, self.schedule[1:]))
+        ):
             raise InputError(f"schedule {list(self.schedule)} must be positive and strictly increasing")
         need = self.init + sum(self.acquisitions_in(r) for r in range(1, self.n_rounds + 1))
         if need > pool_size:
@@ -824,9 +912,14 @@ class ActiveLearner:
 
     # ---- state ------------------------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "pool_digest": _digest(self.pool), "pool_size": len(self.pool),
-                "initial_digest": _digest(self.initial), "initial_size": len(self.initial),
-                "oracle": getattr(self.oracle, "name", type(self.oracle).__name__)}
+        return {
+            "config": self.config.to_dict(),
+            "pool_digest": _digest(self.pool),
+            "pool_size": len(self.pool),
+            "initial_digest": _digest(self.initial),
+            "initial_size": len(self.initial),
+            "oracle": getattr(self.oracle, "name", type(self.oracle).__name__),
+        }
 
     def _load_or_init(self) -> dict[str, Any]:
         ident = self._identity()
@@ -834,11 +927,15 @@ class ActiveLearner:
             try:
                 state = json.loads(self.state_path.read_text())
             except json.JSONDecodeError as exc:
-                raise InputError(f"{self.state_path} is not valid JSON ({exc.msg}); remove it to start again") from exc
+                raise InputError(
+                    f"{self.state_path} is not valid JSON ({exc.msg}); remove it to start again"
+                ) from exc
             for key in ("config", "pool_digest", "initial_digest"):
                 if state.get(key) != ident[key]:
-                    raise InputError(f"{self.out} holds a run with a different {key.replace('_', ' ')}; "
-                                     f"use a new --out folder or the same settings to resume")
+                    raise InputError(
+                        f"{self.out} holds a run with a different {key.replace('_', ' ')}; "
+                        f"use a new --out folder or the same settings to resume"
+                    )
             return state
         cfg = self.config
         rng = np.random.default_rng(_round_seed(cfg.seed, 0, 0))
@@ -849,8 +946,17 @@ class ActiveLearner:
             valid: list[int] = []
         else:
             valid_initial, valid = [], sorted(init[:n_valid])
-        return {"version": 1, **ident, "round": 0, "labelled": [], "valid": valid, "valid_initial": valid_initial,
-                "pending": init, "rounds": [], "done": False}
+        return {
+            "version": 1,
+            **ident,
+            "round": 0,
+            "labelled": [],
+            "valid": valid,
+            "valid_initial": valid_initial,
+            "pending": init,
+            "rounds": [],
+            "done": False,
+        }
 
     def _save(self) -> None:
         atomic_write_text(self.state_path, json.dumps(self.state, indent=1) + "\n")
@@ -894,8 +1000,10 @@ class ActiveLearner:
         if len(frames) > n_done and [a.info.get("pool_index") for a in frames[:n_done]] == st["labelled"]:
             frames = frames[:n_done]  # killed between writing labelled.extxyz and state.json: redo the round
         if len(frames) != n_done:
-            raise InputError(f"{self.out / 'labelled.extxyz'} holds {len(frames)} structures, state.json "
-                             f"{len(st['labelled'])}; the run folder is inconsistent")
+            raise InputError(
+                f"{self.out / 'labelled.extxyz'} holds {len(frames)} structures, state.json "
+                f"{len(st['labelled'])}; the run folder is inconsistent"
+            )
         new = self.oracle([self.pool[i] for i in pending]) if pending else []
         for i, atoms in zip(pending, new):
             atoms.info["pool_index"] = i
@@ -915,9 +1023,14 @@ class ActiveLearner:
         t1 = time.perf_counter()
         posterior = self.fitter.fit(train, valid, _round_seed(cfg.seed, r, 1), workdir, previous)
         t_fit = time.perf_counter() - t1
-        record: dict[str, Any] = {"round": r, "n_labels": len(labelled) + len(self.initial),
-                                  "n_acquired": len(labelled) - cfg.init, "n_train": len(train),
-                                  "n_valid": len(valid), "acquired": pending}
+        record: dict[str, Any] = {
+            "round": r,
+            "n_labels": len(labelled) + len(self.initial),
+            "n_acquired": len(labelled) - cfg.init,
+            "n_train": len(train),
+            "n_valid": len(valid),
+            "acquired": pending,
+        }
         if self.test:
             record["test"] = evaluate(posterior, self.test, cfg.n_samples, cfg.batch_size)
         nxt: list[int] = []
@@ -938,17 +1051,27 @@ class ActiveLearner:
         rng = np.random.default_rng(_round_seed(cfg.seed, r, 2))
         unlabelled = np.setdiff1d(np.arange(len(self.pool)), np.array(labelled, dtype=np.int64))
         cand = [self.pool[i] for i in unlabelled]
-        scores_c = score_pool(posterior, cand, self.strategy, cfg.acquisition, cfg.n_samples, cfg.batch_size, rng)
+        scores_c = score_pool(
+            posterior, cand, self.strategy, cfg.acquisition, cfg.n_samples, cfg.batch_size, rng
+        )
         scores = np.full(len(self.pool), -np.inf)
         scores[unlabelled] = scores_c
         if self.strategy == "random" or cfg.acquisition.diversity_tol <= 0:
             chosen = select_batch(scores, k, exclude=labelled)
         else:
-            chosen = select_batch(scores, k, exclude=labelled, descriptors=self._descriptors(),
-                                  tol=cfg.acquisition.diversity_tol,
-                                  guard=labelled if cfg.acquisition.guard_labelled else ())
-        stats = {"mean": float(np.mean(scores_c)), "max": float(np.max(scores_c)),
-                 "chosen_mean": float(np.mean(scores[chosen])) if chosen else float("nan")}
+            chosen = select_batch(
+                scores,
+                k,
+                exclude=labelled,
+                descriptors=self._descriptors(),
+                tol=cfg.acquisition.diversity_tol,
+                guard=labelled if cfg.acquisition.guard_labelled else (),
+            )
+        stats = {
+            "mean": float(np.mean(scores_c)),
+            "max": float(np.max(scores_c)),
+            "chosen_mean": float(np.mean(scores[chosen])) if chosen else float("nan"),
+        }
         return chosen, stats
 
     def _summary(self, rec: dict[str, Any]) -> str:
@@ -958,7 +1081,9 @@ class ActiveLearner:
             msg += f", force MAE {t['forces_mae']:.4f} eV/Å, force NLL {t['forces_nll']:.3f}"
         return msg + f", fit {rec['time_fit_s']:.1f} s"
 
-    def run(self, max_steps: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    def run(
+        self, max_steps: int | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> list[dict]:
         """Run (or resume) until all rounds are done or ``max_steps`` rounds ran; returns the history."""
         steps = 0
         while not self.state["done"] and (max_steps is None or steps < max_steps):

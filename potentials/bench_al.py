@@ -42,26 +42,59 @@ class BenchPreset:
 
 
 PRESETS: dict[str, BenchPreset] = {
-    "paper": BenchPreset(start=500, schedule=(10, 20, 50, 100, 200), seeds=3, hot_test=200, model_preset="small",
-                         train_preset="small", epochs=None, members=5),
+    "paper": BenchPreset(
+        start=500,
+        schedule=(10, 20, 50, 100, 200),
+        seeds=3,
+        hot_test=200,
+        model_preset="small",
+        train_preset="small",
+        epochs=None,
+        members=5,
+    ),
     # 10x fewer start labels, N up to 40, a 3-member `tiny` ensemble, 30 epochs of batch 10: a shared 2-core CPU
-    "cpu": BenchPreset(start=50, schedule=(10, 20, 40), seeds=3, hot_test=200, model_preset="tiny",
-                       train_preset="tiny", epochs=30, members=3, batch_size=10, ema_decay=0.9),
+    "cpu": BenchPreset(
+        start=50,
+        schedule=(10, 20, 40),
+        seeds=3,
+        hot_test=200,
+        model_preset="tiny",
+        train_preset="tiny",
+        epochs=30,
+        members=3,
+        batch_size=10,
+        ema_decay=0.9,
+    ),
     # smoke test of the whole pipeline (minutes)
-    "smoke": BenchPreset(start=12, schedule=(3, 6), seeds=2, hot_test=30, model_preset="tiny", train_preset="tiny",
-                         epochs=2, members=2),
+    "smoke": BenchPreset(
+        start=12,
+        schedule=(3, 6),
+        seeds=2,
+        hot_test=30,
+        model_preset="tiny",
+        train_preset="tiny",
+        epochs=2,
+        members=2,
+    ),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="cpu", choices=tuple(PRESETS), help="benchmark scale (default cpu)")
+    parser.add_argument(
+        "--preset", default="cpu", choices=tuple(PRESETS), help="benchmark scale (default cpu)"
+    )
     parser.add_argument("--datasets", default="3bpa,acac", help="comma-separated: 3bpa, acac")
-    parser.add_argument("--strategies", default="random,energy,bald",
-                        help="comma-separated acquisition strategies (bald = bald-ef, bald-e, bald-f, ...)")
+    parser.add_argument(
+        "--strategies",
+        default="random,energy,bald",
+        help="comma-separated acquisition strategies (bald = bald-ef, bald-e, bald-f, ...)",
+    )
     parser.add_argument("--seeds", type=int, help="override the preset's number of seeds")
     parser.add_argument("--data", help="folder holding 3bpa/ and acac/ (default ../shared/data/botnet)")
     parser.add_argument("--work", default="runs/bench_al", help="run folders (resumable; git-ignored)")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes, 1 torch thread each)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel (processes, 1 torch thread each)"
+    )
 
 
 def _data_root(arg: str | None):
@@ -69,9 +102,15 @@ def _data_root(arg: str | None):
 
     from structures.common import InputError
 
-    candidates = [arg] if arg else [os.environ.get("DACSCREEN_BOTNET"),
-                                     str(Path.cwd().parent / "shared" / "data" / "botnet"),
-                                     str(Path(__file__).resolve().parents[2] / "shared" / "data" / "botnet")]
+    candidates = (
+        [arg]
+        if arg
+        else [
+            os.environ.get("DACSCREEN_BOTNET"),
+            str(Path.cwd().parent / "shared" / "data" / "botnet"),
+            str(Path(__file__).resolve().parents[2] / "shared" / "data" / "botnet"),
+        ]
+    )
     for c in candidates:
         if c and (Path(c) / "3bpa").is_dir() and (Path(c) / "acac").is_dir():
             return Path(c)
@@ -89,7 +128,7 @@ def load_dataset(name: str, root, preset: BenchPreset, seed: int):
         mixed = read_dataset(root / "3bpa" / "train_mixedT.xyz")
         order = np.random.default_rng(12345).permutation(len(mixed))  # fixed hot-test split
         test = [mixed[i] for i in order[: preset.hot_test]]
-        pool = [mixed[i] for i in order[preset.hot_test:]]
+        pool = [mixed[i] for i in order[preset.hot_test :]]
         pick = np.random.default_rng([seed, 7]).permutation(len(start))[: preset.start]
         return [start[i] for i in sorted(pick)], pool, test
     pool = read_dataset(root / "acac" / "train_300K.xyz") + read_dataset(root / "acac" / "train_600K.xyz")
@@ -107,15 +146,41 @@ def _one_run(name: str, strategy: str, seed: int, preset: BenchPreset, root: str
 
     initial, pool, test = load_dataset(name, Path(root), preset, seed)
     elements = tuple(sorted({s for a in pool + test + list(initial or []) for s in a.get_chemical_symbols()}))
-    train_over = tuple((k, v) for k, v in (("epochs", preset.epochs), ("lr", preset.lr), ("batch_size", preset.batch_size),
-                                           ("ema_decay", preset.ema_decay)) if v is not None)
-    fitter = BayesFitter(method="ensemble", model_preset=preset.model_preset, train_preset=preset.train_preset,
-                         method_preset="tiny", elements=elements, train_overrides=train_over,
-                         method_overrides=(("members", preset.members),))
-    config = ALConfig(strategy=strategy, init=0 if initial else preset.start, schedule=preset.schedule, seed=seed,
-                      valid_fraction=0.1)
-    learner = ActiveLearner(pool, PoolOracle(pool, source=f"pool:{name}"), fitter, config,
-                            Path(work) / name / strategy / f"seed{seed}", test=test, initial=initial)
+    train_over = tuple(
+        (k, v)
+        for k, v in (
+            ("epochs", preset.epochs),
+            ("lr", preset.lr),
+            ("batch_size", preset.batch_size),
+            ("ema_decay", preset.ema_decay),
+        )
+        if v is not None
+    )
+    fitter = BayesFitter(
+        method="ensemble",
+        model_preset=preset.model_preset,
+        train_preset=preset.train_preset,
+        method_preset="tiny",
+        elements=elements,
+        train_overrides=train_over,
+        method_overrides=(("members", preset.members),),
+    )
+    config = ALConfig(
+        strategy=strategy,
+        init=0 if initial else preset.start,
+        schedule=preset.schedule,
+        seed=seed,
+        valid_fraction=0.1,
+    )
+    learner = ActiveLearner(
+        pool,
+        PoolOracle(pool, source=f"pool:{name}"),
+        fitter,
+        config,
+        Path(work) / name / strategy / f"seed{seed}",
+        test=test,
+        initial=initial,
+    )
     return learner.run()
 
 
@@ -140,9 +205,12 @@ def summarise(curves: dict[str, dict[str, dict[str, list]]]) -> dict[str, dict]:
         for strategy, c in by_strategy.items():
             mae, nll = np.array(c["forces_mae"]), np.array(c["forces_nll"])  # (seeds, points)
             entry["curves"][strategy] = {
-                "n_acquired": c["n_acquired"], "seeds": len(mae),
-                "forces_mae_mean": mae.mean(0).tolist(), "forces_mae_std": mae.std(0).tolist(),
-                "forces_nll_mean": nll.mean(0).tolist(), "forces_nll_std": nll.std(0).tolist(),
+                "n_acquired": c["n_acquired"],
+                "seeds": len(mae),
+                "forces_mae_mean": mae.mean(0).tolist(),
+                "forces_mae_std": mae.std(0).tolist(),
+                "forces_nll_mean": nll.mean(0).tolist(),
+                "forces_nll_std": nll.std(0).tolist(),
             }
         cv = entry["curves"]
         bald = next((s for s in ("bald", "bald-ef", "bald-f", "bald-e") if s in cv), None)
@@ -151,7 +219,11 @@ def summarise(curves: dict[str, dict[str, dict[str, list]]]) -> dict[str, dict]:
             target = cv["random"]["forces_mae_mean"][-1]
             # informative only when random sampling improved on the shared start model
             informative = target < min(cv[bald]["forces_mae_mean"][0], cv["random"]["forces_mae_mean"][0])
-            need = labels_to_reach(cv[bald]["n_acquired"], cv[bald]["forces_mae_mean"], target) if informative else None
+            need = (
+                labels_to_reach(cv[bald]["n_acquired"], cv[bald]["forces_mae_mean"], target)
+                if informative
+                else None
+            )
             frac = None if need is None else need / n[-1]
             entry["bald_strategy"] = bald
             entry["random_final_mae"] = target
@@ -160,34 +232,51 @@ def summarise(curves: dict[str, dict[str, dict[str, list]]]) -> dict[str, dict]:
             entry["bald_label_fraction"] = frac
             entry["target_70pct_met"] = bool(frac is not None and frac <= 0.7)
         if "energy" in cv and bald:
-            entry["bald_beats_energy"] = bool(cv[bald]["forces_mae_mean"][-1] < cv["energy"]["forces_mae_mean"][-1])
+            entry["bald_beats_energy"] = bool(
+                cv[bald]["forces_mae_mean"][-1] < cv["energy"]["forces_mae_mean"][-1]
+            )
         out[ds] = entry
     return out
 
 
 def _table(summary: dict[str, dict], preset_name: str, preset: BenchPreset) -> str:
-    lines = [f"Preset `{preset_name}`: start {preset.start} labels ({int(round(preset.start * 0.9))} train + "
-             f"{preset.start - int(round(preset.start * 0.9))} valid), acquire {', '.join(map(str, preset.schedule))}, "
-             f"{preset.members}-member `{preset.model_preset}` ensemble, "
-             f"{preset.epochs or 'preset'} epochs per fit (batch {preset.batch_size or 'preset'}), "
-             f"scale recalibration on the validation set, mean ± std over seeds.", ""]
+    lines = [
+        f"Preset `{preset_name}`: start {preset.start} labels ({int(round(preset.start * 0.9))} train + "
+        f"{preset.start - int(round(preset.start * 0.9))} valid), acquire {', '.join(map(str, preset.schedule))}, "
+        f"{preset.members}-member `{preset.model_preset}` ensemble, "
+        f"{preset.epochs or 'preset'} epochs per fit (batch {preset.batch_size or 'preset'}), "
+        f"scale recalibration on the validation set, mean ± std over seeds.",
+        "",
+    ]
     for ds, entry in summary.items():
-        lines += [f"**{ds}**", "", "| strategy | N acquired | force MAE (eV/Å) | force NLL |", "|---|---|---|---|"]
+        lines += [
+            f"**{ds}**",
+            "",
+            "| strategy | N acquired | force MAE (eV/Å) | force NLL |",
+            "|---|---|---|---|",
+        ]
         for strategy, c in entry["curves"].items():
             for i, n in enumerate(c["n_acquired"]):
-                lines.append(f"| {strategy} | {n} | {c['forces_mae_mean'][i]:.4f} ± {c['forces_mae_std'][i]:.4f} | "
-                             f"{c['forces_nll_mean'][i]:.3f} ± {c['forces_nll_std'][i]:.3f} |")
+                lines.append(
+                    f"| {strategy} | {n} | {c['forces_mae_mean'][i]:.4f} ± {c['forces_mae_std'][i]:.4f} | "
+                    f"{c['forces_nll_mean'][i]:.3f} ± {c['forces_nll_std'][i]:.3f} |"
+                )
         if "bald_label_fraction" in entry:
             frac = entry["bald_label_fraction"]
             frac_s = "never (within the budget)" if frac is None else f"{100 * frac:.0f} % of random's labels"
             if not entry["random_improved"]:
                 frac_s = "- (random sampling did not improve on the start model: no test)"
-            lines += ["", f"- {entry['bald_strategy']} reaches random's final force MAE "
-                      f"({entry['random_final_mae']:.4f} eV/Å) with {frac_s}: target <= 70 % "
-                      f"{'met' if entry['target_70pct_met'] else 'NOT met'}"]
+            lines += [
+                "",
+                f"- {entry['bald_strategy']} reaches random's final force MAE "
+                f"({entry['random_final_mae']:.4f} eV/Å) with {frac_s}: target <= 70 % "
+                f"{'met' if entry['target_70pct_met'] else 'NOT met'}",
+            ]
         if "bald_beats_energy" in entry:
-            lines.append(f"- BALD beats energy-uncertainty sampling at the final label count: "
-                         f"{'yes' if entry['bald_beats_energy'] else 'NO'}")
+            lines.append(
+                f"- BALD beats energy-uncertainty sampling at the final label count: "
+                f"{'yes' if entry['bald_beats_energy'] else 'NO'}"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -201,7 +290,9 @@ def _plot(summary: dict[str, dict], path) -> None:
 
     fig, axes = plt.subplots(len(summary), 2, figsize=(9, 3.3 * len(summary)), squeeze=False)
     for row, (ds, entry) in enumerate(summary.items()):
-        for col, (key, label) in enumerate((("forces_mae", "force MAE (eV/Å)"), ("forces_nll", "force NLL (nats)"))):
+        for col, (key, label) in enumerate(
+            (("forces_mae", "force MAE (eV/Å)"), ("forces_nll", "force NLL (nats)"))
+        ):
             ax = axes[row][col]
             for strategy, c in entry["curves"].items():
                 n = np.array(c["n_acquired"])
@@ -245,11 +336,14 @@ def run(args: argparse.Namespace) -> int:
         from joblib import Parallel, delayed
 
         histories = Parallel(n_jobs=args.jobs)(
-            delayed(_one_run)(d, s, seed, preset, str(root), args.work) for d, s, seed in jobs)
+            delayed(_one_run)(d, s, seed, preset, str(root), args.work) for d, s, seed in jobs
+        )
     else:
         from tqdm import tqdm
 
-        histories = [_one_run(d, s, seed, preset, str(root), args.work) for d, s, seed in tqdm(jobs, desc="al runs")]
+        histories = [
+            _one_run(d, s, seed, preset, str(root), args.work) for d, s, seed in tqdm(jobs, desc="al runs")
+        ]
     wall = time.perf_counter() - t0
     curves: dict[str, dict[str, dict[str, list]]] = {}
     for (d, s, _), hist in zip(jobs, histories):
@@ -257,23 +351,35 @@ def run(args: argparse.Namespace) -> int:
         c["n_acquired"] = [h["n_acquired"] for h in hist]
         c["forces_mae"].append([h["test"]["forces_mae"] for h in hist])
         c["forces_nll"].append([h["test"]["forces_nll"] for h in hist])
-    compute = sum(h.get("time_label_s", 0) + h.get("time_fit_s", 0) + h.get("time_acquire_s", 0)
-                  for hist in histories for h in hist)
+    compute = sum(
+        h.get("time_label_s", 0) + h.get("time_fit_s", 0) + h.get("time_acquire_s", 0)
+        for hist in histories
+        for h in hist
+    )
     summary = summarise(curves)
     figure = Path("benchmarks") / "figures" / f"al_curves_{args.preset}.png"
     _plot(summary, figure)
     table = _table(summary, args.preset, preset) + (
         f"\nFigure: `{figure}`. Compute time summed over the {len(jobs)} runs (label + fit + acquire, "
         f"1 torch thread, shared CPU): {compute / 60:.0f} min; this invocation's wall time {wall / 60:.1f} min "
-        f"(finished runs are reused).\n")
+        f"(finished runs are reused).\n"
+    )
     if args.preset != "paper":
-        table += ("\nScaled down from the paper protocol (500 start labels, N up to 200, 5-member `small` "
-                  "ensembles) to fit a shared CPU; the numbers are not comparable with the paper's.\n")
+        table += (
+            "\nScaled down from the paper protocol (500 start labels, N up to 200, 5-member `small` "
+            "ensembles) to fit a shared CPU; the numbers are not comparable with the paper's.\n"
+        )
     cmd = f"screen bench al --preset {args.preset} --datasets {','.join(datasets)} --strategies {','.join(strategies)}"
     if args.seeds is not None:
         cmd += f" --seeds {args.seeds}"
-    result = {"preset": args.preset, "protocol": {k: v for k, v in preset.__dict__.items()},
-              "datasets": summary, "wall_s": wall, "compute_s": compute, "figure": str(figure)}
+    result = {
+        "preset": args.preset,
+        "protocol": {k: v for k, v in preset.__dict__.items()},
+        "datasets": summary,
+        "wall_s": wall,
+        "compute_s": compute,
+        "figure": str(figure),
+    }
     write_bench_result("al", result, cmd, table)
     print(table)
     return 0

@@ -17,23 +17,46 @@ TARGETS = {"miscal_area_max": 0.05, "coverage_95": (0.92, 0.98), "auroc_min": 0.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", default="ensemble,swag,ivon,laplace",
-                        help=f"comma-separated subset of {','.join(METHODS)} (default ensemble,swag,ivon,laplace)")
-    parser.add_argument("--preset", default="cpu", choices=("paper", "cpu", "tiny"),
-                        help="Bayesian and training preset (default cpu: tiny model, 40 epochs, scaled-down methods)")
-    parser.add_argument("--model", choices=("tiny", "small", "large"),
-                        help="model preset (default: tiny for cpu/tiny, small for paper)")
-    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"),
-                        help="model dtype (default float64: the float32 force-covariance Cholesky can fail)")
+    parser.add_argument(
+        "--methods",
+        default="ensemble,swag,ivon,laplace",
+        help=f"comma-separated subset of {','.join(METHODS)} (default ensemble,swag,ivon,laplace)",
+    )
+    parser.add_argument(
+        "--preset",
+        default="cpu",
+        choices=("paper", "cpu", "tiny"),
+        help="Bayesian and training preset (default cpu: tiny model, 40 epochs, scaled-down methods)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("tiny", "small", "large"),
+        help="model preset (default: tiny for cpu/tiny, small for paper)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float64",
+        choices=("float64", "float32"),
+        help="model dtype (default float64: the float32 force-covariance Cholesky can fail)",
+    )
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder with the acac extxyz files")
-    parser.add_argument("--n-train", type=int, default=0, help="training structures used (0 = all of train_300K)")
+    parser.add_argument(
+        "--n-train", type=int, default=0, help="training structures used (0 = all of train_300K)"
+    )
     parser.add_argument("--n-test", type=int, default=0, help="structures of each test set (0 = all)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
     parser.add_argument("--members", type=int, help="ensemble members (default: the preset's)")
-    parser.add_argument("--max-minutes", type=float, default=0.0,
-                        help="total training budget in minutes, shared evenly by the training runs (0 = none)")
-    parser.add_argument("--no-loss-comparison", action="store_true",
-                        help="skip the NLL_JEF vs conventional-NLL ensemble comparison")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="total training budget in minutes, shared evenly by the training runs (0 = none)",
+    )
+    parser.add_argument(
+        "--no-loss-comparison",
+        action="store_true",
+        help="skip the NLL_JEF vs conventional-NLL ensemble comparison",
+    )
     parser.add_argument("--work", default="runs/bench_uq", help="folder for trained posteriors (resumable)")
     parser.add_argument("--figures", default="benchmarks/figures", help="folder for the PNG figures")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,27 +77,43 @@ def _evaluate(posterior, valid, test_in, test_out) -> dict:
     from potentials import calibration as C
     from potentials.bayes.fit import predict_dataset
 
-    preds = {name: predict_dataset(posterior, graphs=g) for name, g in
-             (("valid", valid), ("in", test_in), ("out", test_out))}
+    preds = {
+        name: predict_dataset(posterior, graphs=g)
+        for name, g in (("valid", valid), ("in", test_in), ("out", test_out))
+    }
     v, t = preds["valid"], preds["in"]
-    recals = {kind: {q: C.fit_recalibration(v[f"{q}_label"], v[q], _sigma(v[f"{q}_var"]), kind)
-                     for q in ("energy", "forces")} for kind in ("scale", "isotonic")}
+    recals = {
+        kind: {
+            q: C.fit_recalibration(v[f"{q}_label"], v[q], _sigma(v[f"{q}_var"]), kind)
+            for q in ("energy", "forces")
+        }
+        for kind in ("scale", "isotonic")
+    }
     metrics = {}
     for q in ("energy", "forces"):
         y, mu, s = t[f"{q}_label"], t[q], _sigma(t[f"{q}_var"])
-        metrics[q] = {"raw": C.metrics(y, mu, s),
-                      **{kind: C.metrics(y, mu, s, recals[kind][q]) for kind in recals}}
+        metrics[q] = {
+            "raw": C.metrics(y, mu, s),
+            **{kind: C.metrics(y, mu, s, recals[kind][q]) for kind in recals},
+        }
         metrics[q]["scale_factor"] = recals["scale"][q].scale
     ood = {}
     for kind in ("forces", "energy"):
         for epi in (True, False):
             scores = [_scores(preds[name], kind, epi) for name in ("in", "out")]
-            ood[f"{kind}_{'epistemic' if epi else 'total'}"] = {**C.ood_auc(*scores),
-                                                                "in_median": float(np.median(scores[0])),
-                                                                "out_median": float(np.median(scores[1]))}
+            ood[f"{kind}_{'epistemic' if epi else 'total'}"] = {
+                **C.ood_auc(*scores),
+                "in_median": float(np.median(scores[0])),
+                "out_median": float(np.median(scores[1])),
+            }
     n_pred = len(test_in) + len(test_out)
-    return {"metrics": metrics, "ood": ood, "recal": recals, "preds": preds,
-            "predict_ms_per_structure": 1e3 * (preds["in"]["seconds"] + preds["out"]["seconds"]) / n_pred}
+    return {
+        "metrics": metrics,
+        "ood": ood,
+        "recal": recals,
+        "preds": preds,
+        "predict_ms_per_structure": 1e3 * (preds["in"]["seconds"] + preds["out"]["seconds"]) / n_pred,
+    }
 
 
 def _scores(p: dict, kind: str, epistemic: bool):
@@ -112,7 +151,9 @@ def _figures(results: dict, folder) -> list[str]:
             ax.plot(lv, obs, ls="--", color=f"C{i}", lw=1)
             lv, obs = C.recalibrated_coverage_curve(y, mu, s, rec)
             ax.plot(lv, obs, color=f"C{i}", lw=1.5, label=name)
-        ax.set(xlabel="expected coverage", ylabel="observed coverage", title=f"{q} (dashed: raw, solid: scaled)")
+        ax.set(
+            xlabel="expected coverage", ylabel="observed coverage", title=f"{q} (dashed: raw, solid: scaled)"
+        )
         ax.legend(fontsize=8)
     fig.tight_layout()
     paths.append(_save(fig, folder / "uq_reliability.png"))
@@ -126,8 +167,14 @@ def _figures(results: dict, folder) -> list[str]:
         ax.scatter(s[pick], err[pick], s=2, alpha=0.3)
         order = np.argsort(s)
         bins = np.array_split(order, 15)
-        ax.plot([np.sqrt(np.mean(s[b] ** 2)) for b in bins], [np.sqrt(np.mean(err[b] ** 2)) for b in bins],
-                "o-", color="C3", ms=3, label="binned RMSE")
+        ax.plot(
+            [np.sqrt(np.mean(s[b] ** 2)) for b in bins],
+            [np.sqrt(np.mean(err[b] ** 2)) for b in bins],
+            "o-",
+            color="C3",
+            ms=3,
+            label="binned RMSE",
+        )
         lo, hi = max(s.min(), 1e-4), s.max()
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
         ax.set(xscale="log", yscale="log", xlabel="σ_F (eV/Å, scaled)", ylabel="|F error| (eV/Å)", title=name)
@@ -143,7 +190,11 @@ def _figures(results: dict, folder) -> list[str]:
         ax.hist(s_in, bins, alpha=0.6, label="300 K (in)")
         ax.hist(s_out, bins, alpha=0.6, label="600 K (OOD)")
         auroc = results[name]["ood"]["forces_epistemic"]["auroc"]
-        ax.set(xlabel="mean epistemic σ_F per atom (eV/Å)", ylabel="structures", title=f"{name}: AUROC {auroc:.2f}")
+        ax.set(
+            xlabel="mean epistemic σ_F per atom (eV/Å)",
+            ylabel="structures",
+            title=f"{name}: AUROC {auroc:.2f}",
+        )
         ax.legend(fontsize=7)
     fig.tight_layout()
     paths.append(_save(fig, folder / "uq_ood_hist.png"))
@@ -161,35 +212,50 @@ def _save(fig, path) -> str:
 # ---- tables ----------------------------------------------------------------------------------------
 def _row(name: str, r: dict) -> str:
     e, f = r["metrics"]["energy"], r["metrics"]["forces"]
-    return (f"| {name} | {1e3 * e['raw']['mae']:.1f} | {1e3 * f['raw']['mae']:.1f} | {e['scale']['nll']:.2f} | "
-            f"{f['scale']['nll']:.3f} | {f['raw']['spearman']:.2f} | {f['raw']['miscal_area']:.3f} → "
-            f"{f['scale']['miscal_area']:.3f} / {f['isotonic']['miscal_area']:.3f} | {e['raw']['miscal_area']:.3f} → "
-            f"{e['scale']['miscal_area']:.3f} | {f['scale']['ence']:.2f} | {f['scale']['coverage_95']:.3f} | "
-            f"{r['ood']['forces_epistemic']['auroc']:.3f} | {r['train_seconds']:.0f} | "
-            f"{r['predict_ms_per_structure']:.1f} |")
+    return (
+        f"| {name} | {1e3 * e['raw']['mae']:.1f} | {1e3 * f['raw']['mae']:.1f} | {e['scale']['nll']:.2f} | "
+        f"{f['scale']['nll']:.3f} | {f['raw']['spearman']:.2f} | {f['raw']['miscal_area']:.3f} → "
+        f"{f['scale']['miscal_area']:.3f} / {f['isotonic']['miscal_area']:.3f} | {e['raw']['miscal_area']:.3f} → "
+        f"{e['scale']['miscal_area']:.3f} | {f['scale']['ence']:.2f} | {f['scale']['coverage_95']:.3f} | "
+        f"{r['ood']['forces_epistemic']['auroc']:.3f} | {r['train_seconds']:.0f} | "
+        f"{r['predict_ms_per_structure']:.1f} |"
+    )
 
 
 def _table(results: dict, loss_cmp: dict | None, settings: dict, checks: dict) -> str:
-    head = ("| method | E MAE (meV) | F MAE (meV/Å) | E NLL | F NLL | F Spearman | F miscal. area raw → scale / iso "
-            "| E miscal. area raw → scale | F ENCE | F 95 % cov. | OOD AUROC | train (s) | predict (ms/struct) |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| method | E MAE (meV) | F MAE (meV/Å) | E NLL | F NLL | F Spearman | F miscal. area raw → scale / iso "
+        "| E miscal. area raw → scale | F ENCE | F 95 % cov. | OOD AUROC | train (s) | predict (ms/struct) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [
         f"Settings: preset `{settings['preset']}`, model `{settings['model']}` ({settings['dtype']}), {settings['n_train']} training / "
         f"{settings['n_valid']} validation structures of train_300K, {settings['epochs']} epochs, "
         f"test {settings['n_in']} (300 K) + {settings['n_out']} (600 K OOD) structures, {settings['threads']} CPU "
         "thread(s). Energies per structure (total), forces per component; NLL in nats after variance scaling "
         "fitted on validation; ENCE and 95 % coverage after scaling; OOD score = mean epistemic force σ per atom.",
-        "", head, *[_row(n, r) for n, r in results.items()], "",
+        "",
+        head,
+        *[_row(n, r) for n, r in results.items()],
+        "",
     ]
     if loss_cmp:
-        lines += ["Loss comparison (same ensemble, same seeds):", "",
-                  "| training loss | F MAE (meV/Å) | F NLL raw | F NLL scaled | E MAE (meV) |", "|---|---|---|---|---|"]
+        lines += [
+            "Loss comparison (same ensemble, same seeds):",
+            "",
+            "| training loss | F MAE (meV/Å) | F NLL raw | F NLL scaled | E MAE (meV) |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in loss_cmp.items():
-            lines.append(f"| {name} | {1e3 * r['forces_mae']:.1f} | {r['forces_nll_raw']:.3f} | "
-                         f"{r['forces_nll_scaled']:.3f} | {1e3 * r['energy_mae']:.1f} |")
+            lines.append(
+                f"| {name} | {1e3 * r['forces_mae']:.1f} | {r['forces_nll_raw']:.3f} | "
+                f"{r['forces_nll_scaled']:.3f} | {1e3 * r['energy_mae']:.1f} |"
+            )
         lines.append("")
-    lines.append("Targets: " + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'} ({v['value']})"
-                                         for k, v in checks.items()))
+    lines.append(
+        "Targets: "
+        + "; ".join(f"{k}: {'met' if v['met'] else 'NOT met'} ({v['value']})" for k, v in checks.items())
+    )
     lines.append("")
     lines.append("Figures: " + ", ".join(f"`{p}`" for p in settings.get("figures", [])) + ".")
     return "\n".join(lines)
@@ -205,29 +271,45 @@ def _checks(results: dict, loss_cmp: dict | None) -> dict:
     auroc = results[best_auroc]["ood"]["forces_epistemic"]["auroc"]
     out = {
         "force miscalibration area <= 0.05 (best method)": {
-            "met": f["miscal_area"] <= TARGETS["miscal_area_max"], "value": f"{best}: {f['miscal_area']:.3f}"},
+            "met": f["miscal_area"] <= TARGETS["miscal_area_max"],
+            "value": f"{best}: {f['miscal_area']:.3f}",
+        },
         "95 % coverage in 0.92-0.98 (best method)": {
-            "met": lo <= f["coverage_95"] <= hi, "value": f"{best}: {f['coverage_95']:.3f}"},
+            "met": lo <= f["coverage_95"] <= hi,
+            "value": f"{best}: {f['coverage_95']:.3f}",
+        },
         "OOD AUROC >= 0.85": {"met": auroc >= TARGETS["auroc_min"], "value": f"{best_auroc}: {auroc:.3f}"},
     }
     if loss_cmp and len(loss_cmp) == 2:
         jef, nll = loss_cmp["NLL_JEF"]["forces_mae"], loss_cmp["conventional NLL"]["forces_mae"]
-        out["NLL_JEF force MAE <= conventional NLL"] = {"met": jef <= nll,
-                                                       "value": f"{1e3 * jef:.1f} vs {1e3 * nll:.1f} meV/Å"}
+        out["NLL_JEF force MAE <= conventional NLL"] = {
+            "met": jef <= nll,
+            "value": f"{1e3 * jef:.1f} vs {1e3 * nll:.1f} meV/Å",
+        }
     return out
 
 
 def _loss_summary(r: dict) -> dict:
     f, e = r["metrics"]["forces"], r["metrics"]["energy"]
-    return {"forces_mae": f["raw"]["mae"], "forces_nll_raw": f["raw"]["nll"], "forces_nll_scaled": f["scale"]["nll"],
-            "energy_mae": e["raw"]["mae"], "forces_miscal_scaled": f["scale"]["miscal_area"]}
+    return {
+        "forces_mae": f["raw"]["mae"],
+        "forces_nll_raw": f["raw"]["nll"],
+        "forces_nll_scaled": f["scale"]["nll"],
+        "energy_mae": e["raw"]["mae"],
+        "forces_miscal_scaled": f["scale"]["miscal_area"],
+    }
 
 
 def _public(r: dict) -> dict:
     """The JSON part of one method's result (no arrays)."""
-    return {"metrics": r["metrics"], "ood": r["ood"], "train_seconds": r["train_seconds"],
-            "predict_ms_per_structure": r["predict_ms_per_structure"], "posterior": r["posterior"],
-            "recalibration": {k: {q: v.to_dict() for q, v in d.items()} for k, d in r["recal"].items()}}
+    return {
+        "metrics": r["metrics"],
+        "ood": r["ood"],
+        "train_seconds": r["train_seconds"],
+        "predict_ms_per_structure": r["predict_ms_per_structure"],
+        "posterior": r["posterior"],
+        "recalibration": {k: {q: v.to_dict() for q, v in d.items()} for k, d in r["recal"].items()},
+    }
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------
@@ -278,32 +360,57 @@ def run(args: argparse.Namespace) -> int:
     for key, name in (("in", "test_MD_300K"), ("out", "test_MD_600K")):
         frames = read_dataset(files[name])
         if args.n_test:
-            frames = [frames[i] for i in np.sort(rng.choice(len(frames), min(args.n_test, len(frames)), False))]
+            frames = [
+                frames[i] for i in np.sort(rng.choice(len(frames), min(args.n_test, len(frames)), False))
+            ]
         tests[key] = frames
 
     model_name = args.model or ("small" if args.preset == "paper" else "tiny")
     model_config = preset(model_name, dtype=args.dtype)
     train_config = train_config_for(args.preset, seed=args.seed)
     if args.epochs:
-        train_config = replace(train_config, epochs=args.epochs,
-                               loss=replace(train_config.loss,
-                                            mse_warmup_epochs=min(train_config.loss.mse_warmup_epochs, args.epochs // 4)))
+        train_config = replace(
+            train_config,
+            epochs=args.epochs,
+            loss=replace(
+                train_config.loss,
+                mse_warmup_epochs=min(train_config.loss.mse_warmup_epochs, args.epochs // 4),
+            ),
+        )
     overrides = {"ensemble": {"members": args.members} if args.members else {}}
     configs = {m: method_config(m, args.preset, **overrides.get(m, {})) for m in methods}
-    runs_per = {"point": 1, "swag": 2, "ivon": 1, "laplace": 1, "ensemble": configs.get("ensemble").members
-                if "ensemble" in configs else 0}
+    runs_per = {
+        "point": 1,
+        "swag": 2,
+        "ivon": 1,
+        "laplace": 1,
+        "ensemble": configs.get("ensemble").members if "ensemble" in configs else 0,
+    }
     n_runs = sum(runs_per[m] for m in methods)
     if not args.no_loss_comparison:
-        n_runs += (configs["ensemble"].members if "ensemble" in configs else method_config(
-            "ensemble", args.preset, **overrides["ensemble"]).members) * (1 if "ensemble" in methods else 2)
+        n_runs += (
+            configs["ensemble"].members
+            if "ensemble" in configs
+            else method_config("ensemble", args.preset, **overrides["ensemble"]).members
+        ) * (1 if "ensemble" in methods else 2)
     if args.max_minutes > 0:
         train_config = replace(train_config, max_minutes=args.max_minutes / max(n_runs, 1))
 
-    settings = {"preset": args.preset, "model": model_name, "dtype": args.dtype, "n_train": len(train), "n_valid": len(valid),
-                "epochs": train_config.epochs, "n_in": len(tests["in"]), "n_out": len(tests["out"]),
-                "threads": torch.get_num_threads(), "seed": args.seed, "max_minutes": args.max_minutes,
-                "train_config": train_config.to_dict(), "methods": {m: (c.to_dict() if c else None)
-                                                                     for m, c in configs.items()}}
+    settings = {
+        "preset": args.preset,
+        "model": model_name,
+        "dtype": args.dtype,
+        "n_train": len(train),
+        "n_valid": len(valid),
+        "epochs": train_config.epochs,
+        "n_in": len(tests["in"]),
+        "n_out": len(tests["out"]),
+        "threads": torch.get_num_threads(),
+        "seed": args.seed,
+        "max_minutes": args.max_minutes,
+        "train_config": train_config.to_dict(),
+        "methods": {m: (c.to_dict() if c else None) for m, c in configs.items()},
+    }
     common = {k: v for k, v in settings.items() if k not in ("threads", "methods", "n_in", "n_out")}
 
     def _key(obj) -> str:
@@ -324,8 +431,19 @@ def run(args: argparse.Namespace) -> int:
             seconds = json.loads(done.read_text())["seconds"]
         else:
             t0 = time.perf_counter()
-            post, _ = fit_posterior(method, train, valid, model_config, args.preset, out, train_config=train_config,
-                                    config=config, e0s=e0s, recalibration="none", seed=args.seed)
+            post, _ = fit_posterior(
+                method,
+                train,
+                valid,
+                model_config,
+                args.preset,
+                out,
+                train_config=train_config,
+                config=config,
+                e0s=e0s,
+                recalibration="none",
+                seed=args.seed,
+            )
             seconds = time.perf_counter() - t0
             atomic_write_text(done, json.dumps({"seconds": seconds}) + "\n")
         post.recal = RecalibrationPair()
@@ -360,8 +478,13 @@ def run(args: argparse.Namespace) -> int:
     settings["figures"] = figures
     checks = _checks(results, loss_cmp)
     table = _table(results, loss_cmp, settings, checks)
-    payload = {"settings": settings, "methods": {m: _public(r) for m, r in results.items()},
-               "loss_comparison": loss_cmp, "targets": checks, "figures": figures}
+    payload = {
+        "settings": settings,
+        "methods": {m: _public(r) for m, r in results.items()},
+        "loss_comparison": loss_cmp,
+        "targets": checks,
+        "figures": figures,
+    }
     command = "screen bench uq " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "screen bench uq"
     out = write_bench_result("uq", payload, command.strip(), table)
     print(table)

@@ -170,16 +170,23 @@ class Recalibration:
         return var * self.scale**2
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "scale": float(self.scale), "levels": list(map(float, self.levels)),
-                "nominal": list(map(float, self.nominal))}
+        return {
+            "kind": self.kind,
+            "scale": float(self.scale),
+            "levels": list(map(float, self.levels)),
+            "nominal": list(map(float, self.nominal)),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Recalibration:
         if not data:
             return cls()
-        return cls(kind=str(data.get("kind", "none")), scale=float(data.get("scale", 1.0)),
-                   levels=[float(v) for v in data.get("levels", [])],
-                   nominal=[float(v) for v in data.get("nominal", [])])
+        return cls(
+            kind=str(data.get("kind", "none")),
+            scale=float(data.get("scale", 1.0)),
+            levels=[float(v) for v in data.get("levels", [])],
+            nominal=[float(v) for v in data.get("nominal", [])],
+        )
 
 
 def fit_scale(y: Any, mu: Any, sigma: Any) -> Recalibration:
@@ -229,14 +236,19 @@ def recalibrated_miscalibration_area(y: Any, mu: Any, sigma: Any, recal: Recalib
 
 
 # ---- summaries -------------------------------------------------------------------------------
-def metrics(y: Any, mu: Any, sigma: Any, recal: Recalibration | None = None, n_bins: int = 10) -> dict[str, float]:
+def metrics(
+    y: Any, mu: Any, sigma: Any, recal: Recalibration | None = None, n_bins: int = 10
+) -> dict[str, float]:
     """Every metric of one quantity; with ``recal`` the calibration metrics use the recalibrated sigma.
 
     Keys: mae, rmse, nll, spearman, miscal_area, ence, coverage_68, coverage_95, sharpness.
     """
     err, sig = _prepare(y, mu, sigma)
-    out = {"mae": float(np.mean(np.abs(err))), "rmse": float(np.sqrt(np.mean(err**2))),
-           "spearman": spearman(np.abs(err), sig)}
+    out = {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "spearman": spearman(np.abs(err), sig),
+    }
     if recal is None or recal.kind == "none":
         s = sig
         out["miscal_area"] = _area(LEVELS, np.asarray(_coverage_of_z(np.abs(err / sig), LEVELS)))
@@ -254,7 +266,9 @@ def metrics(y: Any, mu: Any, sigma: Any, recal: Recalibration | None = None, n_b
 
 
 # ---- out-of-distribution detection -------------------------------------------------------------
-def ood_scores(pred: Any, num_atoms: Any, batch_index: Any, kind: str = "forces", epistemic: bool = True) -> np.ndarray:
+def ood_scores(
+    pred: Any, num_atoms: Any, batch_index: Any, kind: str = "forces", epistemic: bool = True
+) -> np.ndarray:
     """Per-structure OOD score from a :class:`~potentials.posterior.Prediction`.
 
     kind "forces": mean over atoms of the per-atom force sigma sqrt(mean_c var_Fc) (eV/Å);
@@ -283,4 +297,7 @@ def ood_auc(scores_in: Any, scores_out: Any) -> dict[str, float]:
         raise InputError("OOD detection needs in- and out-of-distribution scores")
     labels = np.concatenate([np.zeros(s_in.size), np.ones(s_out.size)])
     scores = np.concatenate([s_in, s_out])
-    return {"auroc": float(roc_auc_score(labels, scores)), "auprc": float(average_precision_score(labels, scores))}
+    return {
+        "auroc": float(roc_auc_score(labels, scores)),
+        "auprc": float(average_precision_score(labels, scores)),
+    }

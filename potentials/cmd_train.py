@@ -33,15 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, help="wall-time budget in minutes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--float64", action="store_true", help="train in float64 (default float32)")
+    parser.add_argument(
+        "--repulsion",
+        choices=("zbl", "none"),
+        default=None,
+        help="short-range ZBL prior (no parameters; also switched on or off when fine-tuning with "
+        "--init-from; default: the preset's, zbl)",
+    )
     parser.add_argument("--init-from", help="checkpoint to fine-tune (keeps its architecture and E0s)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--method", default="point", choices=METHODS,
-                        help="posterior: point model, deep ensemble, SWAG, IVON or Laplace (default point)")
-    parser.add_argument("--bayes-preset", default="cpu", choices=BAYES_PRESETS,
-                        help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)")
-    parser.add_argument("--recalibration", default="scale", choices=RECALIBRATIONS,
-                        help="variance recalibration fitted on the validation set (default scale)")
+    parser.add_argument(
+        "--method",
+        default="point",
+        choices=METHODS,
+        help="posterior: point model, deep ensemble, SWAG, IVON or Laplace (default point)",
+    )
+    parser.add_argument(
+        "--bayes-preset",
+        default="cpu",
+        choices=BAYES_PRESETS,
+        help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)",
+    )
+    parser.add_argument(
+        "--recalibration",
+        default="scale",
+        choices=RECALIBRATIONS,
+        help="variance recalibration fitted on the validation set (default scale)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
                     f"it knows {', '.join(known)}"
                 )
     model_config = preset(args.preset, dtype="float64" if args.float64 else "float32")
+    if args.repulsion is not None:
+        model_config = replace(model_config, repulsion=args.repulsion)
     overrides = {
         k: v
         for k, v in (

@@ -23,6 +23,7 @@ from potentials.nn import (
     ForceOutput,
     RACEInteraction,
     RadialEmbedding,
+    ZBLRepulsion,
 )
 from potentials.nn.interaction import hidden_irreps
 from structures.common import InputError
@@ -53,6 +54,9 @@ class ModelConfig:
     scale: float = 1.0  # eV, multiplies the summed readouts
     shift: float = 0.0  # eV/atom, added to every atomic energy
     dtype: str = "float32"
+    # short-range prior (potentials.nn.repulsion): "none" or "zbl"; "none" is the default of the dataclass so
+    # checkpoints written before the field existed load unchanged; every preset uses "zbl"
+    repulsion: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -77,6 +81,8 @@ class ModelConfig:
             )
         if self.dtype not in DTYPES:
             raise InputError(f"dtype {self.dtype!r} not allowed; use one of {', '.join(DTYPES)}")
+        if self.repulsion not in ("none", "zbl"):
+            raise InputError(f"repulsion {self.repulsion!r} not allowed; use 'none' or 'zbl'")
         if self.parity not in ("natural", "both"):
             raise InputError(f"parity {self.parity!r} not allowed; use 'natural' or 'both'")
         if self.cutoff <= 0 or self.num_layers < 1 or self.channels < 1 or self.lmax < 0:
@@ -96,10 +102,15 @@ PRESETS: dict[str, ModelConfig] = {
         readout_hidden=8,
         head_hidden=8,
         cov_channels=2,
+        repulsion="zbl",
     ),
     # screening default: the cheapest preset that still carries l=1 messages (about 9k atoms/s batched on one core)
-    "fast": ModelConfig(cutoff=4.5, num_layers=2, channels=16, lmax=1, num_bessel=6, radial_hidden=(32,)),
-    "small": ModelConfig(cutoff=5.0, num_layers=2, channels=32, lmax=2, num_bessel=8, radial_hidden=(64,)),
+    "fast": ModelConfig(
+        cutoff=4.5, num_layers=2, channels=16, lmax=1, num_bessel=6, radial_hidden=(32,), repulsion="zbl"
+    ),
+    "small": ModelConfig(
+        cutoff=5.0, num_layers=2, channels=32, lmax=2, num_bessel=8, radial_hidden=(64,), repulsion="zbl"
+    ),
     "large": ModelConfig(
         cutoff=6.0,
         num_layers=5,
@@ -112,6 +123,7 @@ PRESETS: dict[str, ModelConfig] = {
         readout_hidden=32,
         head_hidden=32,
         cov_channels=8,
+        repulsion="zbl",
     ),
 }
 
@@ -167,6 +179,12 @@ class RACEEnergy(nn.Module):
         self.register_buffer("scale", torch.tensor(float(c.scale), dtype=torch.float64))
         self.register_buffer("shift", torch.tensor(float(c.shift), dtype=torch.float64))
         self.num_species = num_species
+        self.repulsion = None
+        if c.repulsion == "zbl":
+            from ase.data import atomic_numbers, covalent_radii
+
+            zs = [atomic_numbers[e] for e in c.elements]
+            self.repulsion = ZBLRepulsion(zs, [float(covalent_radii[z]) for z in zs])
 
     def forward(
         self, batch: dict[str, torch.Tensor], pos: torch.Tensor, cell: torch.Tensor
@@ -195,6 +213,8 @@ class RACEEnergy(nn.Module):
         readout_sum = readout_sum + self.readout_last(scalars).squeeze(-1)
 
         atomic_energy = self.scale * readout_sum.double() + self.shift + self.e0[species]
+        if self.repulsion is not None:
+            atomic_energy = atomic_energy + self.repulsion(lengths, edge_index, species).double()
         energy = torch.zeros(num_graphs, dtype=torch.float64, device=pos.device).index_add(
             0, graph, atomic_energy
         )

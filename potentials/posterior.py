@@ -49,7 +49,9 @@ class Posterior(Protocol):
     elements: tuple[str, ...]  # chemical symbols the model knows, in species-index order
     cutoff: float  # Å
 
-    def mean_forward(self, batch: dict[str, torch.Tensor], compute_stress: bool = False) -> dict[str, torch.Tensor]:
+    def mean_forward(
+        self, batch: dict[str, torch.Tensor], compute_stress: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Energy (G,) and forces (N, 3) [and stress] of the posterior mean model; used by relaxations."""
         ...
 

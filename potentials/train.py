@@ -304,7 +304,7 @@ def train(
 
     train_atoms / valid_atoms: labelled ASE Atoms (energy eV, forces eV/Å); isolated-atom frames in
     ``train_atoms`` give E0s. ``init_from``: fine-tune from a checkpoint (its architecture, E0s and
-    normalisation are kept). ``optimizer_factory(model)`` replaces AdamW (an optimizer with
+    normalisation are kept; the parameter-free ``repulsion`` prior comes from ``model_config``). ``optimizer_factory(model)`` replaces AdamW (an optimizer with
     ``sampled_params`` such as IVON is stepped inside that context). ``on_epoch_end(epoch, model)``
     runs after each epoch with the raw (non-EMA) model; returning True stops training.
     """
@@ -321,7 +321,8 @@ def train(
     init_payload = checkpoint.load(init_from) if init_from else None
     if init_payload is not None:
         base = ModelConfig.from_dict(init_payload["config"])
-        model_config = replace(base, dtype=model_config.dtype)
+        # the parameter-free repulsion prior follows the requested config (it adds no weights to load)
+        model_config = replace(base, dtype=model_config.dtype, repulsion=model_config.repulsion)
     else:
         model_config = prepare_config(model_config, train_atoms, e0s=e0s, isolated=isolated)
     dtype = DTYPES[model_config.dtype]

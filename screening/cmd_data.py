@@ -3,7 +3,11 @@
 Frames per generated structure (hosts and H* states): the structure itself, ``--n-rattle`` Gaussian
 rattles (σ = ``--rattle`` Å), two biaxial in-plane strains (±``--strain``), and ``--relax-frames`` frames of a
 short FIRE relaxation with the reference calculator (the relaxation's own energies and forces are the
-labels). Labels go through ``screening.labelling`` (resumable store next to the output); every written frame
+labels). ``--h-scan`` adds copies of each H* state with the H moved along the surface normal (the
+approach / desorption path the screen's relaxations visit), and unless ``--no-references`` the references
+that ΔGH* and the formation energy need are labelled too: H2 at several bond lengths, the metal-free pocket of
+each motif (with rattles) and each bulk metal on a lattice scan. Reference frames always go to the training
+side of the host split. Labels go through ``screening.labelling`` (resumable store next to the output); every written frame
 carries its reference engine and settings in ``info``. ``--reference FILE.extxyz|FILE.db`` takes labelled
 frames from a file instead.
 """
@@ -39,6 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--relax-frames", type=int, default=5, help="FIRE steps recorded per structure (default 5)"
+    )
+    parser.add_argument(
+        "--h-scan",
+        default="-0.3,0.7,1.6",
+        help="H* copies with H moved along the surface normal by these offsets, Å ('' = none; "
+        "default -0.3,0.7,1.6)",
+    )
+    parser.add_argument(
+        "--no-references",
+        action="store_true",
+        help="no H2 / metal-free pocket / bulk-metal reference frames",
     )
     parser.add_argument("--out", default="train.extxyz", help="output extxyz (default train.extxyz)")
     parser.add_argument(
@@ -82,6 +97,86 @@ def strained(atoms, eps: float) -> list:
         a.set_cell(cell, scale_atoms=True)
         a.info.update(frame="strain", strain=float(e), parent=atoms.info.get("name", ""))
         out.append(a)
+    return out
+
+
+#: H2 bond lengths (Å) of the reference frames; ASE's H2 is 0.74 Å
+H2_BONDS = (0.62, 0.68, 0.74, 0.80, 0.88, 1.0)
+#: lattice scalings of the bulk-metal reference frames (the screen's bulk scan spans 0.94-1.06)
+BULK_SCALES = (0.94, 0.97, 1.0, 1.03, 1.06)
+#: ``frame`` values of reference frames (kept on the training side of the host split)
+REFERENCE_FRAMES = ("h2", "pocket", "bulk")
+
+
+def parse_offsets(text: str) -> list[float]:
+    """'-0.3,0.7' -> [-0.3, 0.7] (Å); InputError naming a bad value."""
+    from structures.common import InputError
+
+    out = []
+    for tok in (t.strip() for t in str(text).split(",")):
+        if not tok:
+            continue
+        try:
+            v = float(tok)
+        except ValueError:
+            raise InputError(f"--h-scan offset '{tok}' is not a number; allowed: comma list of Å") from None
+        if not -1.0 <= v <= 4.0:
+            raise InputError(f"--h-scan offset {v} is not allowed; allowed: -1.0 <= offset <= 4.0 Å")
+        out.append(v)
+    return out
+
+
+def h_scanned(atoms, offsets) -> list:
+    """Copies of an H* state with its H moved by each offset (Å) along +z (the sheet normal)."""
+    from structures import keys as K
+
+    idx = atoms.info.get(K.ADSORBATE_INDEX)
+    if idx is None:
+        return []
+    out = []
+    for dz in offsets:
+        a = atoms.copy()
+        a.positions[int(idx), 2] += dz
+        a.info.update(frame="h_scan", h_offset=float(dz), parent=atoms.info.get("name", ""))
+        out.append(a)
+    return out
+
+
+def reference_frames(base: list, metals: list[str], rattle: float, n_rattle: int, seed: int) -> list:
+    """H2 at ``H2_BONDS``, the metal-free pocket of each motif/supercell in ``base`` (+ rattles), and each
+    bulk metal at ``BULK_SCALES``: the structures ΔGH* and the formation energy are computed from."""
+    from screening.dgh import h2_molecule
+    from screening.stability import bulk_reference, pocket_reference
+    from structures import keys as K
+
+    out = []
+    for d in H2_BONDS:
+        h2 = h2_molecule()
+        c = h2.positions.mean(axis=0)
+        h2.positions = c + (h2.positions - c) * (d / h2.get_distance(0, 1))
+        h2.info.update({K.NAME: f"H2@{d:.2f}", "frame": "h2", "ref_kind": "h2"})
+        out.append(h2)
+    seen: set[str] = set()
+    for a in base:
+        if a.info.get(K.SITE) not in (None, "", "None"):
+            continue
+        key = f"{a.info[K.MOTIF]}/{a.info.get(K.SUPERCELL)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        p = pocket_reference(a)
+        p.info["frame"] = "pocket"
+        out.append(p)
+        for r in rattled(p, rattle, n_rattle, seed + len(seen)) if rattle > 0 else []:
+            r.info.update({K.NAME: p.info[K.NAME], "frame": "pocket"})
+            out.append(r)
+    for m in metals:
+        b0 = bulk_reference(m)
+        for s in BULK_SCALES:
+            b = b0.copy()
+            b.set_cell(b0.cell.array * s, scale_atoms=True)
+            b.info.update({K.NAME: f"bulk@{m}x{s:.2f}", "frame": "bulk"})
+            out.append(b)
     return out
 
 
@@ -149,9 +244,17 @@ def _frames_from_file(path: str, metals: list[str] | None, motifs: list[str] | N
         raise InputError(
             f"reference file '{path}' has no frames with energy and forces; allowed: labelled extxyz/db"
         )
+    seen: set[str] = set()
+    unique = []
+    for a in frames:  # a frame labelled once but written by several runs (shared references) counts once
+        key = a.info.get("label_key")
+        if key is None or key not in seen:
+            unique.append(a)
+            if key is not None:
+                seen.add(key)
     keep = [
         a
-        for a in frames
+        for a in unique
         if (metals is None or a.info.get(K.METAL, metals[0]) in metals)
         and (motifs is None or a.info.get(K.MOTIF, motifs[0]) in motifs)
     ]
@@ -164,13 +267,15 @@ def _split(frames: list, fraction: float, seed: int) -> tuple[list, list]:
 
     from structures import keys as K
 
-    if fraction <= 0:
-        return frames, []
+    refs = [a for a in frames if a.info.get("frame") in REFERENCE_FRAMES]
+    frames = [a for a in frames if a.info.get("frame") not in REFERENCE_FRAMES]
+    if fraction <= 0 or not frames:
+        return refs + frames, []
     groups = sorted({str(a.info.get(K.HOST) or a.info.get(K.NAME) or i) for i, a in enumerate(frames)})
     rng = np.random.default_rng(seed)
     n_valid = max(1, int(round(fraction * len(groups)))) if len(groups) > 1 else 0
     valid = set(rng.permutation(groups)[:n_valid].tolist())
-    tr, va = [], []
+    tr, va = list(refs), []
     for i, a in enumerate(frames):
         (va if str(a.info.get(K.HOST) or a.info.get(K.NAME) or i) in valid else tr).append(a)
     return tr, va
@@ -218,6 +323,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
         base = L.build_queue(
             metals, motifs, pairs=args.pairs, supercell=args.supercell, with_h=not args.no_h, sites=sites
         )
+        offsets = parse_offsets(args.h_scan)
         engine.check(base)
         todo = []
         for i, a in enumerate(base):
@@ -225,6 +331,11 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
             todo.append(a)
             todo += rattled(a, args.rattle, args.n_rattle, args.seed + i) if args.rattle > 0 else []
             todo += strained(a, args.strain) if args.strain > 0 else []
+            todo += h_scanned(a, offsets)
+        if not args.no_references:
+            refs = reference_frames(base, metals, args.rattle, args.n_rattle, args.seed)
+            engine.check(refs)
+            todo += refs
         db_path = Path(args.db) if args.db else out.with_name(out.stem + ".labels.db")
         rep = L.label_structures(
             todo, engine, settings, db_path, workers=args.workers, progress=not args.no_progress

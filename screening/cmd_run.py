@@ -13,7 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pairs", default="homo", choices=("homo", "hetero"), help="metal pairs (default: homo)"
     )
-    parser.add_argument("--supercell", default="2r7", help="host supercell preset (default: 2r7)")
+    parser.add_argument(
+        "--supercell",
+        default="4x4",
+        help="host supercell preset: 4x4 (30 atoms, the cell of the DFT labels) or 2r7 (54 atoms) (default: 4x4)",
+    )
     parser.add_argument(
         "--model",
         default=None,

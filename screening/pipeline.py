@@ -52,7 +52,7 @@ class ScreenConfig:
     metals: str = "all"  # "all" or "Fe,Co"
     motifs: str = "all"  # "all", "2Na,3Nb" or a motif file
     pairs: str = "homo"  # "homo" | "hetero"
-    supercell: str = "2r7"
+    supercell: str = "4x4"  # the cell of the committed DFT labels, so model and DFT ΔGH* compare like for like
     limit: int | None = None  # first N hosts of the selection (with all their H* states)
     relax: RelaxConfig = field(default_factory=RelaxConfig)
     dg: DGConfig = field(default_factory=DGConfig)

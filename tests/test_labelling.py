@@ -16,6 +16,7 @@ from ase.cluster import Octahedron
 
 from cli import main
 from screening import labelling as L
+from screening.cmd_data import H2_BONDS as D_H2_BONDS
 from structures.common import InputError
 
 
@@ -536,13 +537,21 @@ def test_data_command_builds_labelled_split_set(tmp_path, capsys, monkeypatch):
     ]
     assert main(argv) == 0
     train, valid = read(out, index=":"), read(tmp_path / "train.valid.extxyz", index=":")
-    hosts_t, hosts_v = {a.info["host"] for a in train}, {a.info["host"] for a in valid}
+    refs = [a for a in train + valid if a.info["frame"] in ("h2", "pocket", "bulk")]
+    assert all(any(a is b for b in train) for a in refs)  # references always train
+    # 6 H2 bond lengths, the 6Na pocket + 2 rattles, Ni and Cu bulk at 5 lattice scales
+    assert [a.info["frame"] for a in refs].count("h2") == 6 and len(refs) == 6 + 3 + 10
+    h2_d = sorted(a.get_distance(0, 1) for a in refs if a.info["frame"] == "h2")
+    np.testing.assert_allclose(h2_d, D_H2_BONDS, atol=1e-8)
+    train_h = [a for a in train if a.info["frame"] not in ("h2", "pocket", "bulk")]
+    hosts_t, hosts_v = {a.info["host"] for a in train_h}, {a.info["host"] for a in valid}
     assert len(hosts_t) == len(hosts_v) == 1 and not hosts_t & hosts_v  # split by host, no leakage
-    frames = train + valid
+    frames = train_h + valid
     kinds = [a.info["frame"] for a in frames]
-    # 2 hosts x 2 structures (host, host+H): 1 base + 2 rattles + 2 strains each, up to 3 FIRE frames each
+    # 2 hosts x 2 structures (host, host+H): 1 base + 2 rattles + 2 strains each, up to 3 FIRE frames each,
+    # and 3 H-scan copies of each H* state
     assert kinds.count("base") == 4 and kinds.count("rattle") == 8 and kinds.count("strain") == 8
-    assert 4 <= kinds.count("relax") <= 12
+    assert 4 <= kinds.count("relax") <= 12 and kinds.count("h_scan") == 6
     base = {a.info["name"]: a for a in frames if a.info["frame"] == "base"}
     for a in frames:
         assert a.info["reference"] == "emt" and "physics" in json.loads(a.info["reference_settings"])
@@ -558,6 +567,11 @@ def test_data_command_builds_labelled_split_set(tmp_path, capsys, monkeypatch):
         if a.info["frame"] == "rattle":
             d = a.positions - base[a.info["name"]].positions
             assert 0.01 < np.sqrt((d**2).mean()) < 0.1
+        if a.info["frame"] == "h_scan":  # only the H moved, along z, by the offset
+            d = a.positions - base[a.info["name"]].positions
+            h = int(a.info["ads_index"])
+            np.testing.assert_allclose(d[h], [0, 0, a.info["h_offset"]], atol=1e-7)
+            assert np.abs(np.delete(d, h, axis=0)).max() < 1e-7
     capsys.readouterr()
     # resume: nothing is relabelled or relaxed again, the same frames come out
     import screening.cmd_data as D
@@ -577,6 +591,13 @@ def test_data_command_builds_labelled_split_set(tmp_path, capsys, monkeypatch):
     assert len(got) == len(train) and got[0].get_potential_energy() == pytest.approx(
         train[0].get_potential_energy()
     )
+    # the same labelled frames written twice (two runs sharing references) count once
+    twice = tmp_path / "twice.extxyz"
+    twice.write_text(out.read_text() * 2)
+    out3 = tmp_path / "dedup.extxyz"
+    argv3 = ["data", "--metals", "Ni,Cu", "--motifs", "6Na", "--reference", str(twice), "--out", str(out3)]
+    assert main(argv3) == 0
+    assert len(read(out3, index=":")) == len(train)
 
 
 @pytest.mark.parametrize(
@@ -586,6 +607,8 @@ def test_data_command_builds_labelled_split_set(tmp_path, capsys, monkeypatch):
         (["--valid-fraction", "1.5"], "--valid-fraction 1.5"),
         (["--reference", "nope"], "unknown engine 'nope'"),
         (["--metals", "Fe"], "EMT has no parameters for Fe"),
+        (["--h-scan", "0.5,up"], "--h-scan offset 'up'"),
+        (["--h-scan", "9"], "--h-scan offset 9.0"),
     ],
 )
 def test_data_command_errors(extra, msg, tmp_path, capsys):

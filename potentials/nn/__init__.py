@@ -4,6 +4,7 @@ from potentials.nn.heads import EnergyVarianceHead, ForceCovarianceHead, sym_mat
 from potentials.nn.interaction import RACEInteraction, hidden_irreps, uvu_instructions
 from potentials.nn.output import ForceOutput
 from potentials.nn.radial import BesselBasis, PolynomialEnvelope, RadialEmbedding
+from potentials.nn.repulsion import ZBLRepulsion
 
 __all__ = [
     "BesselBasis",
@@ -16,4 +17,5 @@ __all__ = [
     "hidden_irreps",
     "sym_matrix_basis",
     "uvu_instructions",
+    "ZBLRepulsion",
 ]
