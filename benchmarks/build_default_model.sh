@@ -20,7 +20,7 @@ cat runs/d2/train.valid.extxyz runs/default/train.valid.extxyz > runs/d2/valid_a
 # 3. fine-tune the v0.1 point model with the ZBL prior switched on (NLL_JEF after 3 MSE epochs), then the
 #    diagonal Laplace posterior with its variance scale recalibrated on the held-out hosts
 screen train --data runs/d2/train_all.extxyz --valid runs/d2/valid_all.extxyz --preset fast \
-  --init-from runs/default/model/map/best.pt --repulsion zbl --lr 5e-3 --mse-warmup 3 --epochs 200 \
+  --init-from runs/default/model/map/best.pt --repulsion zbl --max-force 25 --lr 5e-3 --mse-warmup 3 --epochs 200 \
   --max-minutes 55 --method laplace --bayes-preset cpu --out runs/d2/model
 cp runs/d2/model/posterior.pt potentials/models/default.pt
 # 4. the model card: held-out errors vs SevenNet-0, calibration, and ΔE_H vs plane-wave DFT labels

@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--float64", action="store_true", help="train in float64 (default float32)")
     parser.add_argument(
+        "--max-force",
+        type=float,
+        default=None,
+        help="leave out frames whose largest force component exceeds this, eV/Å (default: keep all)",
+    )
+    parser.add_argument(
         "--repulsion",
         choices=("zbl", "none"),
         default=None,
@@ -63,6 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cap_forces(frames: list, fmax: float) -> tuple[list, int]:
+    """(frames whose max |F component| <= fmax eV/Å, how many were left out); frames without forces stay."""
+    import numpy as np
+
+    keep = []
+    for a in frames:
+        f = a.arrays.get("forces")  # read_dataset puts the labels here
+        if f is None or float(np.abs(f).max(initial=0.0)) <= fmax:
+            keep.append(a)
+    return keep, len(frames) - len(keep)
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -75,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     train_atoms = read_dataset(args.data, **keys)
     valid_atoms = read_dataset(args.valid, **keys) if args.valid else None
     e0s = read_e0s(args.e0s, energy_key=args.energy_key) if args.e0s else None
+    if args.max_force is not None:
+        if not args.max_force > 0:
+            raise InputError(f"--max-force {args.max_force} is not allowed; allowed: > 0 eV/Å")
+        train_atoms, n_tr = _cap_forces(train_atoms, args.max_force)
+        valid_atoms, n_va = _cap_forces(valid_atoms, args.max_force) if valid_atoms else (valid_atoms, 0)
+        print(f"--max-force {args.max_force:g} eV/Å: left out {n_tr} training and {n_va} validation frames")
     if args.init_from:  # fine-tuning keeps the model's elements: name the file that brings another one
         from potentials.checkpoint import load
 
@@ -111,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
         loss = replace(loss, stress_weight=max(loss.stress_weight, 1.0))
     train_config = replace(train_config, loss=loss)
     if args.method != "point":
-        if args.init_from:
-            raise InputError(f"--init-from works with --method point only, not {args.method!r}")
+        if args.init_from and args.method != "laplace":
+            raise InputError(f"--init-from works with --method point or laplace only, not {args.method!r}")
         from potentials.bayes.fit import run_from_train_args
 
         return run_from_train_args(args, train_atoms, valid_atoms, model_config, train_config, e0s)

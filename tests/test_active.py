@@ -25,10 +25,17 @@ def _prediction(e_samples, e_var, f_samples, f_var) -> Prediction:
     f = torch.as_tensor(np.asarray(f_samples, dtype=np.float64))
     ev = torch.as_tensor(np.broadcast_to(np.asarray(e_var, dtype=np.float64), e.shape).copy())
     fv = torch.as_tensor(np.broadcast_to(np.asarray(f_var, dtype=np.float64), f.shape[1:]).copy())
-    return Prediction(energy=e.mean(0), forces=f.mean(0), energy_var_aleatoric=ev.mean(0),
-                      energy_var_epistemic=e.var(0, unbiased=False), forces_var_aleatoric=fv,
-                      forces_var_epistemic=f.var(0, unbiased=False), energy_samples=e, forces_samples=f,
-                      energy_var_samples=ev)
+    return Prediction(
+        energy=e.mean(0),
+        forces=f.mean(0),
+        energy_var_aleatoric=ev.mean(0),
+        energy_var_epistemic=e.var(0, unbiased=False),
+        forces_var_aleatoric=fv,
+        forces_var_epistemic=f.var(0, unbiased=False),
+        energy_samples=e,
+        forces_samples=f,
+        energy_var_samples=ev,
+    )
 
 
 def _mc_entropy(mu: np.ndarray, var: np.ndarray, n: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -98,8 +105,9 @@ def test_closed_form_equals_moment_bald_for_shared_variance():
     rng = np.random.default_rng(2)
     mu = rng.normal(size=(6, 20)) * rng.uniform(0.01, 2.0, size=20)
     var = rng.uniform(0.05, 1.0, size=20)
-    np.testing.assert_allclose(A.bald_gaussian(mu, var[None], "moment"),
-                               A.bald_gaussian_closed_form(mu.var(0), var), rtol=1e-10)
+    np.testing.assert_allclose(
+        A.bald_gaussian(mu, var[None], "moment"), A.bald_gaussian_closed_form(mu.var(0), var), rtol=1e-10
+    )
 
 
 def test_force_bald_reduction_and_strategy_dispatch():
@@ -195,7 +203,9 @@ class CountingEMT(EMT):
 def test_calculator_oracle_caches_labels_with_provenance(tmp_path):
     frames = [_cluster(s, i) for i, s in enumerate(["Cu", "Ni", "Au"])]
     CountingEMT.calls = 0
-    oracle = A.CalculatorOracle(lambda atoms: CountingEMT(), "emt", {"flavour": "test"}, tmp_path / "labels.db")
+    oracle = A.CalculatorOracle(
+        lambda atoms: CountingEMT(), "emt", {"flavour": "test"}, tmp_path / "labels.db"
+    )
     first = oracle(frames)
     n_calls = CountingEMT.calls
     assert n_calls >= 3 and oracle.computed == 3
@@ -207,11 +217,15 @@ def test_calculator_oracle_caches_labels_with_provenance(tmp_path):
         assert atoms.info["label_source"] == "emt"
         assert json.loads(atoms.info["label_settings"]) == {"flavour": "test"}
         assert atoms.info["label_time"] and atoms.info["label_wall_s"] >= 0
-    again = A.CalculatorOracle(lambda atoms: CountingEMT(), "emt", {"flavour": "test"}, tmp_path / "labels.db")
+    again = A.CalculatorOracle(
+        lambda atoms: CountingEMT(), "emt", {"flavour": "test"}, tmp_path / "labels.db"
+    )
     second = again(frames[::-1])
     assert CountingEMT.calls == n_calls and again.computed == 0  # all from the on-disk cache
     assert [a.info["energy"] for a in second] == [a.info["energy"] for a in first[::-1]]
-    other = A.CalculatorOracle(lambda atoms: CountingEMT(), "emt", {"flavour": "other"}, tmp_path / "labels.db")
+    other = A.CalculatorOracle(
+        lambda atoms: CountingEMT(), "emt", {"flavour": "other"}, tmp_path / "labels.db"
+    )
     other(frames[:1])
     assert other.computed == 1  # different settings -> a different label
 
@@ -253,9 +267,15 @@ def _labelled(frames: list) -> list:
     return out
 
 
-FITTER = A.BayesFitter(method="ensemble", model_preset="tiny", train_preset="tiny", method_preset="tiny",
-                       elements=("Au", "Cu", "Ni"), train_overrides=(("epochs", 3),),
-                       method_overrides=(("members", 2),))
+FITTER = A.BayesFitter(
+    method="ensemble",
+    model_preset="tiny",
+    train_preset="tiny",
+    method_preset="tiny",
+    elements=("Au", "Cu", "Ni"),
+    train_overrides=(("epochs", 3),),
+    method_overrides=(("members", 2),),
+)
 CONFIG = A.ALConfig(strategy="bald", init=6, batch=3, rounds=2, seed=4)
 
 
@@ -293,7 +313,9 @@ def test_oracle_loop_runs_two_rounds_and_resumes_after_a_kill(tmp_path):
     frames = learner.labelled_atoms()
     assert [a.info["pool_index"] for a in frames] == labelled
     assert all(a.info["label_source"] == "emt" and "energy" in a.info for a in frames)
-    assert A.ActiveLearner(pool, oracle, FITTER, CONFIG, tmp_path / "full", test=test).run() == history  # done
+    assert (
+        A.ActiveLearner(pool, oracle, FITTER, CONFIG, tmp_path / "full", test=test).run() == history
+    )  # done
 
     # the same run, killed while labelling round 2's batch, then resumed by a fresh learner
     inner = A.CalculatorOracle(lambda atoms: EMT(), "emt", {}, tmp_path / "killed" / "labels.db")
@@ -319,9 +341,32 @@ def test_pool_based_cli_hides_labels_and_writes_history(tmp_path, capsys):
     pool = _labelled(_emt_pool(14))
     write(tmp_path / "pool.extxyz", pool)
     write(tmp_path / "test.extxyz", _labelled(_emt_pool(3, seed0=50)))
-    args = ["learn", "--pool", str(tmp_path / "pool.extxyz"), "--test", str(tmp_path / "test.extxyz"),
-            "--out", str(tmp_path / "al"), "--init", "5", "--batch", "2", "--rounds", "1", "--strategy", "energy",
-            "--method", "point", "--model-preset", "tiny", "--train-preset", "tiny", "--epochs", "2", "--no-progress"]
+    args = [
+        "learn",
+        "--pool",
+        str(tmp_path / "pool.extxyz"),
+        "--test",
+        str(tmp_path / "test.extxyz"),
+        "--out",
+        str(tmp_path / "al"),
+        "--init",
+        "5",
+        "--batch",
+        "2",
+        "--rounds",
+        "1",
+        "--strategy",
+        "energy",
+        "--method",
+        "point",
+        "--model-preset",
+        "tiny",
+        "--train-preset",
+        "tiny",
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     csv = (tmp_path / "al" / "history.csv").read_text().splitlines()
     assert csv[0].startswith("round,n_labels") and len(csv) == 3
@@ -331,8 +376,19 @@ def test_pool_based_cli_hides_labels_and_writes_history(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args + ["--strategy", "bold"])
     assert exc.value.code == 2
-    bad = ["learn", "--pool", str(tmp_path / "pool.extxyz"), "--out", str(tmp_path / "x"), "--init", "10",
-           "--batch", "5", "--rounds", "2"]
+    bad = [
+        "learn",
+        "--pool",
+        str(tmp_path / "pool.extxyz"),
+        "--out",
+        str(tmp_path / "x"),
+        "--init",
+        "10",
+        "--batch",
+        "5",
+        "--rounds",
+        "2",
+    ]
     assert main(bad) == 2
     assert "init + rounds x batch = 20 labels but the pool has only 14" in capsys.readouterr().err
 
@@ -380,7 +436,9 @@ def test_schedule_initial_set_and_bald_picks_the_most_uncertain(tmp_path):
     big = {i for i in range(12) if i % 3 == 2}  # the 44-atom clusters disagree most
     assert set(learner.labelled[:2]) <= big and len(set(learner.labelled) & big) == 4
     with pytest.raises(InputError, match="strictly increasing"):
-        A.ActiveLearner(pool, oracle, fitter, replace(cfg, schedule=(3, 3)), tmp_path / "bad", initial=initial)
+        A.ActiveLearner(
+            pool, oracle, fitter, replace(cfg, schedule=(3, 3)), tmp_path / "bad", initial=initial
+        )
     with pytest.raises(InputError, match="init \\+ schedule\\[-1\\] = 13 labels but the pool has only 12"):
         A.ActiveLearner(pool, oracle, fitter, replace(cfg, schedule=(13,)), tmp_path / "bad", initial=initial)
 
@@ -414,9 +472,34 @@ def test_oracle_cli_labels_relaxation_frames_once(tmp_path):
             opt.attach(traj.write)
             opt.run(fmax=0.05, steps=8)
         paths.append(str(path))
-    args = ["learn", "--pool", *paths, "--oracle", "emt", "--stride", "2", "--out", str(tmp_path / "al"),
-            "--init", "3", "--batch", "2", "--rounds", "1", "--strategy", "bald-f", "--method", "point",
-            "--model-preset", "tiny", "--train-preset", "tiny", "--epochs", "1", "--no-progress"]
+    args = [
+        "learn",
+        "--pool",
+        *paths,
+        "--oracle",
+        "emt",
+        "--stride",
+        "2",
+        "--out",
+        str(tmp_path / "al"),
+        "--init",
+        "3",
+        "--batch",
+        "2",
+        "--rounds",
+        "1",
+        "--strategy",
+        "bald-f",
+        "--method",
+        "point",
+        "--model-preset",
+        "tiny",
+        "--train-preset",
+        "tiny",
+        "--epochs",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     cache = A.LabelCache(tmp_path / "al" / "labels.db")
     assert len(cache) == 5

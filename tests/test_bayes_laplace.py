@@ -101,7 +101,9 @@ def test_ggn_matches_explicit_jacobians_on_toy():
 def test_monte_carlo_ggn_is_unbiased():
     model, batches = Toy(), [_toy_batch(0), _toy_batch(1, (4,))]
     exact = accumulate_ggn(model, batches, ["a", "b"])
-    mc = accumulate_ggn(model, batches, ["a", "b"], mode="mc", probes=400, generator=torch.Generator().manual_seed(0))
+    mc = accumulate_ggn(
+        model, batches, ["a", "b"], mode="mc", probes=400, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(mc.a_forces, exact.a_forces, rtol=0.3)
     assert torch.allclose(mc.a_energy, exact.a_energy, rtol=0.3)
     with pytest.raises(InputError):
@@ -111,10 +113,13 @@ def test_monte_carlo_ggn_is_unbiased():
 def test_evidence_by_hand_and_its_maximum():
     stats = GGNStats(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 3.0]), 4.0, 2, 9.0, 6, 5.0)
     lp, le, lf = (torch.tensor(math.log(v), dtype=torch.float64) for v in (0.5, 1.5, 2.0))
-    expected = (-0.5 * (2 * (math.log(2 * math.pi) + math.log(1.5)) + 4.0 / 1.5)
-                - 0.5 * (6 * (math.log(2 * math.pi) + math.log(2.0)) + 9.0 / 2.0)
-                - 0.5 * 0.5 * 5.0 + 0.5 * 2 * math.log(0.5)
-                - 0.5 * (math.log(2.0 / 1.5 + 0.5) + math.log(3.0 / 2.0 + 0.5)))
+    expected = (
+        -0.5 * (2 * (math.log(2 * math.pi) + math.log(1.5)) + 4.0 / 1.5)
+        - 0.5 * (6 * (math.log(2 * math.pi) + math.log(2.0)) + 9.0 / 2.0)
+        - 0.5 * 0.5 * 5.0
+        + 0.5 * 2 * math.log(0.5)
+        - 0.5 * (math.log(2.0 / 1.5 + 0.5) + math.log(3.0 / 2.0 + 0.5))
+    )
     assert float(log_marginal_likelihood(stats, lp, le, lf)) == pytest.approx(expected)
     # well-determined weights (curvature >> delta) only in the force block: the evidence peaks at
     # s_E^2 = sse_E / n_E, s_F^2 = sse_F / (n_F - P) and delta = P / |theta|^2 (MacKay's fixed point)
@@ -168,13 +173,13 @@ def test_jacobian_modes_and_jvp_agree_on_race(tiny):
     with torch.no_grad():
         offset = 0
         for n in names:
-            params[n].add_(d[offset: offset + params[n].numel()].view(params[n].shape))
+            params[n].add_(d[offset : offset + params[n].numel()].view(params[n].shape))
             offset += params[n].numel()
     f_plus = model(batch)[K.FORCES].detach()
     with torch.no_grad():
         offset = 0
         for n in names:
-            params[n].sub_(d[offset: offset + params[n].numel()].view(params[n].shape))
+            params[n].sub_(d[offset : offset + params[n].numel()].view(params[n].shape))
             offset += params[n].numel()
     assert torch.allclose((f_plus - out[K.FORCES]).reshape(-1) / 1e-6, j_f_r @ deltas[0], atol=1e-4)
 

@@ -53,7 +53,9 @@ def fitted(data, tmp_path_factory):
     root = tmp_path_factory.mktemp("bayes")
     out = {}
     for method in METHODS:
-        out[method] = fit_posterior(method, train, valid, preset("tiny", dtype="float64"), "tiny", root / method)
+        out[method] = fit_posterior(
+            method, train, valid, preset("tiny", dtype="float64"), "tiny", root / method
+        )
     return out
 
 
@@ -150,8 +152,15 @@ def test_fitted_recalibration_and_round_trip(fitted, data, method):
     assert again.method == post.method
     batch = _batch(post, data[2])
     a, b = post.predict(batch), again.predict(batch)
-    for field in ("energy", "forces", "energy_var_aleatoric", "energy_var_epistemic", "forces_var_aleatoric",
-                  "forces_var_epistemic", "energy_samples"):
+    for field in (
+        "energy",
+        "forces",
+        "energy_var_aleatoric",
+        "energy_var_epistemic",
+        "forces_var_aleatoric",
+        "forces_var_epistemic",
+        "energy_samples",
+    ):
         assert torch.allclose(getattr(a, field), getattr(b, field), rtol=1e-12, atol=0), field
 
 
@@ -203,7 +212,10 @@ def test_train_command_glue(data, tmp_path, capsys):
     add_method_arguments(parser)
     args = parser.parse_args(["--out", str(tmp_path / "ivon"), "--method", "ivon", "--bayes-preset", "tiny"])
     train, valid, test = data
-    assert run_from_train_args(args, train, valid, preset("tiny", dtype="float64"), train_config_for("tiny")) == 0
+    assert (
+        run_from_train_args(args, train, valid, preset("tiny", dtype="float64"), train_config_for("tiny"))
+        == 0
+    )
     assert "ivon posterior" in capsys.readouterr().out
     post = load_posterior(tmp_path / "ivon" / "posterior.pt")
     assert post.method == "ivon" and post.recal.forces.kind == "scale"

@@ -114,13 +114,19 @@ def test_ood_scores_from_prediction():
     # two structures: atoms 0-1 and 2; per-atom force sigma = sqrt(mean_c var)
     f_epi = torch.tensor([[1.0, 1.0, 1.0], [4.0, 4.0, 4.0], [9.0, 9.0, 9.0]])
     pred = Prediction(
-        energy=torch.zeros(2), forces=torch.zeros(3, 3),
-        energy_var_aleatoric=torch.tensor([1.0, 1.0]), energy_var_epistemic=torch.tensor([4.0, 9.0]),
-        forces_var_aleatoric=torch.ones(3, 3), forces_var_epistemic=f_epi, energy_samples=torch.zeros(1, 2),
+        energy=torch.zeros(2),
+        forces=torch.zeros(3, 3),
+        energy_var_aleatoric=torch.tensor([1.0, 1.0]),
+        energy_var_epistemic=torch.tensor([4.0, 9.0]),
+        forces_var_aleatoric=torch.ones(3, 3),
+        forces_var_epistemic=f_epi,
+        energy_samples=torch.zeros(1, 2),
     )
     n, batch = torch.tensor([2, 1]), torch.tensor([0, 0, 1])
     assert np.allclose(C.ood_scores(pred, n, batch, "forces"), [(1.0 + 2.0) / 2, 3.0])
     assert np.allclose(C.ood_scores(pred, n, batch, "energy"), [2.0 / 2, 3.0 / 1])
-    assert np.allclose(C.ood_scores(pred, n, batch, "energy", epistemic=False), [math.sqrt(5) / 2, math.sqrt(10)])
+    assert np.allclose(
+        C.ood_scores(pred, n, batch, "energy", epistemic=False), [math.sqrt(5) / 2, math.sqrt(10)]
+    )
     with pytest.raises(InputError):
         C.ood_scores(pred, n, batch, "stress")

@@ -17,7 +17,9 @@ def test_help_imports_no_heavy_module():
         "heavy = [m for m in ('torch', 'e3nn', 'ase', 'pymatgen', 'matplotlib', 'pandas') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == ""
 
 

@@ -153,6 +153,30 @@ def test_fine_tune_and_cli(data, tmp_path):
     tuned = checkpoint.load(tmp_path / "ft" / "best.pt")
     assert tuned["config"]["e0s"] == base["config"]["e0s"]  # fine-tuning keeps E0s and normalisation
     assert tuned["hash"] != base["hash"]
+    # fine-tune + post-hoc Laplace in one command; the repulsion prior follows --repulsion
+    extra = ["--epochs", "1", "--init-from", str(tmp_path / "run" / "best.pt"), "--method", "laplace"]
+    assert screen_train("ftl", *extra, "--bayes-preset", "tiny", "--repulsion", "none") == 0
+    lap = checkpoint.load(tmp_path / "ftl" / "map" / "best.pt")
+    assert lap["config"]["e0s"] == base["config"]["e0s"] and lap["config"]["repulsion"] == "none"
+    assert (tmp_path / "ftl" / "posterior.pt").exists()
+    assert screen_train("bad", "--init-from", str(tmp_path / "run" / "best.pt"), "--method", "swag") == 2
+    assert screen_train("bad", "--max-force", "-1") == 2
     assert screen_train("bad", data="missing.xyz") == 2
     assert screen_train("bad", "--energy-key", "REF_E") == 2
     assert not (tmp_path / "bad").exists()  # nothing half-done
+
+
+def test_max_force_cap_leaves_out_only_frames_above_it(data, tmp_path):
+    import numpy as np
+
+    from potentials.cmd_train import _cap_forces
+    from potentials.data import read_dataset
+
+    train_atoms, _ = data
+    write(tmp_path / "frames.extxyz", train_atoms, format="extxyz")
+    frames = read_dataset(str(tmp_path / "frames.extxyz"))
+    fmax = [float(np.abs(a.arrays["forces"]).max()) for a in frames]
+    cut = float(np.median(fmax))
+    keep, n_out = _cap_forces(frames, cut)
+    assert n_out == sum(f > cut for f in fmax) > 0 and len(keep) + n_out == len(frames)
+    assert all(np.abs(a.arrays["forces"]).max() <= cut for a in keep)

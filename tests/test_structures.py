@@ -138,7 +138,9 @@ def test_geometry_is_physically_sane_for_all_hosts(all_hosts):
             assert 1.8 <= min(dist) and max(dist) <= 2.2, (a.info[K.NAME], dist)
         # pocket images: shortest in-plane lattice vector; vacuum above the highest atom
         cell = a.cell.array
-        short = min(np.linalg.norm(n1 * cell[0] + n2 * cell[1]) for n1 in (-1, 0, 1) for n2 in (-1, 0, 1) if n1 or n2)
+        short = min(
+            np.linalg.norm(n1 * cell[0] + n2 * cell[1]) for n1 in (-1, 0, 1) for n2 in (-1, 0, 1) if n1 or n2
+        )
         assert short >= 9.0
         z = a.positions[:, 2]
         assert cell[2, 2] - (z.max() - z.min()) >= 15.0
@@ -149,7 +151,10 @@ def test_determinism():
     b = build_host("Ru", "4Nd")
     assert (a.numbers == b.numbers).all() and np.array_equal(a.positions, b.positions)
     code = "from structures.host import build_host; import hashlib; a=build_host('Ru','4Nd'); print(hashlib.sha1(a.positions.tobytes()+a.numbers.tobytes()).hexdigest())"
-    out = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    out = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(out) == 1
 
 
@@ -160,7 +165,9 @@ def _h_fingerprint(atoms, radius=6.0) -> tuple:
     return tuple(sorted(zip(atoms.numbers[j[sel]].tolist(), np.round(d[sel], 3).tolist())))
 
 
-@pytest.mark.parametrize("metal,metal2,motif,expected", [("Fe", "Fe", "6Na", 4), ("Co", "Co", "3Nb", 9), ("Fe", "Co", "6Na", 6)])
+@pytest.mark.parametrize(
+    "metal,metal2,motif,expected", [("Fe", "Fe", "6Na", 4), ("Co", "Co", "3Nb", 9), ("Fe", "Co", "6Na", 6)]
+)
 def test_h_sites_dedupe_matches_geometric_equivalence(metal, metal2, motif, expected):
     host = build_host(metal, motif, metal2=metal2)
     classes = site_classes(get_motif(motif).n_sites, metal != metal2)

@@ -33,8 +33,11 @@ KEEP_KEYS = (K.POSITIONS, K.ENERGY, K.FORCES, K.STRESS, K.ENERGY_VAR, K.FORCES_C
 def parameter_names(model: torch.nn.Module, heads: bool = True) -> list[str]:
     """Names of the trainable parameters in ``named_parameters`` order; ``heads=False`` drops the
     aleatoric-head parameters (those that cannot change energy or forces)."""
-    return [n for n, p in model.named_parameters()
-            if p.requires_grad and (heads or not any(m in n for m in HEAD_MARKERS))]
+    return [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (heads or not any(m in n for m in HEAD_MARKERS))
+    ]
 
 
 def flat_vector(model: torch.nn.Module, names: Sequence[str]) -> torch.Tensor:
@@ -43,13 +46,15 @@ def flat_vector(model: torch.nn.Module, names: Sequence[str]) -> torch.Tensor:
     return torch.cat([params[n].detach().reshape(-1) for n in names]).clone()
 
 
-def vector_to_params(vec: torch.Tensor, model: torch.nn.Module, names: Sequence[str]) -> dict[str, torch.Tensor]:
+def vector_to_params(
+    vec: torch.Tensor, model: torch.nn.Module, names: Sequence[str]
+) -> dict[str, torch.Tensor]:
     """Split a (P,) vector into ``{name: tensor}`` shaped like the model's parameters (views of ``vec``)."""
     params = dict(model.named_parameters())
     out, offset = {}, 0
     for n in names:
         p = params[n]
-        out[n] = vec[offset: offset + p.numel()].view(p.shape).to(p.dtype)
+        out[n] = vec[offset : offset + p.numel()].view(p.shape).to(p.dtype)
         offset += p.numel()
     if offset != vec.numel():
         raise ValueError(f"weight vector has {vec.numel()} entries, the named parameters {offset}")
@@ -127,10 +132,15 @@ class RecalibrationPair:
     def from_payload(cls, payload: dict[str, Any]) -> RecalibrationPair:
         full = (payload.get("extra") or {}).get("recalibration")
         if full:
-            return cls(Recalibration.from_dict(full.get("energy")), Recalibration.from_dict(full.get("forces")))
+            return cls(
+                Recalibration.from_dict(full.get("energy")), Recalibration.from_dict(full.get("forces"))
+            )
         cal = payload.get("calibration") or {}
         kind = "scale" if cal else "none"
-        return cls(Recalibration(kind, float(cal.get("energy", 1.0))), Recalibration(kind, float(cal.get("forces", 1.0))))
+        return cls(
+            Recalibration(kind, float(cal.get("energy", 1.0))),
+            Recalibration(kind, float(cal.get("forces", 1.0))),
+        )
 
 
 def recalibrate(pred: Prediction, recal: RecalibrationPair) -> Prediction:
@@ -218,7 +228,9 @@ class WeightSamplePosterior:
         """K weight dicts for ``torch.func.functional_call`` (downstream batched use of samples)."""
         return [vector_to_params(v, self.model, self.names) for v in self.sample_vectors(k)]
 
-    def mean_forward(self, batch: dict[str, torch.Tensor], compute_stress: bool = False) -> dict[str, torch.Tensor]:
+    def mean_forward(
+        self, batch: dict[str, torch.Tensor], compute_stress: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Energy (G,) eV and forces (N, 3) eV/Å at the mean weights; differentiable w.r.t. positions
         when ``batch['pos'].requires_grad``."""
         create = bool(batch[K.POSITIONS].requires_grad)
@@ -226,7 +238,9 @@ class WeightSamplePosterior:
         keep = (K.ENERGY, K.FORCES) + ((K.STRESS,) if compute_stress else ())
         return {k: (out[k] if create else out[k].detach()) for k in keep if k in out}
 
-    def predict(self, batch: dict[str, torch.Tensor], n_samples: int | None = None, forces: bool = True) -> Prediction:
+    def predict(
+        self, batch: dict[str, torch.Tensor], n_samples: int | None = None, forces: bool = True
+    ) -> Prediction:
         outs = [evaluate(self.model, batch, p, forces=forces) for p in self.sample_params(n_samples)]
         return recalibrate(samples_prediction(outs, forces), self.recal)
 
@@ -236,10 +250,21 @@ class WeightSamplePosterior:
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the posterior (mean weights + method tensors + recalibration); returns the content hash."""
-        extra = {**self.payload_extra(), "names": list(self.names), "n_samples": self.n_samples, "seed": self.seed,
-                 "recalibration": self.recal.to_dict()}
-        return checkpoint.save(path, self.model, self.config, extra=extra, method=self.method,
-                               calibration=self.recal.calibration_dict())
+        extra = {
+            **self.payload_extra(),
+            "names": list(self.names),
+            "n_samples": self.n_samples,
+            "seed": self.seed,
+            "recalibration": self.recal.to_dict(),
+        }
+        return checkpoint.save(
+            path,
+            self.model,
+            self.config,
+            extra=extra,
+            method=self.method,
+            calibration=self.recal.calibration_dict(),
+        )
 
 
 def model_and_config(payload: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None):
@@ -247,9 +272,11 @@ def model_and_config(payload: dict[str, Any], state_dict: dict[str, torch.Tensor
     return checkpoint.model_from_payload(payload, state_dict), ModelConfig.from_dict(payload["config"])
 
 
-def batches_of(graphs: Sequence[dict], batch_size: int, dtype: torch.dtype) -> Iterable[dict[str, torch.Tensor]]:
+def batches_of(
+    graphs: Sequence[dict], batch_size: int, dtype: torch.dtype
+) -> Iterable[dict[str, torch.Tensor]]:
     """Collated batches of ``batch_size`` graphs in order."""
     from potentials.data import collate_graphs
 
     for start in range(0, len(graphs), batch_size):
-        yield collate_graphs(graphs[start: start + batch_size], dtype=dtype)
+        yield collate_graphs(graphs[start : start + batch_size], dtype=dtype)

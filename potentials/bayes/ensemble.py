@@ -93,15 +93,21 @@ class EnsemblePosterior:
     def dtype(self) -> torch.dtype:
         return next(self.members[0].parameters()).dtype
 
-    def mean_forward(self, batch: dict[str, torch.Tensor], compute_stress: bool = False) -> dict[str, torch.Tensor]:
+    def mean_forward(
+        self, batch: dict[str, torch.Tensor], compute_stress: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Member-mean energy (G,) eV and forces (N, 3) eV/Å (= -d mean E / dx); differentiable w.r.t.
         positions when ``batch['pos'].requires_grad``."""
         create = bool(batch[K.POSITIONS].requires_grad)
-        outs = [evaluate(m, batch, forces=True, stress=compute_stress, create_graph=create) for m in self.members]
+        outs = [
+            evaluate(m, batch, forces=True, stress=compute_stress, create_graph=create) for m in self.members
+        ]
         mean = mean_of_outputs(outs, compute_stress)
         return mean if create else {k: v.detach() for k, v in mean.items()}
 
-    def predict(self, batch: dict[str, torch.Tensor], n_samples: int | None = None, forces: bool = True) -> Prediction:
+    def predict(
+        self, batch: dict[str, torch.Tensor], n_samples: int | None = None, forces: bool = True
+    ) -> Prediction:
         """Mixture predictive over the first ``n_samples`` members (all by default; at most M)."""
         k = len(self.members) if n_samples is None else max(1, min(int(n_samples), len(self.members)))
         outs = [evaluate(m, batch, forces=forces) for m in self.members[:k]]
@@ -116,8 +122,14 @@ class EnsemblePosterior:
         """One file: member 0 as the checkpoint's model, every member's state dict in ``extra``."""
         members = [{k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in self.members]
         extra = {"members": members, "loss": self.loss, "recalibration": self.recal.to_dict()}
-        return checkpoint.save(path, self.members[0], self.config, extra=extra, method=self.method,
-                               calibration=self.recal.calibration_dict())
+        return checkpoint.save(
+            path,
+            self.members[0],
+            self.config,
+            extra=extra,
+            method=self.method,
+            calibration=self.recal.calibration_dict(),
+        )
 
 
 def from_checkpoint(payload: dict[str, Any]) -> EnsemblePosterior:
@@ -130,7 +142,9 @@ def from_checkpoint(payload: dict[str, Any]) -> EnsemblePosterior:
     for state in states:
         model, config = model_and_config(payload, state)
         members.append(model)
-    return EnsemblePosterior(members, config, RecalibrationPair.from_payload(payload), str(extra.get("loss", "nll_jef")))
+    return EnsemblePosterior(
+        members, config, RecalibrationPair.from_payload(payload), str(extra.get("loss", "nll_jef"))
+    )
 
 
 def fit_ensemble(
@@ -150,8 +164,16 @@ def fit_ensemble(
     members, config = [], None
     for m in range(cfg.members):
         tc = replace(train_config, seed=cfg.base_seed + m, loss=loss)
-        best = train(train_atoms, valid_atoms, model_config, tc, Path(out_dir) / f"member_{m}", progress=progress,
-                     e0s=e0s, method="point")
+        best = train(
+            train_atoms,
+            valid_atoms,
+            model_config,
+            tc,
+            Path(out_dir) / f"member_{m}",
+            progress=progress,
+            e0s=e0s,
+            method="point",
+        )
         payload = checkpoint.load(best)
         model, member_config = model_and_config(payload)
         if config is not None and member_config != config:

@@ -56,8 +56,15 @@ def train_config_for(preset: str, **overrides: Any):
     if preset == "paper":
         cfg = train_preset("small")
     elif preset == "cpu":
-        cfg = train_preset("tiny", epochs=40, batch_size=4, lr=1e-2, ema_decay=0.9, plateau_patience=5,
-                           loss=LossConfig(kind="nll_jef", mse_warmup_epochs=10))
+        cfg = train_preset(
+            "tiny",
+            epochs=40,
+            batch_size=4,
+            lr=1e-2,
+            ema_decay=0.9,
+            plateau_patience=5,
+            loss=LossConfig(kind="nll_jef", mse_warmup_epochs=10),
+        )
     elif preset == "tiny":
         cfg = train_preset("tiny")
     else:
@@ -65,8 +72,13 @@ def train_config_for(preset: str, **overrides: Any):
     return replace(cfg, **overrides)
 
 
-def predict_dataset(posterior, atoms_list: Sequence | None = None, graphs: Sequence[dict] | None = None,
-                    batch_size: int = 16, n_samples: int | None = None) -> dict[str, Any]:
+def predict_dataset(
+    posterior,
+    atoms_list: Sequence | None = None,
+    graphs: Sequence[dict] | None = None,
+    batch_size: int = 16,
+    n_samples: int | None = None,
+) -> dict[str, Any]:
     """Predictions of ``posterior`` on labelled structures as flat numpy arrays.
 
     Keys: energy, energy_label (G,) eV; energy_var, energy_var_epi (G,) eV^2; forces, forces_label,
@@ -82,8 +94,21 @@ def predict_dataset(posterior, atoms_list: Sequence | None = None, graphs: Seque
     if graphs is None:
         graphs = [atoms_to_graph(a, posterior.elements, posterior.cutoff) for a in atoms_list]
     dtype = getattr(posterior, "dtype", torch.get_default_dtype())
-    parts: dict[str, list] = {k: [] for k in ("energy", "energy_label", "energy_var", "energy_var_epi", "forces",
-                                              "forces_label", "forces_var", "forces_var_epi", "num_atoms", "batch")}
+    parts: dict[str, list] = {
+        k: []
+        for k in (
+            "energy",
+            "energy_label",
+            "energy_var",
+            "energy_var_epi",
+            "forces",
+            "forces_label",
+            "forces_var",
+            "forces_var_epi",
+            "num_atoms",
+            "batch",
+        )
+    }
     t0, offset = time.perf_counter(), 0
     for batch in batches_of(list(graphs), batch_size, dtype):
         pred = posterior.predict(batch, n_samples=n_samples, forces=True)
@@ -127,8 +152,16 @@ def _point_posterior(train_atoms, valid_atoms, model_config, train_config, out_d
     from potentials.bayes.point import PointPosterior
     from potentials.train import train
 
-    best = train(train_atoms, valid_atoms, model_config, train_config, Path(out_dir) / "point", progress=progress,
-                 e0s=e0s, method="point")
+    best = train(
+        train_atoms,
+        valid_atoms,
+        model_config,
+        train_config,
+        Path(out_dir) / "point",
+        progress=progress,
+        e0s=e0s,
+        method="point",
+    )
     model, payload = checkpoint.load_model(best)
     from potentials.model import ModelConfig
 
@@ -161,9 +194,14 @@ class _PointAdapter:
     def save(self, path):
         from potentials import checkpoint
 
-        return checkpoint.save(path, self.inner.model, self.inner.config, method="point",
-                               calibration=self.recal.calibration_dict(),
-                               extra={"recalibration": self.recal.to_dict()})
+        return checkpoint.save(
+            path,
+            self.inner.model,
+            self.inner.config,
+            method="point",
+            calibration=self.recal.calibration_dict(),
+            extra={"recalibration": self.recal.to_dict()},
+        )
 
 
 def fit_posterior(
@@ -180,6 +218,7 @@ def fit_posterior(
     recalibration: str = "scale",
     progress: bool = False,
     seed: int = 0,
+    init_from: str | os.PathLike | None = None,
 ) -> tuple[Any, Path]:
     """Fit the posterior of ``method`` and write ``out_dir/posterior.pt``; returns (posterior, path).
 
@@ -187,6 +226,8 @@ def fit_posterior(
     Without ``valid_atoms`` 10 % of the training structures are held out (seeded) for early stopping and
     for the recalibration (``recalibration``: "scale" | "isotonic" | "none"). Training is resumable: every
     method trains into sub-folders of ``out_dir``. Timings land in ``posterior.fit_seconds``.
+    ``init_from``: a point checkpoint to fine-tune before the post-hoc Laplace fit (Laplace only: the other
+    methods define their own training).
     """
     import numpy as np
 
@@ -197,6 +238,8 @@ def fit_posterior(
         raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if recalibration not in RECALIBRATIONS:
         raise InputError(f"unknown recalibration {recalibration!r}; choose from {', '.join(RECALIBRATIONS)}")
+    if init_from is not None and method != "laplace":
+        raise InputError(f"--init-from works with --method point or laplace only, not {method!r}")
     train_config = train_config or train_config_for(preset)
     config = config or method_config(method, preset)
     out_dir = Path(out_dir)
@@ -228,7 +271,9 @@ def fit_posterior(
     else:
         from potentials.bayes.laplace import fit_laplace
 
-        posterior = fit_laplace(*args, config, out_dir, e0s=e0s, progress=progress, seed=seed)
+        posterior = fit_laplace(
+            *args, config, out_dir, e0s=e0s, progress=progress, seed=seed, init_from=init_from
+        )
     fit_seconds = time.perf_counter() - t0
     if recalibration != "none":
         fit_recalibration(posterior, valid_atoms, recalibration)
@@ -241,21 +286,45 @@ def fit_posterior(
 # ---- CLI glue for ``screen train --method`` -------------------------------------------------------
 def add_method_arguments(parser) -> None:
     """``--method``, ``--bayes-preset`` and ``--recalibration`` for the train command (stdlib only)."""
-    parser.add_argument("--method", default="point", choices=METHODS,
-                        help="posterior: point model, deep ensemble, SWAG, IVON or Laplace (default point)")
-    parser.add_argument("--bayes-preset", default="cpu", choices=PRESET_NAMES,
-                        help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)")
-    parser.add_argument("--recalibration", default="scale", choices=RECALIBRATIONS,
-                        help="variance recalibration fitted on the validation set (default scale)")
+    parser.add_argument(
+        "--method",
+        default="point",
+        choices=METHODS,
+        help="posterior: point model, deep ensemble, SWAG, IVON or Laplace (default point)",
+    )
+    parser.add_argument(
+        "--bayes-preset",
+        default="cpu",
+        choices=PRESET_NAMES,
+        help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)",
+    )
+    parser.add_argument(
+        "--recalibration",
+        default="scale",
+        choices=RECALIBRATIONS,
+        help="variance recalibration fitted on the validation set (default scale)",
+    )
 
 
 def run_from_train_args(args, train_atoms, valid_atoms, model_config, train_config, e0s=None) -> int:
     """Body of ``screen train --method M`` (M != point): fit, recalibrate, save, print one summary line."""
-    posterior, path = fit_posterior(args.method, train_atoms, valid_atoms, model_config,
-                                    getattr(args, "bayes_preset", "cpu"), args.out, train_config=train_config,
-                                    e0s=e0s, recalibration=getattr(args, "recalibration", "scale"),
-                                    progress=not getattr(args, "quiet", False), seed=getattr(args, "seed", 0))
+    posterior, path = fit_posterior(
+        args.method,
+        train_atoms,
+        valid_atoms,
+        model_config,
+        getattr(args, "bayes_preset", "cpu"),
+        args.out,
+        train_config=train_config,
+        e0s=e0s,
+        recalibration=getattr(args, "recalibration", "scale"),
+        progress=not getattr(args, "quiet", False),
+        seed=getattr(args, "seed", 0),
+        init_from=getattr(args, "init_from", None),
+    )
     rec = posterior.recal
-    print(f"{args.method} posterior: {path} (recalibration sigma x{rec.energy.scale:.3g} energy, "
-          f"x{rec.forces.scale:.3g} forces; fitted in {posterior.fit_seconds:.0f} s)")
+    print(
+        f"{args.method} posterior: {path} (recalibration sigma x{rec.energy.scale:.3g} energy, "
+        f"x{rec.forces.scale:.3g} forces; fitted in {posterior.fit_seconds:.0f} s)"
+    )
     return 0

@@ -42,7 +42,9 @@ class IVONConfig:
     mc_samples: int = 1  # weight samples per training step
     clip_radius: float = math.inf
     n_samples: int = 16  # default number of test-time samples
-    pretrain_fraction: float = 0.0  # first fraction of the epochs with AdamW (a warm start), 0 = IVON from scratch
+    pretrain_fraction: float = (
+        0.0  # first fraction of the epochs with AdamW (a warm start), 0 = IVON from scratch
+    )
 
     def __post_init__(self):
         if self.ess <= 0 or self.hess_init <= 0 or self.lr <= 0:
@@ -74,8 +76,18 @@ class IVONPosterior(WeightSamplePosterior):
 
     method = "ivon"
 
-    def __init__(self, model, config: ModelConfig, names: Sequence[str], hess: torch.Tensor, ess: float,
-                 weight_decay: float, n_samples: int = 16, seed: int = 0, recal: RecalibrationPair | None = None):
+    def __init__(
+        self,
+        model,
+        config: ModelConfig,
+        names: Sequence[str],
+        hess: torch.Tensor,
+        ess: float,
+        weight_decay: float,
+        n_samples: int = 16,
+        seed: int = 0,
+        recal: RecalibrationPair | None = None,
+    ):
         super().__init__(model, config, names, n_samples, seed, recal)
         self.hess = hess.double().cpu()
         self.ess = float(ess)
@@ -102,9 +114,17 @@ def from_checkpoint(payload: dict[str, Any]) -> IVONPosterior:
         if key not in extra:
             raise InputError(f"IVON checkpoint lacks {key!r}")
     model, config = model_and_config(payload)
-    return IVONPosterior(model, config, extra["names"], extra["hess"], extra["ess"], extra["weight_decay"],
-                         int(extra.get("n_samples", 16)), int(extra.get("seed", 0)),
-                         RecalibrationPair.from_payload(payload))
+    return IVONPosterior(
+        model,
+        config,
+        extra["names"],
+        extra["hess"],
+        extra["ess"],
+        extra["weight_decay"],
+        int(extra.get("n_samples", 16)),
+        int(extra.get("seed", 0)),
+        RecalibrationPair.from_payload(payload),
+    )
 
 
 def _ivon_class():
@@ -126,9 +146,17 @@ def _ivon_class():
 
 def make_optimizer(model: torch.nn.Module, cfg: IVONConfig):
     """IVON over all parameters of ``model`` (one group, ``named_parameters`` order)."""
-    return _ivon_class()(list(model.parameters()), lr=cfg.lr, ess=cfg.ess, hess_init=cfg.hess_init, beta1=cfg.beta1,
-                     beta2=cfg.beta2, weight_decay=cfg.weight_decay, mc_samples=cfg.mc_samples,
-                     clip_radius=cfg.clip_radius)
+    return _ivon_class()(
+        list(model.parameters()),
+        lr=cfg.lr,
+        ess=cfg.ess,
+        hess_init=cfg.hess_init,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        weight_decay=cfg.weight_decay,
+        mc_samples=cfg.mc_samples,
+        clip_radius=cfg.clip_radius,
+    )
 
 
 def fit_ivon(
@@ -155,13 +183,35 @@ def fit_ivon(
     init_from = None
     pre_epochs = int(round(cfg.pretrain_fraction * train_config.epochs))
     if pre_epochs > 0:
-        init_from = train(train_atoms, valid_atoms, model_config, replace(train_config, epochs=pre_epochs),
-                          out_dir / "pretrain", progress=progress, e0s=e0s, method="point")
-        tc = replace(tc, epochs=max(1, train_config.epochs - pre_epochs), seed=train_config.seed + 1,
-                     loss=replace(train_config.loss, mse_warmup_epochs=0))
+        init_from = train(
+            train_atoms,
+            valid_atoms,
+            model_config,
+            replace(train_config, epochs=pre_epochs),
+            out_dir / "pretrain",
+            progress=progress,
+            e0s=e0s,
+            method="point",
+        )
+        tc = replace(
+            tc,
+            epochs=max(1, train_config.epochs - pre_epochs),
+            seed=train_config.seed + 1,
+            loss=replace(train_config.loss, mse_warmup_epochs=0),
+        )
         out_dir = out_dir / "ivon"
-    train(train_atoms, valid_atoms, model_config, tc, out_dir, progress=progress, e0s=e0s, init_from=init_from,
-          optimizer_factory=lambda model: make_optimizer(model, cfg), method="point")
+    train(
+        train_atoms,
+        valid_atoms,
+        model_config,
+        tc,
+        out_dir,
+        progress=progress,
+        e0s=e0s,
+        init_from=init_from,
+        optimizer_factory=lambda model: make_optimizer(model, cfg),
+        method="point",
+    )
     payload = checkpoint.load(out_dir / "last.pt")
     train_state = payload["extra"]["train_state"]
     model, config = model_and_config(payload, train_state["raw_state_dict"])

@@ -55,7 +55,9 @@ class LaplaceConfig:
     """Laplace settings. Precisions are per weight (1 / weight^2 units); noise in eV and eV/Å."""
 
     variant: str = "diag"  # "diag" (all weights, diagonal) | "last_layer" (final readout, full covariance)
-    ggn: str = "exact"  # "exact" (one Jacobian row per output) | "mc" (Rademacher probes, unbiased; diag only)
+    ggn: str = (
+        "exact"  # "exact" (one Jacobian row per output) | "mc" (Rademacher probes, unbiased; diag only)
+    )
     mc_probes: int = 8  # probes per batch and output block for ggn="mc"
     prior_precision: float = 1.0  # delta (initial value when fitted)
     fit_marglik: bool = True  # fit delta, s_E and s_F by maximising the evidence
@@ -97,9 +99,12 @@ def _params(model: torch.nn.Module, names: Sequence[str]) -> list[torch.Tensor]:
 
 
 def _flat_grads(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([
-        (g if g is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64) for g, p in zip(grads, params)
-    ])
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(-1).to(torch.float64)
+            for g, p in zip(grads, params)
+        ]
+    )
 
 
 def _with_grad_positions(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -127,8 +132,12 @@ def output_jacobians(
             ys = [out[K.ENERGY], out[K.FORCES].reshape(-1)]
             blocks = []
             for y in ys:
-                rows = [_flat_grads(torch.autograd.grad(y[i], params, retain_graph=True, allow_unused=True), params)
-                        for i in range(y.numel())]
+                rows = [
+                    _flat_grads(
+                        torch.autograd.grad(y[i], params, retain_graph=True, allow_unused=True), params
+                    )
+                    for i in range(y.numel())
+                ]
                 blocks.append(torch.stack(rows) if rows else torch.zeros(0, n_params, dtype=torch.float64))
             return blocks[0], blocks[1], out
         if mode != "columns":
@@ -136,18 +145,26 @@ def output_jacobians(
         b = _with_grad_positions(batch)
         out = model(b, compute_forces=False)
         energy = out[K.ENERGY]
-        j_e = torch.stack([
-            _flat_grads(torch.autograd.grad(energy[g], params, retain_graph=True, allow_unused=True), params)
-            for g in range(energy.numel())
-        ])
-        g_total = _flat_grads(torch.autograd.grad(energy.sum(), params, create_graph=True, allow_unused=True), params)
+        j_e = torch.stack(
+            [
+                _flat_grads(
+                    torch.autograd.grad(energy[g], params, retain_graph=True, allow_unused=True), params
+                )
+                for g in range(energy.numel())
+            ]
+        )
+        g_total = _flat_grads(
+            torch.autograd.grad(energy.sum(), params, create_graph=True, allow_unused=True), params
+        )
         cols = []
         for p in range(n_params):
             if g_total[p].requires_grad:
                 (dx,) = torch.autograd.grad(g_total[p], b[K.POSITIONS], retain_graph=True, allow_unused=True)
             else:
                 dx = None
-            cols.append(torch.zeros(3 * n_atoms, dtype=torch.float64) if dx is None else -dx.reshape(-1).double())
+            cols.append(
+                torch.zeros(3 * n_atoms, dtype=torch.float64) if dx is None else -dx.reshape(-1).double()
+            )
         j_f = torch.stack(cols, dim=1)
         forces = -torch.autograd.grad(energy.sum(), b[K.POSITIONS], retain_graph=False)[0]
         out = {**out, K.FORCES: forces.detach()}
@@ -155,7 +172,10 @@ def output_jacobians(
 
 
 def jacobian_vector_products(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], names: Sequence[str], deltas: torch.Tensor,
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    names: Sequence[str],
+    deltas: torch.Tensor,
     forces: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
     """J_E d_k (K, G) and J_F d_k (K, N, 3) for weight deviations ``deltas`` (K, P), float64, plus the outputs.
@@ -255,7 +275,9 @@ def accumulate_ggn(
                 for y, acc in ((out[K.ENERGY], a_e), (out[K.FORCES].reshape(-1), a_f)):
                     for _ in range(probes):
                         v = (torch.randint(0, 2, y.shape, generator=gen) * 2 - 1).to(y.dtype)
-                        g = torch.autograd.grad(y, params, grad_outputs=v, retain_graph=True, allow_unused=True)
+                        g = torch.autograd.grad(
+                            y, params, grad_outputs=v, retain_graph=True, allow_unused=True
+                        )
                         acc += _flat_grads(g, params) ** 2 / probes
         else:
             raise InputError(f"unknown GGN mode {mode!r}; choose from {', '.join(GGN_MODES)}")
@@ -267,7 +289,9 @@ def accumulate_ggn(
     return GGNStats(a_e, a_f, sse_e, n_e, sse_f, n_f, float((theta**2).sum()))
 
 
-def posterior_precision(stats: GGNStats, prior_precision: float, var_energy: float, var_forces: float) -> torch.Tensor:
+def posterior_precision(
+    stats: GGNStats, prior_precision: float, var_energy: float, var_forces: float
+) -> torch.Tensor:
     """Lambda = A_E / s_E^2 + A_F / s_F^2 + delta I, (P,) or (P, P)."""
     lam = stats.a_energy / var_energy + stats.a_forces / var_forces
     if stats.full:
@@ -291,15 +315,22 @@ def log_marginal_likelihood(
     return lik - 0.5 * delta * stats.theta_sq + 0.5 * stats.num_params * log_prior - 0.5 * logdet
 
 
-def fit_hyperparameters(stats: GGNStats, prior_precision: float = 1.0, steps: int = 300,
-                        lr: float = 0.05) -> dict[str, float]:
+def fit_hyperparameters(
+    stats: GGNStats, prior_precision: float = 1.0, steps: int = 300, lr: float = 0.05
+) -> dict[str, float]:
     """Maximise the evidence over (delta, s_E^2, s_F^2) with Adam on their logs, starting at the given
     delta and the residual mean squares. Returns prior_precision, var_energy, var_forces, log_marglik."""
     log_p = torch.tensor(math.log(prior_precision), dtype=torch.float64, requires_grad=True)
-    log_e = torch.tensor(math.log(max(stats.sse_energy / max(stats.n_energy, 1), 1e-12)), dtype=torch.float64,
-                         requires_grad=True)
-    log_f = torch.tensor(math.log(max(stats.sse_forces / max(stats.n_forces, 1), 1e-12)), dtype=torch.float64,
-                         requires_grad=True)
+    log_e = torch.tensor(
+        math.log(max(stats.sse_energy / max(stats.n_energy, 1), 1e-12)),
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    log_f = torch.tensor(
+        math.log(max(stats.sse_forces / max(stats.n_forces, 1), 1e-12)),
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     opt = torch.optim.Adam([log_p, log_e, log_f], lr=lr)
     for _ in range(steps):
         opt.zero_grad()
@@ -308,8 +339,12 @@ def fit_hyperparameters(stats: GGNStats, prior_precision: float = 1.0, steps: in
         opt.step()
     log_p, log_e, log_f = log_p.detach(), log_e.detach(), log_f.detach()
     value = float(log_marginal_likelihood(stats, log_p, log_e, log_f))
-    return {"prior_precision": float(log_p.exp()), "var_energy": float(log_e.exp()),
-            "var_forces": float(log_f.exp()), "log_marglik": value}
+    return {
+        "prior_precision": float(log_p.exp()),
+        "var_energy": float(log_e.exp()),
+        "var_forces": float(log_f.exp()),
+        "log_marglik": value,
+    }
 
 
 # ---- the posterior ------------------------------------------------------------------------------
@@ -330,9 +365,19 @@ class LaplacePosterior(WeightSamplePosterior):
 
     method = "laplace"
 
-    def __init__(self, model, config: ModelConfig, names: Sequence[str], precision: torch.Tensor,
-                 variant: str = "diag", predictive: str = "linearised", n_samples: int = 30, seed: int = 0,
-                 recal: RecalibrationPair | None = None, hyper: dict[str, float] | None = None):
+    def __init__(
+        self,
+        model,
+        config: ModelConfig,
+        names: Sequence[str],
+        precision: torch.Tensor,
+        variant: str = "diag",
+        predictive: str = "linearised",
+        n_samples: int = 30,
+        seed: int = 0,
+        recal: RecalibrationPair | None = None,
+        hyper: dict[str, float] | None = None,
+    ):
         super().__init__(model, config, names, n_samples, seed, recal)
         if variant not in VARIANTS or predictive not in PREDICTIVES:
             raise InputError(f"Laplace variant {variant!r} / predictive {predictive!r} not allowed")
@@ -361,7 +406,9 @@ class LaplacePosterior(WeightSamplePosterior):
             return ((j_e @ cov) * j_e).sum(1), ((j_f @ cov) * j_f).sum(1)
         return (j_e**2 * cov).sum(1), (j_f**2 * cov).sum(1)
 
-    def predict(self, batch: dict[str, torch.Tensor], n_samples: int | None = None, forces: bool = True) -> Prediction:
+    def predict(
+        self, batch: dict[str, torch.Tensor], n_samples: int | None = None, forces: bool = True
+    ) -> Prediction:
         if self.predictive == "sampled":
             return super().predict(batch, n_samples, forces)
         deltas = self.sample_deltas(n_samples)
@@ -388,14 +435,21 @@ class LaplacePosterior(WeightSamplePosterior):
         return recalibrate(base, self.recal)
 
     def payload_extra(self) -> dict[str, Any]:
-        return {"precision": self.precision, "variant": self.variant, "predictive": self.predictive,
-                "hyper": dict(self.hyper)}
+        return {
+            "precision": self.precision,
+            "variant": self.variant,
+            "predictive": self.predictive,
+            "hyper": dict(self.hyper),
+        }
 
 
 def evaluate_heads(out: dict[str, torch.Tensor], forces: bool) -> dict[str, torch.Tensor]:
     """The outputs :func:`samples_prediction` needs, detached (forces zero when not computed)."""
-    keep = {k: v.detach() for k, v in out.items() if k in (K.POSITIONS, K.ENERGY, K.FORCES, K.ENERGY_VAR,
-                                                            K.FORCES_COV, K.STRESS)}
+    keep = {
+        k: v.detach()
+        for k, v in out.items()
+        if k in (K.POSITIONS, K.ENERGY, K.FORCES, K.ENERGY_VAR, K.FORCES_COV, K.STRESS)
+    }
     if forces and K.FORCES not in keep:
         raise ValueError("forces requested but not computed")
     return keep
@@ -408,10 +462,18 @@ def from_checkpoint(payload: dict[str, Any]) -> LaplacePosterior:
         if key not in extra:
             raise InputError(f"Laplace checkpoint lacks {key!r}")
     model, config = model_and_config(payload)
-    return LaplacePosterior(model, config, extra["names"], extra["precision"], str(extra["variant"]),
-                            str(extra.get("predictive", "linearised")), int(extra.get("n_samples", 30)),
-                            int(extra.get("seed", 0)), RecalibrationPair.from_payload(payload),
-                            extra.get("hyper"))
+    return LaplacePosterior(
+        model,
+        config,
+        extra["names"],
+        extra["precision"],
+        str(extra["variant"]),
+        str(extra.get("predictive", "linearised")),
+        int(extra.get("n_samples", 30)),
+        int(extra.get("seed", 0)),
+        RecalibrationPair.from_payload(payload),
+        extra.get("hyper"),
+    )
 
 
 def laplace_from_model(
@@ -429,20 +491,33 @@ def laplace_from_model(
         graphs = [graphs[i] for i in pick]
     dtype = next(model.parameters()).dtype
     full = cfg.variant == "last_layer"
-    stats = accumulate_ggn(model, batches_of(list(graphs), cfg.batch_size, dtype), names, full=full,
-                           mode="exact" if full else cfg.ggn, probes=cfg.mc_probes,
-                           generator=torch.Generator().manual_seed(seed))
+    stats = accumulate_ggn(
+        model,
+        batches_of(list(graphs), cfg.batch_size, dtype),
+        names,
+        full=full,
+        mode="exact" if full else cfg.ggn,
+        probes=cfg.mc_probes,
+        generator=torch.Generator().manual_seed(seed),
+    )
     if cfg.fit_marglik:
         hyper = fit_hyperparameters(stats, cfg.prior_precision, cfg.marglik_steps, cfg.marglik_lr)
     else:
         ve, vf = stats.sse_energy / max(stats.n_energy, 1), stats.sse_forces / max(stats.n_forces, 1)
         hyper = {"prior_precision": cfg.prior_precision, "var_energy": ve, "var_forces": vf}
-        hyper["log_marglik"] = float(log_marginal_likelihood(
-            stats, torch.tensor(math.log(cfg.prior_precision)), torch.tensor(math.log(ve)), torch.tensor(math.log(vf))))
+        hyper["log_marglik"] = float(
+            log_marginal_likelihood(
+                stats,
+                torch.tensor(math.log(cfg.prior_precision)),
+                torch.tensor(math.log(ve)),
+                torch.tensor(math.log(vf)),
+            )
+        )
     hyper["n_structures"] = float(len(graphs))
     precision = posterior_precision(stats, hyper["prior_precision"], hyper["var_energy"], hyper["var_forces"])
-    return LaplacePosterior(model, config, names, precision, cfg.variant, cfg.predictive, cfg.n_samples, seed,
-                            hyper=hyper)
+    return LaplacePosterior(
+        model, config, names, precision, cfg.variant, cfg.predictive, cfg.n_samples, seed, hyper=hyper
+    )
 
 
 def fit_laplace(
@@ -455,19 +530,40 @@ def fit_laplace(
     e0s: dict[str, float] | None = None,
     progress: bool = False,
     seed: int = 0,
+    init_from: str | os.PathLike | None = None,
 ) -> LaplacePosterior:
-    """Train a point model (resumable, ``out_dir/map``) and fit its Laplace posterior on the training set."""
+    """Train a point model (resumable, ``out_dir/map``; fine-tuned from ``init_from`` when given) and fit its
+    Laplace posterior on the training set."""
     from potentials.data import atoms_to_graph, split_isolated
     from potentials.train import train
 
-    best = train(train_atoms, valid_atoms, model_config, train_config, Path(out_dir) / "map", progress=progress,
-                 e0s=e0s, method="point")
+    best = train(
+        train_atoms,
+        valid_atoms,
+        model_config,
+        train_config,
+        Path(out_dir) / "map",
+        progress=progress,
+        e0s=e0s,
+        method="point",
+        init_from=init_from,
+    )
     model, config = model_and_config(checkpoint.load(best))
     structures, _ = split_isolated(list(train_atoms))
     graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
     return laplace_from_model(model, config, graphs, cfg, seed)
 
 
-__all__ = ["GGNStats", "LaplaceConfig", "LaplacePosterior", "accumulate_ggn", "fit_hyperparameters", "fit_laplace",
-           "jacobian_vector_products", "laplace_from_model", "log_marginal_likelihood",
-           "output_jacobians", "posterior_precision"]
+__all__ = [
+    "GGNStats",
+    "LaplaceConfig",
+    "LaplacePosterior",
+    "accumulate_ggn",
+    "fit_hyperparameters",
+    "fit_laplace",
+    "jacobian_vector_products",
+    "laplace_from_model",
+    "log_marginal_likelihood",
+    "output_jacobians",
+    "posterior_precision",
+]

@@ -79,15 +79,21 @@ class SWAGMoments:
         self.n += 1
         self.mean += (theta - self.mean) / self.n
         self.sq_mean += (theta**2 - self.sq_mean) / self.n
-        self.deviations = torch.cat([self.deviations, (theta - self.mean).unsqueeze(0)])[-self.rank:]
+        self.deviations = torch.cat([self.deviations, (theta - self.mean).unsqueeze(0)])[-self.rank :]
         self.epochs.append(int(epoch))
 
     def diag_variance(self, min_var: float = 1e-30) -> torch.Tensor:
         return (self.sq_mean - self.mean**2).clamp_min(min_var)
 
     def state(self) -> dict[str, Any]:
-        return {"n": self.n, "rank": self.rank, "mean": self.mean, "sq_mean": self.sq_mean,
-                "deviations": self.deviations, "epochs": list(self.epochs)}
+        return {
+            "n": self.n,
+            "rank": self.rank,
+            "mean": self.mean,
+            "sq_mean": self.sq_mean,
+            "deviations": self.deviations,
+            "epochs": list(self.epochs),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SWAGMoments:
@@ -115,9 +121,18 @@ class SWAGPosterior(WeightSamplePosterior):
 
     method = "swag"
 
-    def __init__(self, model, config: ModelConfig, names: Sequence[str], diag_var: torch.Tensor,
-                 deviations: torch.Tensor, n_samples: int = 30, seed: int = 0,
-                 recal: RecalibrationPair | None = None, n_collected: int = 0):
+    def __init__(
+        self,
+        model,
+        config: ModelConfig,
+        names: Sequence[str],
+        diag_var: torch.Tensor,
+        deviations: torch.Tensor,
+        n_samples: int = 30,
+        seed: int = 0,
+        recal: RecalibrationPair | None = None,
+        n_collected: int = 0,
+    ):
         super().__init__(model, config, names, n_samples, seed, recal)
         self.diag_var = diag_var.double().cpu()
         self.deviations = deviations.double().cpu()
@@ -137,9 +152,17 @@ def from_checkpoint(payload: dict[str, Any]) -> SWAGPosterior:
         if key not in extra:
             raise InputError(f"SWAG checkpoint lacks {key!r}")
     model, config = model_and_config(payload)
-    return SWAGPosterior(model, config, extra["names"], extra["diag_var"], extra["deviations"],
-                         int(extra.get("n_samples", 30)), int(extra.get("seed", 0)),
-                         RecalibrationPair.from_payload(payload), int(extra.get("n_collected", 0)))
+    return SWAGPosterior(
+        model,
+        config,
+        extra["names"],
+        extra["diag_var"],
+        extra["deviations"],
+        int(extra.get("n_samples", 30)),
+        int(extra.get("seed", 0)),
+        RecalibrationPair.from_payload(payload),
+        int(extra.get("n_collected", 0)),
+    )
 
 
 def collection_epochs(epochs: int, cfg: SWAGConfig) -> tuple[int, int]:
@@ -167,11 +190,26 @@ def fit_swag(
     pre_epochs, collect = collection_epochs(train_config.epochs, cfg)
     init_from = None
     if pre_epochs > 0:
-        init_from = train(train_atoms, valid_atoms, model_config, replace(train_config, epochs=pre_epochs),
-                          out_dir / "pretrain", progress=progress, e0s=e0s, method="point")
-    phase = replace(train_config, epochs=collect, lr=cfg.lr, scheduler="none", ema_decay=0.0,
-                    early_stopping_patience=collect + 1, loss=replace(train_config.loss, mse_warmup_epochs=0),
-                    seed=train_config.seed + 1)
+        init_from = train(
+            train_atoms,
+            valid_atoms,
+            model_config,
+            replace(train_config, epochs=pre_epochs),
+            out_dir / "pretrain",
+            progress=progress,
+            e0s=e0s,
+            method="point",
+        )
+    phase = replace(
+        train_config,
+        epochs=collect,
+        lr=cfg.lr,
+        scheduler="none",
+        ema_decay=0.0,
+        early_stopping_patience=collect + 1,
+        loss=replace(train_config.loss, mse_warmup_epochs=0),
+        seed=train_config.seed + 1,
+    )
     moments_path = out_dir / "swag_moments.pt"
     state: dict[str, Any] = {"moments": None}
     if moments_path.exists() and (out_dir / "collect" / "last.pt").exists():
@@ -182,7 +220,9 @@ def fit_swag(
             return
         names = parameter_names(model)
         if state["moments"] is None:
-            state["moments"] = SWAGMoments(sum(dict(model.named_parameters())[n].numel() for n in names), cfg.rank)
+            state["moments"] = SWAGMoments(
+                sum(dict(model.named_parameters())[n].numel() for n in names), cfg.rank
+            )
         moments: SWAGMoments = state["moments"]
         if epoch in moments.epochs:  # re-run of an epoch after an interruption
             return
@@ -193,14 +233,34 @@ def fit_swag(
         torch.save(moments.state(), buf)
         atomic_write_bytes(moments_path, buf.getvalue())
 
-    last = train(train_atoms, valid_atoms, model_config, phase, out_dir / "collect", progress=progress, e0s=e0s,
-                 init_from=init_from, on_epoch_end=on_epoch_end, method="point")
+    last = train(
+        train_atoms,
+        valid_atoms,
+        model_config,
+        phase,
+        out_dir / "collect",
+        progress=progress,
+        e0s=e0s,
+        init_from=init_from,
+        on_epoch_end=on_epoch_end,
+        method="point",
+    )
     moments = state["moments"]
     if moments is None or moments.n < 2:
-        raise InputError(f"SWAG collected {0 if moments is None else moments.n} snapshot(s); "
-                         "give more epochs or a smaller collect_every")
+        raise InputError(
+            f"SWAG collected {0 if moments is None else moments.n} snapshot(s); "
+            "give more epochs or a smaller collect_every"
+        )
     model, config = model_and_config(checkpoint.load(last))
     names = parameter_names(model)
     load_vector(model, moments.mean, names)
-    return SWAGPosterior(model, config, names, moments.diag_variance(cfg.min_var), moments.deviations,
-                         cfg.n_samples, seed, n_collected=moments.n)
+    return SWAGPosterior(
+        model,
+        config,
+        names,
+        moments.diag_variance(cfg.min_var),
+        moments.deviations,
+        cfg.n_samples,
+        seed,
+        n_collected=moments.n,
+    )
