@@ -36,8 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: ``frame`` values of the builder's own (unrelaxed) structures; other frames (``dft_validation`` rows of
+#: `screen validate`, rattles, relaxation steps) share host names but not geometries
+GENERATED_FRAMES = (None, "", "base", "reference")
+
+
 def delta_e_h(db_path: str, engine: str = "gpaw") -> dict[str, dict[str, dict[str, Any]]]:
-    """ΔE_H (eV) of every (settings hash, host, site) whose host, host+H and H2 rows all converged.
+    """ΔE_H (eV) of every (settings hash, host, site) whose host, host+H and H2 rows all converged, on the
+    builder's geometries only (``GENERATED_FRAMES``).
 
     Returns {settings_hash: {f"{host}+H@{site}": {"dE_H", "E_host", "E_hostH", "E_H2", "core_h", ...}}}.
     The latest row wins when a structure was labelled more than once.
@@ -48,6 +54,8 @@ def delta_e_h(db_path: str, engine: str = "gpaw") -> dict[str, dict[str, dict[st
     by_sh: dict[str, dict[str, Any]] = {}
     for row in db.select(f"label_key,engine={engine},converged=True", sort="id"):
         kv = row.key_value_pairs
+        if kv.get("frame") not in GENERATED_FRAMES:
+            continue  # relaxation / rattle / validation geometries are not the builder's triple
         d = by_sh.setdefault(kv["settings_hash"], {"h2": None, "host": {}, "ads": {}})
         if kv.get("name") == "H2":
             d["h2"] = row

@@ -14,7 +14,9 @@ DEFAULT_MODEL = "potentials/models/default.pt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"posterior checkpoint (default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"posterior checkpoint (default {DEFAULT_MODEL})"
+    )
     parser.add_argument("--valid", required=True, help="held-out labelled structures (extxyz / ASE db)")
     parser.add_argument("--train", help="training set, for the data summary and element coverage")
     parser.add_argument("--dft-db", default="dft/labels.db", help="GPAW label store for the ΔE_H check")
@@ -53,7 +55,9 @@ def dft_triples(db_path: str) -> list[dict]:
     from structures import keys as K
 
     db = ase.db.connect(db_path)
-    rows = [r for r in db.select(engine="gpaw", converged=True)]
+    from .bench_dft import GENERATED_FRAMES
+
+    rows = [r for r in db.select(engine="gpaw", converged=True) if r.get("frame") in GENERATED_FRAMES]
     by_settings: dict[str, dict] = {}
     for r in rows:
         d = by_settings.setdefault(r.get("settings_hash"), {"h2": None, "hosts": {}, "h": []})
@@ -74,8 +78,15 @@ def dft_triples(db_path: str) -> list[dict]:
                 continue
             atoms = [host.toatoms(), r.toatoms(), d["h2"].toatoms()]
             e = [host.energy, r.energy, d["h2"].energy]
-            out.append({"name": r.get(K.NAME), "settings_hash": sh, "atoms": atoms, "dft_de": e[1] - e[0] - 0.5 * e[2],
-                        "core_s": float(host.get("wall_s", 0) + r.get("wall_s", 0))})
+            out.append(
+                {
+                    "name": r.get(K.NAME),
+                    "settings_hash": sh,
+                    "atoms": atoms,
+                    "dft_de": e[1] - e[0] - 0.5 * e[2],
+                    "core_s": float(host.get("wall_s", 0) + r.get("wall_s", 0)),
+                }
+            )
     return out
 
 
@@ -143,12 +154,16 @@ def run(args: argparse.Namespace) -> int:
     axes[0].errorbar(et / nat, ep / nat, yerr=2 * es / nat, fmt="o", ms=3, alpha=0.5, elinewidth=0.5)
     lo, hi = (et / nat).min(), (et / nat).max()
     axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    axes[0].set(xlabel="reference energy (eV/atom)", ylabel="model energy (eV/atom)", title="held-out energies (±2σ)")
+    axes[0].set(
+        xlabel="reference energy (eV/atom)", ylabel="model energy (eV/atom)", title="held-out energies (±2σ)"
+    )
     sel = np.random.default_rng(0).choice(len(ft), size=min(4000, len(ft)), replace=False)
     axes[1].scatter(ft[sel], fp[sel], s=2, alpha=0.4)
     lo, hi = ft.min(), ft.max()
     axes[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    axes[1].set(xlabel="reference force (eV/Å)", ylabel="model force (eV/Å)", title="held-out force components")
+    axes[1].set(
+        xlabel="reference force (eV/Å)", ylabel="model force (eV/Å)", title="held-out force components"
+    )
     for name, (y, mu, sg) in {"energy": (et / nat, ep / nat, es / nat), "forces": (ft, fp, fs)}.items():
         lv, obs = C.coverage_curve(y, mu, sg)
         axes[2].plot(lv, obs, label=name)
@@ -167,16 +182,21 @@ def run(args: argparse.Namespace) -> int:
         train = read_dataset(args.train)
         counts = Counter(s for a in train for s in set(a.get_chemical_symbols()))
         refs = Counter(str(a.info.get("reference", a.info.get("engine", "?"))) for a in train)
-        train_note = (f"{len(train)} training structures; reference(s): "
-                      + ", ".join(f"{k} ({v})" for k, v in refs.items())
-                      + ".\n\nElement coverage (training structures containing the element): "
-                      + ", ".join(f"{el} {counts[el]}" for el in post.elements) + ".")
+        train_note = (
+            f"{len(train)} training structures; reference(s): "
+            + ", ".join(f"{k} ({v})" for k, v in refs.items())
+            + ".\n\nElement coverage (training structures containing the element): "
+            + ", ".join(f"{el} {counts[el]}" for el in post.elements)
+            + "."
+        )
 
     def fmt(m, unit, scale):
-        return (f"| MAE | {scale * m['mae']:.1f} {unit} |\n| RMSE | {scale * m['rmse']:.1f} {unit} |\n"
-                f"| NLL | {m['nll']:.2f} |\n| Spearman(|err|, σ) | {m['spearman']:.2f} |\n"
-                f"| miscalibration area | {m['miscal_area']:.3f} |\n| 68 % / 95 % coverage | "
-                f"{m['coverage_68']:.2f} / {m['coverage_95']:.2f} |\n")
+        return (
+            f"| MAE | {scale * m['mae']:.1f} {unit} |\n| RMSE | {scale * m['rmse']:.1f} {unit} |\n"
+            f"| NLL | {m['nll']:.2f} |\n| Spearman(|err|, σ) | {m['spearman']:.2f} |\n"
+            f"| miscalibration area | {m['miscal_area']:.3f} |\n| 68 % / 95 % coverage | "
+            f"{m['coverage_68']:.2f} / {m['coverage_95']:.2f} |\n"
+        )
 
     dft_table = "No converged GPAW (host, host+H, H2) triple in the label store yet.\n"
     if dft_rows:
@@ -184,9 +204,11 @@ def run(args: argparse.Namespace) -> int:
         head += "|---|---|---|---|---|---|\n"
         for r in dft_rows:
             s7, dft = r.get("sevenn_de"), r["dft_de"]
-            head += (f"| {r['name']} | {r['dft_de']:+.3f} | {r['model_de']:+.3f} ± {r['model_sigma']:.3f} | "
-                     f"{r['model_de'] - r['dft_de']:+.3f} | {'' if s7 is None else f'{s7:+.3f}'} | "
-                     f"{'' if s7 is None else f'{s7 - dft:+.3f}'} |\n")
+            head += (
+                f"| {r['name']} | {r['dft_de']:+.3f} | {r['model_de']:+.3f} ± {r['model_sigma']:.3f} | "
+                f"{r['model_de'] - r['dft_de']:+.3f} | {'' if s7 is None else f'{s7:+.3f}'} | "
+                f"{'' if s7 is None else f'{s7 - dft:+.3f}'} |\n"
+            )
         mae = np.mean([abs(r["model_de"] - r["dft_de"]) for r in dft_rows])
         dft_table = head + f"\nModel ΔE_H MAE against DFT: {mae:.3f} eV on {len(dft_rows)} structure(s).\n"
     h = model_hash(args.model)
@@ -200,32 +222,42 @@ def run(args: argparse.Namespace) -> int:
 {args.note}
 
 ## Data
-{train_note or 'Not given.'}
+{train_note or "Not given."}
 
 ## Held-out errors and calibration against the training reference ({len(valid)} structures)
 Energies per atom:
 
 | metric | value |
 |---|---|
-{fmt(m_e, 'meV/atom', 1000)}
+{fmt(m_e, "meV/atom", 1000)}
 Force components:
 
 | metric | value |
 |---|---|
-{fmt(m_f, 'meV/Å', 1000)}
+{fmt(m_f, "meV/Å", 1000)}
 ![held-out parity and calibration](model_card_heldout.png)
 
 ## ΔE_H against plane-wave DFT (GPAW PBE, same geometries)
 {dft_table}
-Produced by `screen bench model --model {args.model} --valid {args.valid}{' --train ' + args.train if args.train else ''} --dft-db {args.dft_db}`.
+Produced by `screen bench model --model {args.model} --valid {args.valid}{" --train " + args.train if args.train else ""} --dft-db {args.dft_db}`.
 """
     atomic_write_text(card, text)
-    result = {"model": args.model, "model_hash": h, "energy_per_atom": m_e, "forces": m_f, "dft": dft_rows,
-              "n_valid": len(valid)}
-    table = (f"Held-out vs training reference: E MAE {1000 * m_e['mae']:.1f} meV/atom, F MAE {1000 * m_f['mae']:.1f} meV/Å, "
-             f"F 95 % coverage {m_f['coverage_95']:.2f}, F miscalibration area {m_f['miscal_area']:.3f}.\n\n"
-             + dft_table)
-    cmd = f"screen bench model --model {args.model} --valid {args.valid}" + (f" --train {args.train}" if args.train else "")
+    result = {
+        "model": args.model,
+        "model_hash": h,
+        "energy_per_atom": m_e,
+        "forces": m_f,
+        "dft": dft_rows,
+        "n_valid": len(valid),
+    }
+    table = (
+        f"Held-out vs training reference: E MAE {1000 * m_e['mae']:.1f} meV/atom, F MAE {1000 * m_f['mae']:.1f} meV/Å, "
+        f"F 95 % coverage {m_f['coverage_95']:.2f}, F miscalibration area {m_f['miscal_area']:.3f}.\n\n"
+        + dft_table
+    )
+    cmd = f"screen bench model --model {args.model} --valid {args.valid}" + (
+        f" --train {args.train}" if args.train else ""
+    )
     write_bench_result("model", result, cmd, table)
     print(text)
     if figdir.resolve() != Path("benchmarks/figures").resolve():

@@ -52,7 +52,9 @@ class ScreenConfig:
     metals: str = "all"  # "all" or "Fe,Co"
     motifs: str = "all"  # "all", "2Na,3Nb" or a motif file
     pairs: str = "homo"  # "homo" | "hetero"
-    supercell: str = "4x4"  # the cell of the committed DFT labels, so model and DFT ΔGH* compare like for like
+    supercell: str = (
+        "4x4"  # the cell of the committed DFT labels, so model and DFT ΔGH* compare like for like
+    )
     limit: int | None = None  # first N hosts of the selection (with all their H* states)
     relax: RelaxConfig = field(default_factory=RelaxConfig)
     dg: DGConfig = field(default_factory=DGConfig)
@@ -481,7 +483,9 @@ def _evaluate_chunk(
         state_stats = stats.take(range(s0 + 1, s0 + count))
         labels = [str(r.atoms.info.get(SK.SITE)) for r in state_recs]
         eligible = [
-            "h_desorbed" not in r.flags and "nonfinite" not in r.flags and r.status not in ("exploded", "nonfinite")
+            "h_desorbed" not in r.flags
+            and "nonfinite" not in r.flags
+            and r.status not in ("exploded", "nonfinite")
             for r in state_recs
         ]
         row: dict[str, Any] = {

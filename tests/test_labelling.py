@@ -673,6 +673,15 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
             L.write_label_row(
                 db, a, L.label_key(a, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res
             )
+    # a `screen validate` row of the same host at another (model-relaxed) geometry must not join the triple
+    s = L.PRESETS["pw400"]
+    moved = q[1].copy()
+    moved.positions[-1, 2] += 0.1
+    moved.info.update(frame="dft_validation", source="results.db")
+    res = {**res, "energy": -999.0}
+    L.write_label_row(
+        db, moved, L.label_key(moved, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res
+    )
     table = delta_e_h(str(db_path))
     sh = L.settings_hash(gp, L.PRESETS["pw400"])
     assert table[sh]["Ni2@6Na+H@top_M1"]["dE_H"] == pytest.approx(-253.0 + 250.0 + 3.35)
@@ -684,4 +693,4 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
     assert "| Fe2@6Na+H@top_M1 | not finished | not finished |" in md
     res = json.loads((tmp_path / "benchmarks" / "results" / "dft.json").read_text())
     assert [r["verdict"] for r in res["settings_check"]] == ["keep", "tighten"]
-    assert res["store"]["core_hours"] == pytest.approx(10 * 0.5)
+    assert res["store"]["core_hours"] == pytest.approx(11 * 0.5)
