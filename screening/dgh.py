@@ -134,7 +134,24 @@ def predict_energies(
             vs = pred.energy_var_samples.detach().double().cpu().numpy().reshape(samples.shape)
             ok = finite & np.isfinite(vs)
             var[fix] = np.where(ok[:, fix], vs[:, fix], 0.0).sum(0) / np.maximum(ok[:, fix].sum(0), 1)
+    # The posterior's recalibration scales its variances but leaves the samples as raw draws (each one a
+    # consistent potential); ΔGH* and E_f take their epistemic spread from the samples, so the calibrated
+    # spread is the deviation from the mean times the energy sigma factor.
+    s = energy_sigma_scale(posterior)
+    if s != 1.0:
+        samples = mean[None, :] + s * (samples - mean[None, :])
     return EnergyStats(mean=mean, samples=samples, var_aleatoric=var)
+
+
+def energy_sigma_scale(posterior) -> float:
+    """The energy sigma factor of the posterior's recalibration (1.0 when it has none)."""
+    recal = getattr(posterior, "recal", None)
+    scale = getattr(getattr(recal, "energy", None), "scale", 1.0)
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        return 1.0
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
 def dg_from_stats(

@@ -143,3 +143,25 @@ def test_dg_config_validation():
         DGConfig(aleatoric_correlation=1.5).validate()
     with pytest.raises(InputError, match="correction"):
         DGConfig(correction=float("nan")).validate()
+
+
+def test_recalibrated_posterior_scales_the_sample_spread_of_dg():
+    """A posterior recalibrated with energy sigma factor s: ΔGH*'s epistemic σ (from the samples) is s times
+    the raw one, its mean unchanged (the samples are raw draws; the factor lives in posterior.recal)."""
+    from potentials.bayes.base import RecalibrationPair
+    from potentials.calibration import Recalibration
+
+    post = MorseEnsemble(("H", "C", "N", "Fe"))
+    host = build_host("Fe", "3Nb", supercell="4x4")
+    structs = [host, add_h(host, h_sites(host)[0]), h2_molecule()]
+    raw = predict_energies(post, structs)
+    post.recal = RecalibrationPair(Recalibration("scale", 0.25), Recalibration("scale", 1.0))
+    cal = predict_energies(post, structs)
+    np.testing.assert_allclose(cal.mean, raw.mean, atol=1e-12)
+    np.testing.assert_allclose(cal.samples - cal.mean, 0.25 * (raw.samples - raw.mean), atol=1e-12)
+    dg_raw, dg_cal = (
+        dg_from_stats(s.take([0]), s.take([1]), ["s"], s.take([2]), DGConfig()) for s in (raw, cal)
+    )
+    assert dg_raw.dg_std_epistemic > 1e-6
+    assert dg_cal.dg_std_epistemic == pytest.approx(0.25 * dg_raw.dg_std_epistemic, rel=1e-9)
+    assert dg_cal.dg == pytest.approx(dg_raw.dg, abs=1e-12)
