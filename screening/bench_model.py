@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
             sevenn = SevenNetCalculator("7net-0", device="cpu")
         except ImportError:
             sevenn = None
+    from .dgh import energy_sigma_scale
+
     for t in triples:
         batch = collate(t["atoms"], post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
         pred = post.predict(batch, n_samples=args.samples, forces=False)
@@ -131,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         va = pred.energy_var_aleatoric.double().numpy()
         e = pred.energy.double().numpy()
         de = e[1] - e[0] - 0.5 * e[2]
-        sig = float(np.sqrt(de_k.var() + va[0] + va[1] + 0.25 * va[2]))
+        # raw draws: the recalibration's energy sigma factor scales their spread (as in screening.dgh)
+        sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
         row = {"name": t["name"], "dft_de": t["dft_de"], "model_de": float(de), "model_sigma": sig}
         if sevenn is not None:
             es7 = []
