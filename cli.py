@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"screen {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"screen {args.command}: interrupted; finished work is saved, re-run the same command to resume", file=sys.stderr)
+        print(
+            f"screen {args.command}: interrupted; finished work is saved, re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
     return int(rc or 0)
 

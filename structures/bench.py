@@ -32,9 +32,12 @@ def run(args: argparse.Namespace) -> int:
             write_structures(f"{tmp}/out", METALS, motifs, fmt=fmt, pairs=args.pairs, total=n)
             times.append(time.perf_counter() - t0)
             shutil.rmtree(tmp)
-        rows.append({"format": fmt, "structures": n, "best_s": min(times), "median_s": sorted(times)[len(times) // 2]})
+        rows.append(
+            {"format": fmt, "structures": n, "best_s": min(times), "median_s": sorted(times)[len(times) // 2]}
+        )
     table = "| format | structures | best (s) | median (s) | target |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {r['format']} | {r['structures']} | {r['best_s']:.2f} | {r['median_s']:.2f} | < 60 s |" for r in rows
+        f"| {r['format']} | {r['structures']} | {r['best_s']:.2f} | {r['median_s']:.2f} | < 60 s |"
+        for r in rows
     )
     cmd = f"screen bench structures --pairs {args.pairs} --repeats {args.repeats}"
     write_bench_result("structures", {"rows": rows, "hosts": len(METALS) * len(motifs)}, cmd, table)

@@ -7,7 +7,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="include k = 0, 1 and 6 (outside `--motifs all`)")
-    parser.add_argument("--sheet", metavar="PNG", help="also draw the picture sheet of all motifs to this file")
+    parser.add_argument(
+        "--sheet", metavar="PNG", help="also draw the picture sheet of all motifs to this file"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -68,7 +68,9 @@ def hardware_summary() -> dict[str, Any]:
     return info
 
 
-def write_bench_result(name: str, result: dict[str, Any], command: str, table_md: str, root: str | os.PathLike = ".") -> Path:
+def write_bench_result(
+    name: str, result: dict[str, Any], command: str, table_md: str, root: str | os.PathLike = "."
+) -> Path:
     """Store a benchmark: ``benchmarks/results/<name>.json`` and a section of ``BENCHMARKS.md``.
 
     The section is delimited by HTML comments so re-running a benchmark replaces its own section only.
@@ -84,7 +86,11 @@ def write_bench_result(name: str, result: dict[str, Any], command: str, table_md
     out = root / "benchmarks" / "results" / f"{name}.json"
     atomic_write_text(out, json.dumps(payload, indent=2, default=float) + "\n")
     md_path = root / "BENCHMARKS.md"
-    text = md_path.read_text() if md_path.exists() else "# Benchmarks\n\nEvery figure below was produced by the command shown with it.\n"
+    text = (
+        md_path.read_text()
+        if md_path.exists()
+        else "# Benchmarks\n\nEvery figure below was produced by the command shown with it.\n"
+    )
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     hw = payload["hardware"]
     section = (

@@ -41,7 +41,9 @@ def iter_structures(
                     yield add_h(host, site)
 
 
-def count_structures(metals: Sequence[str], motifs: Sequence[Motif], pairs: str = "homo", with_h: bool = True) -> int:
+def count_structures(
+    metals: Sequence[str], motifs: Sequence[Motif], pairs: str = "homo", with_h: bool = True
+) -> int:
     """Number of structures ``iter_structures`` yields (without building them)."""
     from .sites import site_classes
 

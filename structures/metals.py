@@ -33,7 +33,9 @@ def resolve_metals(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     else:
         items = [str(s).strip() for s in spec]
     if not items:
-        raise InputError(f"empty metal selection {spec!r}; allowed: all or a comma list of {', '.join(METALS)}")
+        raise InputError(
+            f"empty metal selection {spec!r}; allowed: all or a comma list of {', '.join(METALS)}"
+        )
     out: list[str] = []
     for item in items:
         sym = item[:1].upper() + item[1:].lower()

@@ -124,7 +124,9 @@ def describe(n_sites: tuple[int, ...]) -> str:
     parts = [f"{nb} bridging N", f"{n1}+{n2} private N (M1+M2)"]
     if n1 == 1 and n2 == 1:
         same_side = (4 in s and 2 in s) or (5 in s and 3 in s)
-        parts.append("private N on the same side (cis)" if same_side else "private N on opposite sides (trans)")
+        parts.append(
+            "private N on the same side (cis)" if same_side else "private N on opposite sides (trans)"
+        )
     if nb == 1 and (n1 + n2) >= 1:
         b = 0 if 0 in s else 1
         near = {0: {2, 4}, 1: {3, 5}}[b]
@@ -170,7 +172,9 @@ def load_motif_file(path: str | Path) -> Motif:
     except ValueError as exc:
         raise InputError(f"motif file '{path}' is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
     if not isinstance(data, dict) or "n_sites" not in data:
-        raise InputError(f"motif file '{path}' must define 'n_sites' (list of first-shell sites 0..5 that are N)")
+        raise InputError(
+            f"motif file '{path}' must define 'n_sites' (list of first-shell sites 0..5 that are N)"
+        )
     sites = data["n_sites"]
     if not isinstance(sites, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sites):
         raise InputError(f"motif file '{path}': n_sites must be a list of integers 0..5, got {sites!r}")
@@ -179,7 +183,9 @@ def load_motif_file(path: str | Path) -> Motif:
         raise InputError(f"motif file '{path}': n_sites {sites!r} must be distinct integers in 0..5")
     name = str(data.get("name", path.stem))
     if not name or any(c in name for c in "@+, /"):
-        raise InputError(f"motif file '{path}': name {name!r} must be non-empty without '@', '+', ',', ' ' or '/'")
+        raise InputError(
+            f"motif file '{path}': name {name!r} must be non-empty without '@', '+', ',', ' ' or '/'"
+        )
     rep = tuple(sorted(sites))
     return Motif(name, len(rep), rep, str(data.get("description", describe(rep))))
 

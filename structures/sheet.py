@@ -39,23 +39,36 @@ def draw_motif_sheet(path: str | Path, metal: str = "Fe", window: float = 5.2) -
                     continue
                 d = np.linalg.norm(xy[i] - xy[j])
                 metal_pair = i in (m1, m2) or j in (m1, m2)
-                if (not metal_pair and d < 1.6) or (metal_pair and d < 2.3 and not (i in (m1, m2) and j in (m1, m2))):
+                if (not metal_pair and d < 1.6) or (
+                    metal_pair and d < 2.3 and not (i in (m1, m2) and j in (m1, m2))
+                ):
                     ax.plot(*zip(xy[i], xy[j]), color="#999999", lw=1, zorder=1)
         for i in np.where(near)[0]:
             sym = atoms[i].symbol
             is_metal = i in (m1, m2)
-            ax.scatter(*xy[i], s=170 if is_metal else 70, c=METAL_COLOUR if is_metal else COLOURS.get(sym, "k"),
-                       edgecolors="k", linewidths=0.6, zorder=3)
+            ax.scatter(
+                *xy[i],
+                s=170 if is_metal else 70,
+                c=METAL_COLOUR if is_metal else COLOURS.get(sym, "k"),
+                edgecolors="k",
+                linewidths=0.6,
+                zorder=3,
+            )
         for s, idx in enumerate(shell):
-            ax.annotate(str(s), xy[idx], xytext=(4, 4), textcoords="offset points", fontsize=6, color="#b00000")
+            ax.annotate(
+                str(s), xy[idx], xytext=(4, 4), textcoords="offset points", fontsize=6, color="#b00000"
+            )
         ax.set_title(f"{motif.name}  (x{motif.multiplicity})", fontsize=9)
         ax.set_xlim(-window, window)
         ax.set_ylim(-window * 0.75, window * 0.75)
         ax.set_aspect("equal")
         ax.axis("off")
-    for ax in list(axes.flat)[len(motifs):]:
+    for ax in list(axes.flat)[len(motifs) :]:
         ax.axis("off")
-    fig.suptitle(f"{metal}2 pocket motifs: grey C, blue N, orange metal; red numbers = first-shell site index", fontsize=10)
+    fig.suptitle(
+        f"{metal}2 pocket motifs: grey C, blue N, orange metal; red numbers = first-shell site index",
+        fontsize=10,
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     path = Path(path)

@@ -15,7 +15,19 @@ from .common import InputError
 from .enumerate import iter_structures
 from .motifs import Motif
 
-INFO_KEYS = (K.NAME, K.HOST, K.METAL, K.METAL2, K.MOTIF, K.N_N, K.N_SITES, K.SITE, K.SUPERCELL, K.POCKET_INDICES, K.ADSORBATE_INDEX)
+INFO_KEYS = (
+    K.NAME,
+    K.HOST,
+    K.METAL,
+    K.METAL2,
+    K.MOTIF,
+    K.N_N,
+    K.N_SITES,
+    K.SITE,
+    K.SUPERCELL,
+    K.POCKET_INDICES,
+    K.ADSORBATE_INDEX,
+)
 
 
 def _clean_info(atoms: Atoms) -> Atoms:
@@ -52,8 +64,13 @@ def write_structures(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:
-        it = tqdm(iter_structures(metals, motifs, pairs, with_h, supercell), total=total, unit="struct",
-                  desc="structures", disable=None)
+        it = tqdm(
+            iter_structures(metals, motifs, pairs, with_h, supercell),
+            total=total,
+            unit="struct",
+            desc="structures",
+            disable=None,
+        )
         if fmt == "extxyz":
             target = tmp / "structures.extxyz"
             with open(target, "w") as fh:
