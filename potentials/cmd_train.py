@@ -49,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", help="checkpoint to fine-tune (keeps its architecture and E0s)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_method_arguments(parser)
+
+
+def add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--method``, ``--bayes-preset`` and ``--recalibration`` (stdlib only, so ``screen --help`` stays fast)."""
     parser.add_argument(
         "--method",
         default="point",

@@ -205,7 +205,8 @@ def test_bad_method_and_preset():
 def test_train_command_glue(data, tmp_path, capsys):
     import argparse
 
-    from potentials.bayes.fit import add_method_arguments, run_from_train_args, train_config_for
+    from potentials.bayes.fit import run_from_train_args, train_config_for
+    from potentials.cmd_train import add_method_arguments
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")

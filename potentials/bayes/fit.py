@@ -284,28 +284,6 @@ def fit_posterior(
 
 
 # ---- CLI glue for ``screen train --method`` -------------------------------------------------------
-def add_method_arguments(parser) -> None:
-    """``--method``, ``--bayes-preset`` and ``--recalibration`` for the train command (stdlib only)."""
-    parser.add_argument(
-        "--method",
-        default="point",
-        choices=METHODS,
-        help="posterior: point model, deep ensemble, SWAG, IVON or Laplace (default point)",
-    )
-    parser.add_argument(
-        "--bayes-preset",
-        default="cpu",
-        choices=PRESET_NAMES,
-        help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)",
-    )
-    parser.add_argument(
-        "--recalibration",
-        default="scale",
-        choices=RECALIBRATIONS,
-        help="variance recalibration fitted on the validation set (default scale)",
-    )
-
-
 def run_from_train_args(args, train_atoms, valid_atoms, model_config, train_config, e0s=None) -> int:
     """Body of ``screen train --method M`` (M != point): fit, recalibrate, save, print one summary line."""
     posterior, path = fit_posterior(
