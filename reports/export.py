@@ -182,17 +182,17 @@ def gpaw_parameters(atoms, preset: str) -> dict[str, Any]:
     """GPAW keyword arguments of the first SCF attempt of ``screening.labelling``'s ``gpaw`` engine
     (``preset``),
     without ``txt``. JSON-able; a test compares them with the engine's so the two cannot drift apart."""
-    from screening.labelling import get_engine, get_preset, kpts_for
+    from screening.labelling import get_engine, get_preset, gpaw_mixer, kpts_for
 
     s = get_preset(preset)
-    beta = get_engine("gpaw").attempts(s)[0].get("beta", s.mixer_beta)
+    attempt = get_engine("gpaw").attempts(s)[0]
     params: dict[str, Any] = {
         "mode": {"name": "pw", "ecut": s.ecut},
         "xc": s.xc,
         "kpts": {"size": list(kpts_for(atoms, s)), "gamma": True},
         "occupations": {"name": "fermi-dirac", "width": s.smearing},
         "spinpol": s.spinpol,
-        "mixer": {"name": "pulay", "beta": beta, "nmaxold": s.mixer_nmaxold, "weight": s.mixer_weight},
+        "mixer": gpaw_mixer(attempt, s),
         "maxiter": s.maxiter,
     }
     return params

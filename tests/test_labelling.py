@@ -458,6 +458,37 @@ def test_gpaw_plane_wave_h2(tmp_path):
     assert (tmp_path / "logs").is_dir()
 
 
+def test_scf_ladder_cycles_mixers_and_moments():
+    s = L.LabelSettings(magmom_scales=(1.0, 0.0), mixers=("msr1", "dif", "pulay"), mixer_betas=(0.05, 0.02))
+    att = L.get_engine("gpaw").attempts(s)
+    assert [a["mixer"] for a in att] == ["msr1", "dif", "pulay"]
+    assert [a["magmom_scale"] for a in att] == [1.0, 0.0, 0.0] and [a["beta"] for a in att] == [0.05, 0.02, 0.02]
+    dif = L.gpaw_mixer(att[1], s)
+    assert dif["name"] == "multi" and dif["mixer_b"]["beta"] < dif["mixer_a"]["beta"]
+    assert L.gpaw_mixer(att[2], s)["weight"] == s.mixer_weight
+    paired = L.get_engine("gpaw").attempts(L.LabelSettings(spinpol=False))
+    assert len(paired) == 2 and all(a["magmom_scale"] == 0.0 for a in paired)
+    with pytest.raises(InputError, match="unknown SCF mixer 'broyden'"):
+        L.gpaw_mixer({"mixer": "broyden"}, s)
+    # the ladder is not physics: a settings hash does not depend on it
+    assert L.get_engine("gpaw").physics(s) == L.get_engine("gpaw").physics(L.LabelSettings())
+
+
+def test_gpaw_every_mixer_reaches_the_same_triplet_o2():
+    pytest.importorskip("gpaw", reason="GPAW is not installed (optional extra: CC=g++ pip install gpaw)")
+    s = L.LabelSettings(ecut=200.0, kpts=(1, 1, 1), maxiter=60, magmom_scales=(1.0,))
+    eng = L.get_engine("gpaw")
+    energies = []
+    for att in eng.attempts(s):
+        o2 = molecule("O2")
+        o2.center(vacuum=2.5)
+        o2.pbc = True
+        o2.calc = eng.make(o2, s, att, None)
+        energies.append(o2.get_potential_energy())
+        assert abs(o2.get_magnetic_moment() - 2.0) < 0.05, att
+    assert np.ptp(energies) < 2e-3, energies
+
+
 # ------------------------------------------------------------------ CLI errors
 @pytest.mark.parametrize(
     "argv, msg",
