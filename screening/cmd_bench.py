@@ -13,6 +13,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "al": ("potentials.bench_al", "active learning curves: BALD vs random vs energy uncertainty"),
     "screen": ("screening.bench_screen", "throughput of the full screen and ΔGH* accuracy"),
     "model": ("screening.bench_model", "model card: held-out errors, calibration and ΔE_H against DFT"),
+    "heldout": ("screening.bench_heldout", "ΔGH* against the reference on hosts the model never saw"),
     "dft": ("screening.bench_dft", "DFT settings convergence and ΔGH* against plane-wave DFT"),
 }
 

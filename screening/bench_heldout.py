@@ -1,0 +1,307 @@
+"""``screen bench heldout``: ΔGH* of the model against its reference on hosts it never saw.
+
+Protocol (issue 8, "Accuracy"):
+
+1. pick ``--n`` hosts (metal, motif) that appear in none of the ``--exclude`` training/validation files,
+   one metal after another so that the selection spans metals and motifs (seeded, reproducible);
+2. screen them with the model exactly as ``screen run`` does (4x4 cell, every H* site) into
+   ``<work>/results.db`` (resumable: the screen skips finished rows);
+3. relax every model-relaxed structure (host, each H* state, H2) again with the reference calculator
+   (ASE FIRE, fixed cell, same fmax), starting from the model geometry, so the reference finds its own
+   minimum nearby; reference energies are cached in ``<work>/reference.json`` after every structure;
+4. reference ΔGH* = min over sites [E(host+H) − E(host) − ½E(H2)] + the same ΔZPE − TΔS correction.
+
+Writes benchmarks/results/heldout.json, a parity figure and the BENCHMARKS.md section; the per-host table
+``<work>/heldout_reference.csv`` (host, dg) also serves ``screen bench screen --reference``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="checkpoint (default: the embedded default model)")
+    parser.add_argument("--n", type=int, default=12, help="held-out hosts to pick (default 12)")
+    parser.add_argument("--hosts", default=None, help="explicit hosts instead, e.g. Cu2@2Nb,Ti2@3Ne")
+    parser.add_argument(
+        "--exclude",
+        default="",
+        help="comma list of extxyz / ASE db files whose hosts (info 'host') were seen in training",
+    )
+    parser.add_argument("--reference", default="sevenn", help="reference engine of `screen label` (default sevenn)")
+    parser.add_argument("--fmax", type=float, default=0.05, help="force criterion of both relaxations, eV/Å")
+    parser.add_argument("--steps", type=int, default=300, help="FIRE step cap of the reference relaxation")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--supercell", default="4x4", help="cell of the screen (default 4x4, as `screen run`)")
+    parser.add_argument("--max-steps", type=int, default=300, help="FIRE step cap of the model relaxation")
+    parser.add_argument("--work", default="runs/heldout", help="working folder (resumable)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--root", default=".", help="where benchmarks/results and BENCHMARKS.md live")
+
+
+def seen_hosts(paths: list[str]) -> set[str]:
+    """Host names (``info['host']``) of every structure in the given extxyz / ASE db files."""
+    from potentials.data import read_dataset
+    from structures.common import InputError
+
+    seen: set[str] = set()
+    for p in paths:
+        if not Path(p).exists():
+            raise InputError(f"--exclude file '{p}' does not exist")
+        for a in read_dataset(p):
+            h = a.info.get("host")
+            if h:
+                seen.add(str(h))
+    return seen
+
+
+def pick_heldout(n: int, seen: set[str], seed: int) -> list[tuple[str, str]]:
+    """``n`` (metal, motif) homo pairs not in ``seen``: a random unseen motif per metal, metals in a
+    seeded random order, cycling until ``n`` hosts (motifs are not repeated while unused ones remain)."""
+    import numpy as np
+
+    from structures.metals import METALS
+    from structures.motifs import resolve_motifs
+
+    rng = np.random.default_rng(seed)
+    metals = [str(m) for m in rng.permutation(list(METALS))]
+    motifs = [m.name for m in resolve_motifs("all")]
+    used_motifs: set[str] = set()
+    out: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    while len(out) < n:
+        added = False
+        for m in metals:
+            if len(out) >= n:
+                break
+            free = [x for x in motifs if f"{m}2@{x}" not in seen and f"{m}2@{x}" not in taken]
+            if not free:
+                continue
+            fresh = [x for x in free if x not in used_motifs] or free
+            x = str(rng.choice(fresh))
+            out.append((m, x))
+            taken.add(f"{m}2@{x}")
+            used_motifs.add(x)
+            added = True
+        if not added:
+            break
+    return out
+
+
+def reference_dg(
+    energies: dict[str, float], host: str, sites: list[str], h2: float, correction: float
+) -> tuple[float, str]:
+    """Reference ΔGH* of one host: the lowest site; ``energies`` maps structure names to energies (eV)."""
+    import math
+
+    best, best_site = math.inf, ""
+    e_host = energies.get(host, math.nan)
+    for s in sites:
+        e = energies.get(f"{host}+H@{s}", math.nan)
+        dg = e - e_host - 0.5 * h2 + correction
+        if math.isfinite(dg) and dg < best:
+            best, best_site = dg, s
+    return (best if best_site else math.nan), best_site
+
+
+def run(args: argparse.Namespace, handle: Any = None) -> int:
+    """Run the benchmark; ``handle`` (a screening.pipeline.ModelHandle) replaces ``--model`` in tests."""
+    import json
+    import math
+    import time
+
+    import numpy as np
+    import torch
+    from ase.optimize import FIRE
+
+    from structures.common import InputError, atomic_write_bytes, atomic_write_text, write_bench_result
+
+    from .labelling import LabelSettings, get_engine
+    from .pipeline import ScreenConfig, load_model, run_screen
+    from .relax import RelaxConfig
+    from .store import load_results, load_structures
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.n < 1:
+        raise InputError(f"--n {args.n}: need at least 1 host")
+    if args.hosts:
+        pairs = []
+        for h in args.hosts.split(","):
+            metal, _, motif = h.strip().partition("2@")
+            if not metal or not motif:
+                raise InputError(f"bad host '{h}'; expected e.g. Cu2@2Nb")
+            pairs.append((metal, motif))
+    else:
+        seen = seen_hosts([p for p in args.exclude.split(",") if p])
+        pairs = pick_heldout(args.n, seen, args.seed)
+    engine = get_engine(args.reference)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "results.db"
+
+    # ---- 1. the model's screen of the held-out hosts
+    handle = handle or load_model(args.model)
+    t0 = time.perf_counter()
+    model_hash = settings_hash = ""
+    for metal, motif in pairs:
+        cfg = ScreenConfig(
+            metals=metal,
+            motifs=motif,
+            supercell=args.supercell,
+            relax=RelaxConfig(fmax=args.fmax, max_steps=args.max_steps),
+            progress=False,
+        )
+        summary = run_screen(cfg, db, model=handle, out=None)
+        model_hash, settings_hash = summary.model_hash, summary.settings_hash
+    model_wall = time.perf_counter() - t0
+    hosts = [f"{m}2@{x}" for m, x in pairs]
+    res = load_results(db, model_hash=model_hash, settings_hash=settings_hash)
+    res = res[res.host.isin(hosts)].set_index("host")
+    structs = load_structures(db, model_hash=model_hash)
+    structs = structs[structs.host.isin(hosts)]
+
+    # ---- 2. the reference relaxations, cached
+    cache_path = work / f"reference_{args.reference.replace(':', '_')}.json"
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    settings = LabelSettings()
+    calc = engine.make(None, settings, engine.attempts(settings)[0], None) if not engine.has_scf else None
+
+    def relax(atoms, key: str) -> dict[str, Any]:
+        if key in cache:
+            return cache[key]
+        a = atoms.copy()
+        a.calc = calc if calc is not None else engine.make(a, settings, engine.attempts(settings)[0], None)
+        t = time.perf_counter()
+        opt = FIRE(a, logfile=None)
+        converged = bool(opt.run(fmax=args.fmax, steps=args.steps))
+        rec = {
+            "energy": float(a.get_potential_energy()),
+            "steps": int(opt.nsteps),
+            "converged": converged,
+            "wall_s": time.perf_counter() - t,
+        }
+        cache[key] = rec
+        atomic_write_text(cache_path, json.dumps(cache, indent=1))
+        return rec
+
+    from .dgh import DGConfig, h2_molecule
+
+    correction = DGConfig().correction
+    h2 = relax(h2_molecule(), "H2")["energy"]
+    rows = []
+    from tqdm.auto import tqdm
+
+    todo = structs.sort_values("name")
+    energies: dict[str, float] = {}
+    n_unconv = 0
+    for _, r in tqdm(list(todo.iterrows()), desc=f"reference relax [{args.reference}]", unit="struct"):
+        rec = relax(r["atoms"], str(r["uid"]))
+        energies[str(r["name"])] = rec["energy"] if rec["converged"] else math.nan
+        n_unconv += not rec["converged"]
+    for h in hosts:
+        sites = sorted(str(s) for s in structs[(structs.host == h) & (structs.site != "")].site)
+        dg_ref, site_ref = reference_dg(energies, h, sites, h2, correction)
+        m = res.loc[h] if h in res.index else None
+        rows.append(
+            {
+                "host": h,
+                "dg_ref": dg_ref,
+                "site_ref": site_ref,
+                "dg": float(m.dg) if m is not None else math.nan,
+                "dg_std": float(m.dg_std) if m is not None else math.nan,
+                "site": str(m.best_site) if m is not None else "",
+                "flags": str(m.flags) if m is not None else "",
+            }
+        )
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    df[["host", "dg_ref"]].rename(columns={"dg_ref": "dg"}).to_csv(work / "heldout_reference.csv", index=False)
+    ok = df[np.isfinite(df.dg) & np.isfinite(df.dg_ref)]
+    err = (ok.dg - ok.dg_ref).to_numpy()
+    z = np.abs(err) / ok.dg_std.to_numpy()
+    result = {
+        "model_hash": model_hash,
+        "reference": args.reference,
+        "hosts": rows,
+        "n_hosts": int(len(ok)),
+        "dg_mae_eV": float(np.mean(np.abs(err))) if len(ok) else math.nan,
+        "dg_rmse_eV": float(np.sqrt(np.mean(err**2))) if len(ok) else math.nan,
+        "dg_max_abs_err_eV": float(np.max(np.abs(err))) if len(ok) else math.nan,
+        "dg_mean_err_eV": float(np.mean(err)) if len(ok) else math.nan,
+        "coverage_1sigma": float(np.mean(z <= 1)) if len(ok) else math.nan,
+        "coverage_2sigma": float(np.mean(z <= 2)) if len(ok) else math.nan,
+        "same_best_site": float(np.mean(ok.site == ok.site_ref)) if len(ok) else math.nan,
+        "n_reference_unconverged": n_unconv,
+        "model_screen_wall_s": model_wall,
+    }
+
+    # ---- figure: parity with 2σ bars
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.errorbar(ok.dg_ref, ok.dg, yerr=2 * ok.dg_std, fmt="o", ms=4, capsize=2, label="model ± 2σ")
+    for _, r in ok.iterrows():
+        ax.annotate(r.host, (r.dg_ref, r.dg), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    lo = float(min(ok.dg_ref.min(), ok.dg.min())) - 0.2 if len(ok) else -1
+    hi = float(max(ok.dg_ref.max(), ok.dg.max())) + 0.2 if len(ok) else 1
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set(
+        xlabel=f"reference ΔGH* ({args.reference}, eV)",
+        ylabel="model ΔGH* (eV)",
+        title=f"held-out hosts: MAE {result['dg_mae_eV']:.3f} eV",
+    )
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    fig_path = Path(args.root) / "benchmarks" / "figures" / "heldout_dgh.png"
+    atomic_write_bytes(fig_path, buf.getvalue())
+
+    lines = [
+        f"ΔGH* of the model against its reference (`{args.reference}`) on {len(ok)} hosts that appear in no "
+        "training or validation file; the reference relaxes every structure again from the model geometry "
+        f"(FIRE, fmax {args.fmax} eV/Å) and takes its own lowest site.",
+        "",
+        "| metric | value | target |",
+        "|---|---|---|",
+        f"| ΔGH* MAE | {result['dg_mae_eV']:.3f} eV | ≤ 0.10 eV |",
+        f"| ΔGH* RMSE / max | {result['dg_rmse_eV']:.3f} / {result['dg_max_abs_err_eV']:.3f} eV | |",
+        f"| mean error (model − reference) | {result['dg_mean_err_eV']:+.3f} eV | |",
+        f"| errors inside 1σ / 2σ | {result['coverage_1sigma']:.2f} / {result['coverage_2sigma']:.2f} | 2σ: 0.90–0.98 |",
+        f"| same best site | {result['same_best_site']:.2f} | |",
+        f"| reference relaxations not converged | {n_unconv} | |",
+        "",
+        "| host | model ΔGH* ± σ (eV) | model site | reference ΔGH* (eV) | reference site | error | flags |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['host']} | {r['dg']:+.3f} ± {r['dg_std']:.3f} | {r['site']} | {r['dg_ref']:+.3f} | "
+            f"{r['site_ref']} | {r['dg'] - r['dg_ref']:+.3f} | {r['flags']} |"
+        )
+    lines += ["", f"![held-out parity]({fig_path.relative_to(Path(args.root)).as_posix()})"]
+    parts = ["screen bench heldout"]
+    if args.model:
+        parts += ["--model", args.model]
+    if args.hosts:
+        parts += ["--hosts", args.hosts]
+    else:
+        parts += ["--n", str(args.n), "--seed", str(args.seed)]
+        if args.exclude:
+            parts += ["--exclude", args.exclude]
+    if args.reference != "sevenn":
+        parts += ["--reference", args.reference]
+    write_bench_result("heldout", result, " ".join(parts), "\n".join(lines), root=args.root)
+    print("\n".join(lines[:11]))
+    return 0

@@ -1,0 +1,56 @@
+"""``screen bench heldout``: host selection, the reference ΔGH* and the whole bench with a cheap reference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from screening import bench_heldout as B
+from screening.pipeline import handle_from_loader
+from screening.testing import morse_posterior
+
+torch.set_num_threads(1)
+
+
+def test_pick_heldout_skips_seen_hosts_and_spans_metals():
+    seen = {f"Fe2@{x}" for x in ("2Na", "3Na", "4Na")} | {"Co2@2Nb"}
+    picked = B.pick_heldout(30, seen, seed=3)
+    names = [f"{m}2@{x}" for m, x in picked]
+    assert len(names) == 30 and len(set(names)) == 30
+    assert not set(names) & seen
+    assert len({m for m, _ in picked}) == 23  # every metal before any repeats
+    assert len({x for _, x in picked}) >= 15  # motifs are spread, not one motif many times
+    assert B.pick_heldout(30, seen, seed=3) == picked  # seeded
+
+
+def test_reference_dg_takes_the_lowest_finite_site():
+    e = {"M": -10.0, "M+H@a": -13.0, "M+H@b": -14.0, "M+H@c": math.nan}
+    dg, site = B.reference_dg(e, "M", ["a", "b", "c"], h2=-6.0, correction=0.24)
+    assert site == "b" and dg == pytest.approx(-14.0 + 10.0 + 3.0 + 0.24)
+    dg, site = B.reference_dg({"M": -10.0}, "M", ["a"], h2=-6.0, correction=0.24)
+    assert math.isnan(dg) and site == ""
+
+
+def test_bench_heldout_end_to_end_with_emt(tmp_path):
+    args = argparse.Namespace(
+        model=None, n=2, hosts="Ni2@3Nb,Cu2@3Nb", exclude="", reference="emt", fmax=0.1, steps=40,
+        seed=0, supercell="4x4", max_steps=40, work=str(tmp_path / "w"), threads=1, root=str(tmp_path),
+    )
+    assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "heldout.json").read_text())
+    assert res["reference"] == "emt" and {h["host"] for h in res["hosts"]} == {"Ni2@3Nb", "Cu2@3Nb"}
+    for h in res["hosts"]:
+        assert math.isfinite(h["dg"]) and math.isfinite(h["dg_std"])
+    assert (tmp_path / "benchmarks" / "figures" / "heldout_dgh.png").stat().st_size > 1000
+    assert "## heldout" in (tmp_path / "BENCHMARKS.md").read_text()
+    cache = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
+    assert "H2" in cache and len(cache) == 1 + 2 * 10  # H2 + 2 hosts x (host + 9 H* sites of 3Nb)
+    # resume: a second run relaxes nothing again (every reference energy comes from the cache)
+    before = {k: v["wall_s"] for k, v in cache.items()}
+    assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
+    after = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
+    assert {k: v["wall_s"] for k, v in after.items()} == before
