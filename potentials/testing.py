@@ -183,3 +183,25 @@ def emt_dataset(n: int, seed: int = 0, rattle: float = 0.05, with_stress: bool =
         atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
     return frames
+
+
+def emt_low_fidelity(frames: list, v0_scale: float = 1.15, e0_shift: float = 0.1) -> list:
+    """The same structures labelled by a *cheaper, biased* EMT: every element's V0 scaled by ``v0_scale``
+    and E0 shifted by ``e0_shift`` eV (a stand-in for SevenNet-0 against DFT in two-fidelity tests)."""
+    import ase.calculators.emt as emt_module
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    original = emt_module.parameters
+    biased = {k: (v[0] + e0_shift, v[1], v[2] * v0_scale, *v[3:]) for k, v in original.items()}
+    out = []
+    emt_module.parameters = biased
+    try:
+        for a in frames:
+            b = a.copy()
+            b.calc = emt_module.EMT()
+            res = {"energy": b.get_potential_energy(), "forces": b.get_forces()}
+            b.calc = SinglePointCalculator(b, **res)
+            out.append(b)
+    finally:
+        emt_module.parameters = original
+    return out

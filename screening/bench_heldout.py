@@ -31,11 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="",
         help="comma list of extxyz / ASE db files whose hosts (info 'host') were seen in training",
     )
-    parser.add_argument("--reference", default="sevenn", help="reference engine of `screen label` (default sevenn)")
+    parser.add_argument(
+        "--reference", default="sevenn", help="reference engine of `screen label` (default sevenn)"
+    )
     parser.add_argument("--fmax", type=float, default=0.05, help="force criterion of both relaxations, eV/Å")
     parser.add_argument("--steps", type=int, default=300, help="FIRE step cap of the reference relaxation")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--supercell", default="4x4", help="cell of the screen (default 4x4, as `screen run`)")
+    parser.add_argument(
+        "--supercell", default="4x4", help="cell of the screen (default 4x4, as `screen run`)"
+    )
     parser.add_argument("--max-steps", type=int, default=300, help="FIRE step cap of the model relaxation")
     parser.add_argument("--work", default="runs/heldout", help="working folder (resumable)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -220,7 +224,9 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    df[["host", "dg_ref"]].rename(columns={"dg_ref": "dg"}).to_csv(work / "heldout_reference.csv", index=False)
+    df[["host", "dg_ref"]].rename(columns={"dg_ref": "dg"}).to_csv(
+        work / "heldout_reference.csv", index=False
+    )
     ok = df[np.isfinite(df.dg) & np.isfinite(df.dg_ref)]
     err = (ok.dg - ok.dg_ref).to_numpy()
     z = np.abs(err) / ok.dg_std.to_numpy()

@@ -37,8 +37,19 @@ def test_reference_dg_takes_the_lowest_finite_site():
 
 def test_bench_heldout_end_to_end_with_emt(tmp_path):
     args = argparse.Namespace(
-        model=None, n=2, hosts="Ni2@3Nb,Cu2@3Nb", exclude="", reference="emt", fmax=0.1, steps=40,
-        seed=0, supercell="4x4", max_steps=40, work=str(tmp_path / "w"), threads=1, root=str(tmp_path),
+        model=None,
+        n=2,
+        hosts="Ni2@3Nb,Cu2@3Nb",
+        exclude="",
+        reference="emt",
+        fmax=0.1,
+        steps=40,
+        seed=0,
+        supercell="4x4",
+        max_steps=40,
+        work=str(tmp_path / "w"),
+        threads=1,
+        root=str(tmp_path),
     )
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
     res = json.loads((tmp_path / "benchmarks" / "results" / "heldout.json").read_text())

@@ -462,7 +462,11 @@ def test_scf_ladder_cycles_mixers_and_moments():
     s = L.LabelSettings(magmom_scales=(1.0, 0.0), mixers=("msr1", "dif", "pulay"), mixer_betas=(0.05, 0.02))
     att = L.get_engine("gpaw").attempts(s)
     assert [a["mixer"] for a in att] == ["msr1", "dif", "pulay"]
-    assert [a["magmom_scale"] for a in att] == [1.0, 0.0, 0.0] and [a["beta"] for a in att] == [0.05, 0.02, 0.02]
+    assert [a["magmom_scale"] for a in att] == [1.0, 0.0, 0.0] and [a["beta"] for a in att] == [
+        0.05,
+        0.02,
+        0.02,
+    ]
     dif = L.gpaw_mixer(att[1], s)
     assert dif["name"] == "multi" and dif["mixer_b"]["beta"] < dif["mixer_a"]["beta"]
     assert L.gpaw_mixer(att[2], s)["weight"] == s.mixer_weight
