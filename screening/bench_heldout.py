@@ -8,7 +8,9 @@ Protocol (issue 8, "Accuracy"):
    ``<work>/results.db`` (resumable: the screen skips finished rows);
 3. relax every model-relaxed structure (host, each H* state, H2) again with the reference calculator
    (ASE FIRE, fixed cell, same fmax), starting from the model geometry, so the reference finds its own
-   minimum nearby; reference energies are cached in ``<work>/reference.json`` after every structure;
+   minimum nearby; reference energies are cached in ``<work>/reference_<engine>.json`` after every
+   structure, keyed by structure name and cell (not by model), so a second model reuses them: the reference
+   minimum is the reference's, whichever model's geometry it started from;
 4. reference ΔGH* = min over sites [E(host+H) − E(host) − ½E(H2)] + the same ΔZPE − TΔS correction.
 
 Writes benchmarks/results/heldout.json, a parity figure and the BENCHMARKS.md section; the per-host table
@@ -203,7 +205,7 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     energies: dict[str, float] = {}
     n_unconv = 0
     for _, r in tqdm(list(todo.iterrows()), desc=f"reference relax [{args.reference}]", unit="struct"):
-        rec = relax(r["atoms"], str(r["uid"]))
+        rec = relax(r["atoms"], f"{r['name']}/{args.supercell}")
         energies[str(r["name"])] = rec["energy"] if rec["converged"] else math.nan
         n_unconv += not rec["converged"]
     for h in hosts:

@@ -59,7 +59,7 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
     assert (tmp_path / "benchmarks" / "figures" / "heldout_dgh.png").stat().st_size > 1000
     assert "## heldout" in (tmp_path / "BENCHMARKS.md").read_text()
     cache = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
-    assert "H2" in cache and len(cache) == 1 + 2 * 10  # H2 + 2 hosts x (host + 9 H* sites of 3Nb)
+    assert "H2" in cache and "Ni2@3Nb/4x4" in cache and len(cache) == 1 + 2 * 10  # H2 + 2 hosts x (host + 9 H* sites of 3Nb)
     # resume: a second run relaxes nothing again (every reference energy comes from the cache)
     before = {k: v["wall_s"] for k, v in cache.items()}
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
