@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
     parser.add_argument("--note", default="", help="free text for the card (how the model was built)")
+    parser.add_argument(
+        "--heldout",
+        default="benchmarks/results/heldout.json",
+        help="`screen bench heldout` result of this model: its ΔGH* table goes into the card",
+    )
 
 
 def _predict(post, atoms_list, batch_size: int, n_samples: int):
@@ -215,6 +220,21 @@ def run(args: argparse.Namespace) -> int:
         mae = np.mean([abs(r["model_de"] - r["dft_de"]) for r in dft_rows])
         dft_table = head + f"\nModel ΔE_H MAE against DFT: {mae:.3f} eV on {len(dft_rows)} structure(s).\n"
     h = model_hash(args.model)
+    heldout_md = "Not measured for this model (run `screen bench heldout`).\n"
+    hp = Path(args.heldout)
+    if hp.exists():
+        import json
+
+        ho = json.loads(hp.read_text())
+        if str(ho.get("model_hash", "")).lstrip("m").startswith(h[:16]):
+            heldout_md = (
+                f"{ho['n_hosts']} hosts in no training file, reference `{ho['reference']}` relaxed from the "
+                f"model geometries: ΔGH* MAE {ho['dg_mae_eV']:.3f} eV, RMSE {ho['dg_rmse_eV']:.3f} eV, "
+                f"errors inside 2σ {ho['coverage_2sigma']:.2f}, same best site {ho['same_best_site']:.2f} "
+                f"(`{ho.get('command', 'screen bench heldout')}`; table in BENCHMARKS.md, section heldout).\n"
+            )
+        else:
+            heldout_md = f"`{hp}` is for another model ({ho.get('model_hash')}); rerun `screen bench heldout`.\n"
     text = f"""# Model card: `{Path(args.model).name}`
 
 - **Method**: {post.method} posterior over a RACE equivariant potential (preset elements: {len(post.elements)};
@@ -240,6 +260,8 @@ Force components:
 {fmt(m_f, "meV/Å", 1000)}
 ![held-out parity and calibration](model_card_heldout.png)
 
+## ΔGH* on held-out hosts against the training reference
+{heldout_md}
 ## ΔE_H against plane-wave DFT (GPAW PBE, same geometries)
 {dft_table}
 Produced by `screen bench model --model {args.model} --valid {args.valid}{" --train " + args.train if args.train else ""} --dft-db {args.dft_db}`.
