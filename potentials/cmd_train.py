@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     parser.add_argument("--loss", choices=LOSSES, help="loss (default: nll_jef after an MSE warm-up)")
     parser.add_argument("--mse-warmup", type=int, help="epochs of plain MSE before the NLL loss")
+    parser.add_argument(
+        "--beta-nll",
+        type=float,
+        default=None,
+        help="beta-NLL exponent in [0, 1] (0.5 is usual): weights each NLL term by its detached variance^beta "
+        "so rare, hard frames cannot be 'explained away' by a large predicted variance (default: the preset's)",
+    )
     parser.add_argument("--max-minutes", type=float, help="wall-time budget in minutes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--float64", action="store_true", help="train in float64 (default float32)")
@@ -136,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
         if args.mse_warmup < 0:
             raise InputError(f"--mse-warmup {args.mse_warmup} must be >= 0")
         loss = replace(loss, mse_warmup_epochs=args.mse_warmup)
+    if args.beta_nll is not None:
+        if not 0.0 <= args.beta_nll <= 1.0:
+            raise InputError(f"--beta-nll {args.beta_nll} is not allowed; allowed: 0 to 1")
+        loss = replace(loss, beta=args.beta_nll)
     if args.stress_key:
         loss = replace(loss, stress_weight=max(loss.stress_weight, 1.0))
     train_config = replace(train_config, loss=loss)

@@ -455,9 +455,28 @@ def read_dataset(
     return frames
 
 
+#: a single-atom frame counts as an isolated atom only when no periodic image is closer than this (Å)
+ISOLATED_MIN_IMAGE_DISTANCE = 8.0
+
+
 def _is_isolated_atom(atoms) -> bool:
+    """config_type IsolatedAtom, or one atom with no periodic image within ISOLATED_MIN_IMAGE_DISTANCE.
+
+    A one-atom *periodic* cell (bcc/fcc bulk metal) is a bulk structure, not an isolated atom: treating it
+    as one silently dropped every such frame from training (found in session 3: bulk Ag was 10 eV/atom off).
+    """
     config = str(atoms.info.get("config_type", "")).lower().replace("_", "")
-    return config == "isolatedatom" or len(atoms) == 1
+    if config == "isolatedatom":
+        return True
+    if len(atoms) != 1:
+        return False
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if not pbc.any():
+        return True
+    cell = np.asarray(atoms.cell)[pbc]
+    shifts = np.array(np.meshgrid(*[[-1, 0, 1]] * len(cell))).reshape(len(cell), -1).T
+    shifts = shifts[np.any(shifts != 0, axis=1)]
+    return float(np.linalg.norm(shifts @ cell, axis=1).min()) >= ISOLATED_MIN_IMAGE_DISTANCE
 
 
 def read_e0s(path: str | os.PathLike, energy_key: str = "energy") -> dict[str, float]:

@@ -162,3 +162,19 @@ def test_avg_num_neighbors():
     assert avg_num_neighbors(
         [Atoms("H2", positions=[(0, 0, 0), (0, 0, 0.74)]), Atoms("H")], 3.0
     ) == pytest.approx(2 / 3)
+
+
+def test_one_atom_bulk_cell_is_a_structure_not_an_isolated_atom():
+    from ase import Atoms
+    from ase.build import bulk
+
+    from potentials.data import split_isolated
+
+    fcc = bulk("Cu", "fcc", a=3.6)  # one atom, periodic: neighbours at 2.5 Å
+    boxed = Atoms("Cu", cell=[20, 20, 20], pbc=True)  # one atom, images 20 Å away
+    free = Atoms("Au")  # no cell, no pbc
+    tagged = bulk("Au", "fcc", a=4.08)
+    tagged.info["config_type"] = "IsolatedAtom"
+    slab_line = Atoms("Ni", cell=[2.5, 20, 20], pbc=[True, False, False])  # a chain: image 2.5 Å away
+    rest, iso = split_isolated([fcc, boxed, free, tagged, slab_line])
+    assert rest == [fcc, slab_line] and iso == [boxed, free, tagged]

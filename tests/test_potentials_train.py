@@ -161,6 +161,7 @@ def test_fine_tune_and_cli(data, tmp_path):
     assert (tmp_path / "ftl" / "posterior.pt").exists()
     assert screen_train("bad", "--init-from", str(tmp_path / "run" / "best.pt"), "--method", "swag") == 2
     assert screen_train("bad", "--max-force", "-1") == 2
+    assert screen_train("bad", "--beta-nll", "1.5") == 2
     assert screen_train("bad", data="missing.xyz") == 2
     assert screen_train("bad", "--energy-key", "REF_E") == 2
     assert not (tmp_path / "bad").exists()  # nothing half-done
