@@ -217,10 +217,10 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
                 "host": h,
                 "dg_ref": dg_ref,
                 "site_ref": site_ref,
-                "dg": float(m.dg) if m is not None else math.nan,
-                "dg_std": float(m.dg_std) if m is not None else math.nan,
-                "site": str(m.best_site) if m is not None else "",
-                "flags": str(m.flags) if m is not None else "",
+                "dg": float(m["dg"]) if m is not None else math.nan,
+                "dg_std": float(m["dg_std"]) if m is not None else math.nan,
+                "site": str(m["best_site"]) if m is not None else "",
+                "flags": str(m["flags"]) if m is not None else "",  # m.flags is pandas' own attribute
             }
         )
     import pandas as pd

@@ -56,6 +56,7 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
     assert res["reference"] == "emt" and {h["host"] for h in res["hosts"]} == {"Ni2@3Nb", "Cu2@3Nb"}
     for h in res["hosts"]:
         assert math.isfinite(h["dg"]) and math.isfinite(h["dg_std"])
+        assert "Flags(" not in h["flags"]  # the host's flag string, not pandas' Series.flags
     assert (tmp_path / "benchmarks" / "figures" / "heldout_dgh.png").stat().st_size > 1000
     assert "## heldout" in (tmp_path / "BENCHMARKS.md").read_text()
     cache = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
