@@ -234,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
                 f"(`{ho.get('command', 'screen bench heldout')}`; table in BENCHMARKS.md, section heldout).\n"
             )
         else:
-            heldout_md = f"`{hp}` is for another model ({ho.get('model_hash')}); rerun `screen bench heldout`.\n"
+            heldout_md = (
+                f"`{hp}` is for another model ({ho.get('model_hash')}); rerun `screen bench heldout`.\n"
+            )
     text = f"""# Model card: `{Path(args.model).name}`
 
 - **Method**: {post.method} posterior over a RACE equivariant potential (preset elements: {len(post.elements)};

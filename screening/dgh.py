@@ -143,6 +143,15 @@ def predict_energies(
     return EnergyStats(mean=mean, samples=samples, var_aleatoric=var)
 
 
+def dg_sigma_scale(posterior) -> float:
+    """The posterior's ΔGH* σ factor (``recal.dg``; 1.0 when it has none)."""
+    try:
+        scale = float(getattr(getattr(posterior, "recal", None), "dg", 1.0))
+    except (TypeError, ValueError):
+        return 1.0
+    return scale if np.isfinite(scale) and scale > 0 else 1.0
+
+
 def energy_sigma_scale(posterior) -> float:
     """The energy sigma factor of the posterior's recalibration (1.0 when it has none)."""
     recal = getattr(posterior, "recal", None)
@@ -161,8 +170,12 @@ def dg_from_stats(
     h2: EnergyStats,
     config: DGConfig = DGConfig(),
     eligible: Sequence[bool] | None = None,
+    sigma_scale: float = 1.0,
 ) -> DGResult:
-    """ΔGH* from host (1 structure), its S H* states and H2 (1 structure) evaluated with shared samples."""
+    """ΔGH* from host (1 structure), its S H* states and H2 (1 structure) evaluated with shared samples.
+
+    ``sigma_scale`` (the posterior's ΔGH* factor, :func:`dg_sigma_scale`) multiplies both σ parts and the
+    spread of the returned samples about the mean; the mean and the site choice do not change."""
     s = len(labels)
     if s == 0 or states.mean.shape[0] != s:
         raise ValueError(f"need one energy per H* state, got {states.mean.shape[0]} for {s} labels")
@@ -195,13 +208,15 @@ def dg_from_stats(
     keep = finite_sample_mask(host.samples[:, 0], h2.samples[:, 0], states.samples[:, best])
     samples_dg = samples_dg[keep]  # non-finite samples are dropped (and counted via sample_mask)
     dg_k = samples_dg[:, best]
+    if sigma_scale != 1.0 and dg_k.size:
+        dg_k = dg_k.mean() + sigma_scale * (dg_k - dg_k.mean())
     std_epi = float(np.std(dg_k)) if dg_k.size else float("nan")
     v_s, v_h = float(states.var_aleatoric[best]), float(host.var_aleatoric[0])
     rho = config.aleatoric_correlation
     var_ale = (
         v_s + v_h - 2.0 * rho * np.sqrt(max(v_s, 0.0) * max(v_h, 0.0)) + 0.25 * float(h2.var_aleatoric[0])
     )
-    std_ale = float(np.sqrt(max(var_ale, 0.0)))
+    std_ale = sigma_scale * float(np.sqrt(max(var_ale, 0.0)))
     usable = ok[None, :] & np.isfinite(samples_dg)
     per_sample_best = np.argmin(np.where(usable, samples_dg, np.inf), axis=1)
     return DGResult(
@@ -238,6 +253,7 @@ __all__ = [
     "DGResult",
     "EnergyStats",
     "dg_from_stats",
+    "dg_sigma_scale",
     "finite_sample_mask",
     "h2_molecule",
     "predict_energies",

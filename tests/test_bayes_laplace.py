@@ -233,6 +233,14 @@ def test_laplace_posterior_predictive(tiny, tmp_path, variant):
     p2 = again.predict(batch)
     assert torch.equal(p2.energy_samples, pred.energy_samples)
     assert torch.equal(p2.forces_var, pred.forces_var)
+    assert again.recal.dg == 1.0
+    # the ΔGH* σ factor (screen bench heldout --calibrate-out) survives a save/load and changes no prediction
+    from screening.bench_heldout import write_dg_calibrated
+
+    assert write_dg_calibrated(str(path), str(tmp_path / "cal.pt"), 2.0) == 2.0
+    cal = load_posterior(tmp_path / "cal.pt")
+    assert cal.recal.dg == 2.0 and torch.equal(cal.predict(batch).forces_var, pred.forces_var)
+    assert write_dg_calibrated(str(tmp_path / "cal.pt"), str(tmp_path / "cal2.pt"), 1.5) == 3.0
 
 
 def test_laplace_rejects_bad_settings():

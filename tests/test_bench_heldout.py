@@ -35,6 +35,13 @@ def test_reference_dg_takes_the_lowest_finite_site():
     assert math.isnan(dg) and site == ""
 
 
+def test_fit_dg_scale_is_the_rms_z_score():
+    assert B.fit_dg_scale([0.2, -0.2, 0.4, -0.4], [0.1, 0.1, 0.2, 0.2]) == pytest.approx(2.0)
+    assert B.fit_dg_scale([0.1, float("nan")], [0.1, 0.1]) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        B.fit_dg_scale([float("nan")], [0.1])
+
+
 def test_bench_heldout_end_to_end_with_emt(tmp_path):
     args = argparse.Namespace(
         model=None,
@@ -50,6 +57,8 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
         work=str(tmp_path / "w"),
         threads=1,
         root=str(tmp_path),
+        calibrate_out=None,
+        exclude_hosts="",
     )
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
     res = json.loads((tmp_path / "benchmarks" / "results" / "heldout.json").read_text())
@@ -60,9 +69,42 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
     assert (tmp_path / "benchmarks" / "figures" / "heldout_dgh.png").stat().st_size > 1000
     assert "## heldout" in (tmp_path / "BENCHMARKS.md").read_text()
     cache = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
-    assert "H2" in cache and "Ni2@3Nb/4x4" in cache and len(cache) == 1 + 2 * 10  # H2 + 2 hosts x (host + 9 H* sites of 3Nb)
+    assert (
+        "H2" in cache and "Ni2@3Nb/4x4" in cache and len(cache) == 1 + 2 * 10
+    )  # H2 + 2 hosts x (host + 9 H* sites of 3Nb)
     # resume: a second run relaxes nothing again (every reference energy comes from the cache)
     before = {k: v["wall_s"] for k, v in cache.items()}
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
     after = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
     assert {k: v["wall_s"] for k, v in after.items()} == before
+
+
+def test_calibration_run_fits_the_factor_on_its_hosts(tmp_path, monkeypatch):
+    written = {}
+    monkeypatch.setattr(B, "write_dg_calibrated", lambda m, out, f: written.update(out=out, f=f) or 2 * f)
+    args = argparse.Namespace(
+        model="base.pt",
+        n=1,
+        hosts="Ni2@3Nb",
+        exclude="",
+        reference="emt",
+        fmax=0.1,
+        steps=400,
+        seed=0,
+        supercell="4x4",
+        max_steps=40,
+        work=str(tmp_path / "w"),
+        threads=1,
+        root=str(tmp_path),
+        calibrate_out=str(tmp_path / "cal.pt"),
+        exclude_hosts="",
+    )
+    assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "heldout_calibration.json").read_text())
+    (h,) = res["hosts"]
+    assert written["f"] == pytest.approx(abs(h["dg"] - h["dg_ref"]) / h["dg_std"])
+    assert res["calibration"]["new_dg_factor"] == pytest.approx(2 * written["f"])
+    assert not (
+        tmp_path / "benchmarks" / "results" / "heldout.json"
+    ).exists()  # the test section is untouched
+    assert "Calibration run" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -165,3 +165,25 @@ def test_recalibrated_posterior_scales_the_sample_spread_of_dg():
     assert dg_raw.dg_std_epistemic > 1e-6
     assert dg_cal.dg_std_epistemic == pytest.approx(0.25 * dg_raw.dg_std_epistemic, rel=1e-9)
     assert dg_cal.dg == pytest.approx(dg_raw.dg, abs=1e-12)
+
+
+def test_dg_sigma_factor_scales_both_sigma_parts_not_the_mean():
+    from potentials.bayes.base import RecalibrationPair
+    from screening.dgh import dg_sigma_scale
+
+    host = _stats([[-100.0], [-100.2], [-99.9]], [0.04])
+    states = _stats([[-104.0, -103.5], [-104.1, -103.9], [-103.8, -103.0]], [0.09, 0.01])
+    h2 = _stats([[-6.8], [-6.7], [-6.9]], [0.0016])
+    one = dg_from_stats(host, states, ["a", "b"], h2, DGConfig())
+    three = dg_from_stats(host, states, ["a", "b"], h2, DGConfig(), sigma_scale=3.0)
+    assert three.dg == one.dg and three.best_site == one.best_site
+    assert three.dg_std_epistemic == pytest.approx(3 * one.dg_std_epistemic, rel=1e-12)
+    assert three.dg_std_aleatoric == pytest.approx(3 * one.dg_std_aleatoric, rel=1e-12)
+    assert three.dg_std == pytest.approx(3 * one.dg_std, rel=1e-12)
+    assert np.mean(three.dg_samples) == pytest.approx(np.mean(one.dg_samples), abs=1e-12)
+    post = MorseEnsemble(("H", "C"))
+    assert dg_sigma_scale(post) == 1.0  # no recalibration at all
+    post.recal = RecalibrationPair(dg=2.5)
+    assert dg_sigma_scale(post) == 2.5
+    post.recal = RecalibrationPair(dg=float("nan"))
+    assert dg_sigma_scale(post) == 1.0

@@ -116,24 +116,30 @@ def samples_prediction(
 # ---- recalibration -----------------------------------------------------------------------------
 @dataclass
 class RecalibrationPair:
-    """Recalibration of energies (per structure) and forces (per component)."""
+    """Recalibration of energies (per structure) and forces (per component); ``dg``: an extra σ factor
+    for derived ΔGH* (fitted on reference ΔGH* of calibration hosts by ``screen bench heldout
+    --calibrate-out``; the energy factor is fitted on single energies, whose errors are not those of a
+    difference of relaxed minima)."""
 
     energy: Recalibration = field(default_factory=Recalibration)
     forces: Recalibration = field(default_factory=Recalibration)
+    dg: float = 1.0
 
     def calibration_dict(self) -> dict[str, float]:
         """Sigma factors in the checkpoint's ``calibration`` field (same meaning as for point models)."""
         return {"energy": float(self.energy.scale), "forces": float(self.forces.scale)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"energy": self.energy.to_dict(), "forces": self.forces.to_dict()}
+        return {"energy": self.energy.to_dict(), "forces": self.forces.to_dict(), "dg": float(self.dg)}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> RecalibrationPair:
         full = (payload.get("extra") or {}).get("recalibration")
         if full:
             return cls(
-                Recalibration.from_dict(full.get("energy")), Recalibration.from_dict(full.get("forces"))
+                Recalibration.from_dict(full.get("energy")),
+                Recalibration.from_dict(full.get("forces")),
+                float(full.get("dg", 1.0)),
             )
         cal = payload.get("calibration") or {}
         kind = "scale" if cal else "none"
