@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compute", action="store_true", help="label the missing single points with GPAW first"
     )
+    parser.add_argument(
+        "--frames",
+        default="builder",
+        choices=("builder", "validation"),
+        help="geometries of the check: the builder's (default) or the model-relaxed ones of `screen validate`",
+    )
     parser.add_argument("--workers", type=int, default=1, help="GPAW processes for --compute (default 1)")
     parser.add_argument(
         "--readme", default=None, help="also rewrite this README from the store (e.g. dft/README.md)"
@@ -41,9 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 GENERATED_FRAMES = (None, "", "base", "reference")
 
 
-def delta_e_h(db_path: str, engine: str = "gpaw") -> dict[str, dict[str, dict[str, Any]]]:
-    """ΔE_H (eV) of every (settings hash, host, site) whose host, host+H and H2 rows all converged, on the
-    builder's geometries only (``GENERATED_FRAMES``).
+def delta_e_h(
+    db_path: str, engine: str = "gpaw", frames: tuple = GENERATED_FRAMES
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """ΔE_H (eV) of every (settings hash, host, site) whose host, host+H and H2 rows all converged, on one
+    set of geometries: ``frames`` (default the builder's, ``GENERATED_FRAMES``; ``("dft_validation",)``:
+    the model-relaxed geometries of ``screen validate``).
 
     Returns {settings_hash: {f"{host}+H@{site}": {"dE_H", "E_host", "E_hostH", "E_H2", "core_h", ...}}}.
     The latest row wins when a structure was labelled more than once.
@@ -54,7 +63,7 @@ def delta_e_h(db_path: str, engine: str = "gpaw") -> dict[str, dict[str, dict[st
     by_sh: dict[str, dict[str, Any]] = {}
     for row in db.select(f"label_key,engine={engine},converged=True", sort="id"):
         kv = row.key_value_pairs
-        if kv.get("frame") not in GENERATED_FRAMES:
+        if kv.get("frame") not in frames:
             continue  # relaxation / rattle / validation geometries are not the builder's triple
         d = by_sh.setdefault(kv["settings_hash"], {"h2": None, "host": {}, "ads": {}})
         if kv.get("name") == "H2":
@@ -99,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     base, tight = L.get_preset(args.base), L.get_preset(args.tight)
     sh_base, sh_tight = L.settings_hash(eng, base), L.settings_hash(eng, tight)
     metals, motifs = resolve_metals(args.hosts), resolve_motifs(args.motifs)
+    if args.compute and args.frames != "builder":
+        raise InputError("--compute labels the builder geometries only; allowed with --frames builder")
     if args.compute:
         q = L.build_queue(metals, motifs, supercell=args.supercell, with_h=True, sites=[args.site], h2=True)
         for s in (base, tight):
@@ -107,9 +118,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"label database '{args.db}' does not exist; allowed: a store written by `screen label`"
         )
-    table = delta_e_h(args.db)
+    frames = GENERATED_FRAMES if args.frames == "builder" else ("dft_validation",)
+    table = delta_e_h(args.db, frames=frames)
     summ = L.db_summary(args.db)
     wanted = [f"{m}2@{mo.name}+H@{args.site}" for mo in motifs for m in metals]
+    geometry = (
+        "Unrelaxed builder geometries"
+        if args.frames == "builder"
+        else "Model-relaxed geometries of `screen validate`"
+    )
     conv_rows, lines = (
         [],
         [
@@ -117,8 +134,7 @@ def run(args: argparse.Namespace) -> int:
             "",
             f"Base `{args.base}` (ecut {base.ecut:.0f} eV, k-density {base.kdens}) vs tight `{args.tight}` "
             f"(ecut {tight.ecut:.0f} eV, k-density {tight.kdens}); "
-            f"keep the base when |Δ| ≤ {args.tolerance} eV. "
-            "Unrelaxed builder geometries, single points, GPAW PW PBE spin-polarised.",
+            f"keep the base when |Δ| ≤ {args.tolerance} eV. {geometry}, single points, GPAW PW PBE spin-polarised.",
             "",
             f"| system | ΔE_H {args.base} (eV) | ΔE_H {args.tight} (eV) | Δ (eV) | verdict |",
             "|---|---|---|---|---|",

@@ -729,3 +729,40 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
     res = json.loads((tmp_path / "benchmarks" / "results" / "dft.json").read_text())
     assert [r["verdict"] for r in res["settings_check"]] == ["keep", "tighten"]
     assert res["store"]["core_hours"] == pytest.approx(11 * 0.5)
+    # the same check on the model-relaxed geometries of `screen validate` (--frames validation): only those
+    # rows pair up (the latest row of a structure wins), each settings with its own H2
+    label = {"converged": True, "status": "ok", "forces": None, "wall_s": 1800.0, "n_scf": 30}
+    val = {"pw400": (-6.70, -250.2, -253.1), "pw500": (-6.71, -250.4, -253.28)}
+    for preset, (e_h2, e_host, e_ads) in val.items():
+        s = L.PRESETS[preset]
+        for a, e in zip((q[0], q[1], q[2]), (e_h2, e_host, e_ads)):
+            b = a.copy()
+            b.positions[-1, 2] += 0.05  # a model-relaxed geometry: not the builder's
+            b.info.update(frame="dft_validation")
+            L.write_label_row(
+                db,
+                b,
+                L.label_key(b, gp, s),
+                "gpaw",
+                "gpaw test",
+                {"physics": gp.physics(s)},
+                {**label, "energy": e, "forces": np.zeros((len(b), 3))},
+            )
+    table = delta_e_h(str(db_path), frames=("dft_validation",))
+    assert table[sh]["Ni2@6Na+H@top_M1"]["dE_H"] == pytest.approx(-253.1 + 250.2 + 3.35)
+    argv = [
+        "bench",
+        "dft",
+        "--db",
+        str(db_path),
+        "--hosts",
+        "Ni",
+        "--frames",
+        "validation",
+        "--tight",
+        "pw500",
+    ]
+    assert main([*argv, "--root", str(tmp_path)]) == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| Ni2@6Na+H@top_M1 | +0.450 | +0.475 | +0.025 | keep |" in md and "Model-relaxed geometries" in md
+    assert main([*argv, "--compute"]) == 2
