@@ -860,7 +860,7 @@ def read_labelled(out_dir: str | os.PathLike) -> list:
         return []
     from ase.io import read
 
-    frames = read(str(path), index=":", format="extxyz")
+    frames = read(path, index=":", format="extxyz", do_not_split_by_at_sign=True)
     frames = frames if isinstance(frames, list) else [frames]
     for atoms in frames:  # extxyz puts energy/forces on a SinglePointCalculator: back to info/arrays
         results = dict(getattr(atoms.calc, "results", None) or {})

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             if not Path(path).is_file():
                 raise InputError(f"pool file not found: {path}")
             try:
-                frames = read(path, index=":")
+                frames = read(path, index=":", do_not_split_by_at_sign=True)
             except Exception as exc:  # noqa: BLE001 - ase raises many types
                 raise InputError(f"cannot read pool {path}: {type(exc).__name__}") from exc
             trajectories.append(frames if isinstance(frames, list) else [frames])

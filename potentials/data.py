@@ -362,7 +362,12 @@ def _read_frames(path: Path, index: str | int | slice) -> list:
         if suffix == ".db":
             frames = _read_db(path, index)
         else:
-            frames = read(str(path), index=index, format="extxyz" if suffix in (".xyz", ".extxyz") else None)
+            frames = read(
+                path,
+                index=index,
+                format="extxyz" if suffix in (".xyz", ".extxyz") else None,
+                do_not_split_by_at_sign=True,  # "Cu2@4Na.extxyz" is a file name, not file@index
+            )
     except InputError:
         raise
     except (StopIteration, IndexError) as exc:

@@ -117,7 +117,7 @@ def import_outputs(
     for path in paths:  # parse everything first: a bad file aborts before anything is written
         f = detect_format(path) if fmt == "auto" else FORMATS[fmt]
         try:
-            frames = read(path, index=":", format=f)
+            frames = read(path, index=":", format=f, do_not_split_by_at_sign=True)
         except Exception as exc:  # noqa: BLE001 - any parser failure is a user-facing input error
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             raise InputError(f"cannot parse '{path}' as {f} ({msg})") from exc

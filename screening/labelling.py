@@ -1000,7 +1000,7 @@ def read_structures(paths: Sequence[str]) -> list[Any]:
                 f"input file '{p}' does not exist; allowed: an ASE-readable structure file (extxyz, ...)"
             )
         try:
-            got = read(p, index=":")
+            got = read(p, index=":", do_not_split_by_at_sign=True)
         except Exception as exc:  # noqa: BLE001 - any parser failure is a user-facing input error
             raise InputError(
                 f"cannot read structures from '{p}' ({type(exc).__name__}: {exc})".splitlines()[0]

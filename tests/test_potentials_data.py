@@ -178,3 +178,18 @@ def test_one_atom_bulk_cell_is_a_structure_not_an_isolated_atom():
     slab_line = Atoms("Ni", cell=[2.5, 20, 20], pbc=[True, False, False])  # a chain: image 2.5 Å away
     rest, iso = split_isolated([fcc, boxed, free, tagged, slab_line])
     assert rest == [fcc, slab_line] and iso == [boxed, free, tagged]
+
+
+def test_file_names_with_at_sign_are_not_file_at_index(tmp_path):
+    """Host names such as Cu2@4Na end up in file names; ASE would read 'Cu2@4Na.extxyz' as file 'Cu2', index
+    '4Na.extxyz'."""
+    from ase.io import write
+
+    from potentials.data import read_dataset
+    from potentials.testing import emt_dataset
+
+    frames = emt_dataset(3, seed=1, with_stress=False)
+    path = tmp_path / "Cu2@4Na.extxyz"
+    write(path, frames, format="extxyz")
+    got = read_dataset(str(path))
+    assert len(got) == 3 and np.allclose(got[2].positions, frames[2].positions)
