@@ -32,6 +32,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def heldout_section(path: str, full_hash: str) -> str:
+    """The card's held-out ΔGH* paragraph from a ``screen bench heldout`` JSON, when it is this model's."""
+    import json
+    from pathlib import Path
+
+    hp = Path(path)
+    if not hp.exists():
+        return "Not measured for this model (run `screen bench heldout`).\n"
+    ho = json.loads(hp.read_text())
+    if not str(ho.get("model_hash", "")).lstrip("m") or not full_hash.startswith(
+        str(ho["model_hash"]).lstrip("m")
+    ):
+        return f"`{hp}` is for another model ({ho.get('model_hash')}); rerun `screen bench heldout`.\n"
+    return (
+        f"{ho['n_hosts']} hosts in no training file, reference `{ho['reference']}` relaxed from the "
+        f"model geometries: ΔGH* MAE {ho['dg_mae_eV']:.3f} eV, RMSE {ho['dg_rmse_eV']:.3f} eV, "
+        f"errors inside 2σ {ho['coverage_2sigma']:.2f}, same best site {ho['same_best_site']:.2f} "
+        f"(`{ho.get('command', 'screen bench heldout')}`; table in BENCHMARKS.md, section heldout).\n"
+    )
+
+
 def _predict(post, atoms_list, batch_size: int, n_samples: int):
     import numpy as np
 
@@ -220,23 +241,7 @@ def run(args: argparse.Namespace) -> int:
         mae = np.mean([abs(r["model_de"] - r["dft_de"]) for r in dft_rows])
         dft_table = head + f"\nModel ΔE_H MAE against DFT: {mae:.3f} eV on {len(dft_rows)} structure(s).\n"
     h = model_hash(args.model)
-    heldout_md = "Not measured for this model (run `screen bench heldout`).\n"
-    hp = Path(args.heldout)
-    if hp.exists():
-        import json
-
-        ho = json.loads(hp.read_text())
-        if str(ho.get("model_hash", "")).lstrip("m").startswith(h[:16]):
-            heldout_md = (
-                f"{ho['n_hosts']} hosts in no training file, reference `{ho['reference']}` relaxed from the "
-                f"model geometries: ΔGH* MAE {ho['dg_mae_eV']:.3f} eV, RMSE {ho['dg_rmse_eV']:.3f} eV, "
-                f"errors inside 2σ {ho['coverage_2sigma']:.2f}, same best site {ho['same_best_site']:.2f} "
-                f"(`{ho.get('command', 'screen bench heldout')}`; table in BENCHMARKS.md, section heldout).\n"
-            )
-        else:
-            heldout_md = (
-                f"`{hp}` is for another model ({ho.get('model_hash')}); rerun `screen bench heldout`.\n"
-            )
+    heldout_md = heldout_section(args.heldout, h)
     text = f"""# Model card: `{Path(args.model).name}`
 
 - **Method**: {post.method} posterior over a RACE equivariant potential (preset elements: {len(post.elements)};

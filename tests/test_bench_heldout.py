@@ -108,3 +108,28 @@ def test_calibration_run_fits_the_factor_on_its_hosts(tmp_path, monkeypatch):
         tmp_path / "benchmarks" / "results" / "heldout.json"
     ).exists()  # the test section is untouched
     assert "Calibration run" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_model_card_takes_the_heldout_result_of_its_own_model_only(tmp_path):
+    from screening.bench_model import heldout_section
+
+    full = "67a44c495ce123a1045e2efdea5e7ae2"
+    path = tmp_path / "heldout.json"
+    assert "Not measured" in heldout_section(str(path), full)
+    res = {
+        "model_hash": "m67a44c495ce123a1",
+        "reference": "sevenn",
+        "n_hosts": 12,
+        "dg_mae_eV": 0.125,
+        "dg_rmse_eV": 0.152,
+        "coverage_2sigma": 1.0,
+        "same_best_site": 0.33,
+        "command": "screen bench heldout",
+    }
+    path.write_text(json.dumps(res))
+    text = heldout_section(str(path), full)
+    assert "ΔGH* MAE 0.125 eV" in text and "12 hosts" in text
+    path.write_text(json.dumps({**res, "model_hash": "me17062ccb9197932"}))
+    assert "another model" in heldout_section(str(path), full)
+    path.write_text(json.dumps({**res, "model_hash": ""}))
+    assert "another model" in heldout_section(str(path), full)
