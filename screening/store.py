@@ -283,6 +283,24 @@ class RelaxedGeometry:
         return StructureRecord(uid, atoms, self.energy, self.status, list(self.flags))
 
 
+def _create_database(path: Path) -> None:
+    """Create an empty ASE database at ``path`` atomically: the schema is written to a temporary file in the
+    same folder, then renamed into place. SQLite runs each CREATE TABLE as its own transaction, so a kill
+    during ASE's schema set-up used to leave a file with 'systems' but no 'information' table, which no
+    later run could open (found by the random-SIGKILL test)."""
+    import ase.db
+
+    tmp = path.with_name(f".{path.name}.init-{os.getpid()}.db")
+    try:
+        db = ase.db.connect(str(tmp), type="db", append=True, use_lock_file=False)
+        db.count(kind="run")  # runs ASE's schema statements
+        del db
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 class Store:
     """Writer over an ASE database; use as a context manager (takes and releases the lock)."""
 
@@ -303,6 +321,8 @@ class Store:
 
         self._lock.acquire()
         try:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                _create_database(self.path)
             # no ASE lock file: a kill inside a write would leave <db>.lock behind and ASE waits for it
             # forever; SQLite's own locking and the run-lock above already give a single writer
             self._db = ase.db.connect(str(self.path), type="db", append=True, use_lock_file=False)

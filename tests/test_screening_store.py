@@ -157,3 +157,31 @@ def test_store_is_a_plain_ase_database(tmp_path):
     db = ase.db.connect(str(db_path))
     row = db.get(kind="structure", state="relaxed")
     assert row.energy == pytest.approx(-3.5) and row.host == "Co2@2Na" and row.converged
+
+
+def test_new_database_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The schema is built in a temporary file and renamed into place: an interruption before the rename
+    leaves no file (and no temporary) behind, and the next run creates the database normally."""
+
+    import screening.store as store_module
+
+    db_path = tmp_path / "new.db"
+
+    class Killed(BaseException):  # stands in for a kill between schema set-up and rename
+        pass
+
+    def interrupted(src, dst):
+        raise Killed
+
+    monkeypatch.setattr(store_module.os, "replace", interrupted)
+    with pytest.raises(Killed):
+        with store_module.Store(db_path):
+            pass
+    assert not db_path.exists() and not list(tmp_path.glob(".new.db.init-*"))
+    monkeypatch.undo()  # (store_module.os is the os module itself)
+    with store_module.Store(db_path) as st:
+        assert st.db.count() == 0
+    tables = {
+        r[0] for r in sqlite3.connect(db_path).execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
+    assert {"systems", "information", "keys"} <= tables
