@@ -143,6 +143,15 @@ class DaskExecutor:
             raise InputError(
                 "--scheduler needs Dask distributed, which is not installed; install the extra: pip install 'dacscreen[cluster]'"
             ) from exc
+        self._own_client = True
+        existing = _default_client_for(address)
+        if existing is not None:
+            # a Client of this process already talks to that scheduler (a notebook, a test): use it. A second
+            # Client has its own event loop, and futures of one waited on through the other fail at random
+            # ("Event ... is bound to a different event loop")
+            self.client, self._own_client = existing, False
+            self.n_workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            return
         try:
             self.client = Client(address, timeout=DASK_CONNECT_TIMEOUT)
         except Exception as exc:  # OSError / TimeoutError from the comm layer
@@ -163,7 +172,23 @@ class DaskExecutor:
                 fut.cancel()
 
     def close(self) -> None:
-        self.client.close()
+        if self._own_client:
+            self.client.close()
+
+
+def _default_client_for(address: str):
+    """This process's default Dask Client when it is connected to ``address``, else None."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return None
+    try:
+        same = str(client.scheduler.address).rstrip("/") == str(address).rstrip("/")
+    except AttributeError:
+        return None
+    return client if same and client.status == "running" else None
 
 
 def make_executor(workers: int = 1, scheduler: str | None = None) -> Executor:

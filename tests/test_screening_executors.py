@@ -79,6 +79,22 @@ def test_dask_cluster_gives_the_serial_results(tmp_path, serial_db):
     _same_results(serial_db, db)
 
 
+def test_dask_executor_reuses_this_process_client_and_leaves_it_open():
+    from dask.distributed import Client, LocalCluster
+
+    from screening.executors import DaskExecutor
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        ex = DaskExecutor(cluster.scheduler_address)
+        assert ex.client is client
+        assert sorted(ex.map_unordered(abs, [-2, -1, 3])) == [1, 2, 3]
+        ex.close()
+        assert client.status == "running"  # not ours to close
+
+
 def test_unreachable_dask_scheduler_is_an_input_error(tmp_path, monkeypatch):
     monkeypatch.setattr(executors, "DASK_CONNECT_TIMEOUT", "1s")
     db = tmp_path / "d.db"
