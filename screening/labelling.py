@@ -91,12 +91,13 @@ class LabelSettings:
 
 
 #: named presets: "pw400" is the campaign default (PW 400 eV, 3x3x1 k on the 4x4 cell); "pw500k4" the
-#: tighter check (500 eV, 4x4x1 k); "pw500" the cutoff alone (500 eV, 3x3x1 k); "fast" a tiny setting for
+#: tighter check (500 eV, 4x4x1 k); "pw500" / "pw600" the cutoff alone (3x3x1 k); "fast" a tiny setting for
 #: tests (gamma point, 250 eV)
 PRESETS: dict[str, LabelSettings] = {
     "pw400": LabelSettings(),
     "pw500k4": LabelSettings(ecut=500.0, kdens=5.0),
     "pw500": LabelSettings(ecut=500.0),
+    "pw600": LabelSettings(ecut=600.0),
     "fast": LabelSettings(ecut=250.0, kpts=(1, 1, 1), maxiter=60, smearing=0.1),
 }
 
