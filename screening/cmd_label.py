@@ -66,7 +66,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The shared reference-settings options of ``screen label`` and ``screen data`` (stdlib only)."""
     g = parser.add_argument_group("reference settings (DFT engines)")
     g.add_argument(
-        "--preset", default="pw400", help="settings preset: pw400, pw500k4, pw500, pw600 or fast (default pw400)"
+        "--preset",
+        default="pw400",
+        help="settings preset: pw400, pw500k4, pw500, pw600 or fast (default pw400)",
     )
     g.add_argument("--ecut", type=float, default=None, help="plane-wave cutoff, eV (pw400: 400)")
     g.add_argument(
