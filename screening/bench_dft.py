@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default="pw400", help="settings preset under test (default pw400)")
     parser.add_argument("--tight", default="pw500k4", help="tighter reference preset (default pw500k4)")
     parser.add_argument(
+        "--also",
+        default="",
+        help="comma list of further presets (e.g. pw600): a ladder table of ΔE_H with step-to-step changes",
+    )
+    parser.add_argument(
         "--tolerance", type=float, default=0.05, help="allowed ΔE_H change, eV (default 0.05)"
     )
     parser.add_argument(
@@ -153,6 +158,32 @@ def run(args: argparse.Namespace) -> int:
             fb = f"{b['dE_H']:+.3f}" if b else "not finished"
             ft = f"{t['dE_H']:+.3f}" if t else "not finished"
             lines.append(f"| {name} | {fb} | {ft} | – | – |")
+    ladder_names = [args.base, args.tight, *[s for s in args.also.split(",") if s.strip()]]
+    ladder_rows = []
+    if len(ladder_names) > 2:
+        hashes = [L.settings_hash(eng, L.get_preset(n.strip())) for n in ladder_names]
+        lines += [
+            "",
+            "Ladder (each step's change in parentheses):",
+            "",
+            "| system | " + " | ".join(f"ΔE_H {n} (eV)" for n in ladder_names) + " |",
+            "|---|" + "---|" * len(ladder_names),
+        ]
+        for name in wanted:
+            vals = [table.get(h, {}).get(name) for h in hashes]
+            cells, prev = [], None
+            for v in vals:
+                if v is None:
+                    cells.append("not finished")
+                    prev = None
+                    continue
+                step = "" if prev is None else f" ({v['dE_H'] - prev:+.3f})"
+                cells.append(f"{v['dE_H']:+.3f}{step}")
+                prev = v["dE_H"]
+            ladder_rows.append(
+                {"system": name, **{n: (v or {}).get("dE_H") for n, v in zip(ladder_names, vals)}}
+            )
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     done_base = table.get(sh_base, {})
     lines += [
         "",
@@ -197,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     command = " ".join(["screen bench dft", *(shlex.quote(a) for a in argv)])
     result = {
         "settings_check": conv_rows,
+        "ladder": ladder_rows,
         "delta_e_h_base": done_base,
         "store": summ,
         "base": {"name": args.base, "hash": sh_base, **base.to_dict()},

@@ -766,3 +766,7 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| Ni2@6Na+H@top_M1 | +0.450 | +0.475 | +0.025 | keep |" in md and "Model-relaxed geometries" in md
     assert main([*argv, "--compute"]) == 2
+    # a ladder with a further preset that is not in the store yet
+    assert main([*argv, "--also", "pw600", "--root", str(tmp_path)]) == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| Ni2@6Na+H@top_M1 | +0.450 | +0.475 (+0.025) | not finished |" in md
