@@ -208,13 +208,15 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     cache_path = work / f"reference_{args.reference.replace(':', '_')}.json"
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     settings = LabelSettings()
-    calc = engine.make(None, settings, engine.attempts(settings)[0], None) if not engine.has_scf else None
+    calcs: list[Any] = []  # the engine's calculator, made on the first structure not in the cache
 
     def relax(atoms, key: str) -> dict[str, Any]:
         if key in cache:
             return cache[key]
         a = atoms.copy()
-        a.calc = calc if calc is not None else engine.make(a, settings, engine.attempts(settings)[0], None)
+        if engine.has_scf or not calcs:  # SCF engines set per-structure moments; others are reused
+            calcs[:] = [engine.make(a, settings, engine.attempts(settings)[0], None)]
+        a.calc = calcs[0]
         t = time.perf_counter()
         opt = FIRE(a, logfile=None)
         converged = bool(opt.run(fmax=args.fmax, steps=args.steps))

@@ -16,6 +16,14 @@ from screening.testing import morse_posterior
 torch.set_num_threads(1)
 
 
+def _args(tmp_path, *argv):
+    """Arguments as `screen bench heldout` parses them (40-step model relaxations, one thread)."""
+    parser = argparse.ArgumentParser()
+    B.add_arguments(parser)
+    common = ["--max-steps", "40", "--threads", "1", "--work", str(tmp_path / "w"), "--root", str(tmp_path)]
+    return parser.parse_args([*common, *argv])
+
+
 def test_pick_heldout_skips_seen_hosts_and_spans_metals():
     seen = {f"Fe2@{x}" for x in ("2Na", "3Na", "4Na")} | {"Co2@2Nb"}
     picked = B.pick_heldout(30, seen, seed=3)
@@ -43,22 +51,8 @@ def test_fit_dg_scale_is_the_rms_z_score():
 
 
 def test_bench_heldout_end_to_end_with_emt(tmp_path):
-    args = argparse.Namespace(
-        model=None,
-        n=2,
-        hosts="Ni2@3Nb,Cu2@3Nb",
-        exclude="",
-        reference="emt",
-        fmax=0.1,
-        steps=40,
-        seed=0,
-        supercell="4x4",
-        max_steps=40,
-        work=str(tmp_path / "w"),
-        threads=1,
-        root=str(tmp_path),
-        calibrate_out=None,
-        exclude_hosts="",
+    args = _args(
+        tmp_path, "--hosts", "Ni2@3Nb,Cu2@3Nb", "--reference", "emt", "--fmax", "0.1", "--steps", "40"
     )
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
     res = json.loads((tmp_path / "benchmarks" / "results" / "heldout.json").read_text())
@@ -82,23 +76,8 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
 def test_calibration_run_fits_the_factor_on_its_hosts(tmp_path, monkeypatch):
     written = {}
     monkeypatch.setattr(B, "write_dg_calibrated", lambda m, out, f: written.update(out=out, f=f) or 2 * f)
-    args = argparse.Namespace(
-        model="base.pt",
-        n=1,
-        hosts="Ni2@3Nb",
-        exclude="",
-        reference="emt",
-        fmax=0.1,
-        steps=400,
-        seed=0,
-        supercell="4x4",
-        max_steps=40,
-        work=str(tmp_path / "w"),
-        threads=1,
-        root=str(tmp_path),
-        calibrate_out=str(tmp_path / "cal.pt"),
-        exclude_hosts="",
-    )
+    args = _args(tmp_path, "--model", "base.pt", "--hosts", "Ni2@3Nb", "--reference", "emt", "--fmax", "0.1")
+    args.calibrate_out = str(tmp_path / "cal.pt")
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
     res = json.loads((tmp_path / "benchmarks" / "results" / "heldout_calibration.json").read_text())
     (h,) = res["hosts"]
