@@ -205,3 +205,22 @@ def emt_low_fidelity(frames: list, v0_scale: float = 1.15, e0_shift: float = 0.1
     finally:
         emt_module.parameters = original
     return out
+
+
+def tiny_train_configs(epochs: int = 4, lr: float = 2e-2, **loss):
+    """(ModelConfig, TrainConfig) of the tests' tiny float64 model: batch 4, EMA 0.5, cosine schedule, MSE
+    loss unless ``loss`` overrides LossConfig fields."""
+    from potentials.losses import LossConfig
+    from potentials.model import preset
+    from potentials.train import train_preset
+
+    train_cfg = train_preset(
+        "tiny",
+        epochs=epochs,
+        batch_size=4,
+        lr=lr,
+        ema_decay=0.5,
+        scheduler="cosine",
+        loss=LossConfig(**{"kind": "mse", **loss}),
+    )
+    return preset("tiny", dtype="float64"), train_cfg

@@ -10,24 +10,14 @@ from __future__ import annotations
 import torch
 
 from potentials import checkpoint
-from potentials.losses import LossConfig
-from potentials.model import preset
-from potentials.testing import emt_dataset, emt_low_fidelity
-from potentials.train import evaluate, train, train_preset
+from potentials.testing import emt_dataset, emt_low_fidelity, tiny_train_configs
+from potentials.train import evaluate, train
 
 torch.set_num_threads(1)
 
 
 def _cfg(epochs: int, lr: float = 2e-2):
-    return preset("tiny", dtype="float64"), train_preset(
-        "tiny",
-        epochs=epochs,
-        batch_size=4,
-        lr=lr,
-        ema_decay=0.5,
-        scheduler="cosine",
-        loss=LossConfig(kind="mse"),
-    )
+    return tiny_train_configs(epochs, lr)
 
 
 def test_fine_tune_on_few_high_fidelity_labels_beats_both_baselines(tmp_path):

@@ -10,10 +10,8 @@ from ase.io import write
 
 import cli
 from potentials import checkpoint
-from potentials.losses import LossConfig
-from potentials.model import preset
-from potentials.testing import emt_dataset
-from potentials.train import evaluate, train, train_preset
+from potentials.testing import emt_dataset, tiny_train_configs
+from potentials.train import evaluate, train
 from structures.common import InputError
 
 torch.set_num_threads(1)
@@ -26,17 +24,7 @@ def data():
 
 
 def _cfgs(epochs=4, lr=2e-2, **loss):
-    model_cfg = preset("tiny", dtype="float64")
-    train_cfg = train_preset(
-        "tiny",
-        epochs=epochs,
-        batch_size=4,
-        lr=lr,
-        ema_decay=0.5,
-        scheduler="cosine",
-        loss=LossConfig(**{"kind": "mse", **loss}),
-    )
-    return model_cfg, train_cfg
+    return tiny_train_configs(epochs, lr, **loss)
 
 
 def _state(path):
