@@ -25,7 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--e0s", help="extxyz of isolated atoms with their energies (default: least-squares fit)"
     )
-    parser.add_argument("--epochs", type=int, help="number of epochs (default: the preset's)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help="number of epochs (default: the preset's; 0 with --method laplace --init-from: no fine-tuning, "
+        "only the Laplace fit of that model)",
+    )
     parser.add_argument("--batch-size", type=int, help="structures per batch (default: the preset's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     parser.add_argument("--loss", choices=LOSSES, help="loss (default: nll_jef after an MSE warm-up)")
@@ -56,6 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", help="checkpoint to fine-tune (keeps its architecture and E0s)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the network trains: cpu, cuda, cuda:N or auto (default cpu; checkpoints resume anywhere)",
+    )
     add_method_arguments(parser)
 
 
@@ -99,7 +109,15 @@ def run(args: argparse.Namespace) -> int:
     from potentials.data import read_dataset, read_e0s
     from potentials.model import preset
     from potentials.train import evaluate, train, train_preset
+    from screening.relax import resolve_device
     from structures.common import InputError
+
+    device = resolve_device(args.device)
+    laplace_only = args.epochs == 0
+    if laplace_only and not (args.method == "laplace" and args.init_from):
+        raise InputError(
+            "--epochs 0 is allowed only with --method laplace --init-from CHECKPOINT; allowed: >= 1"
+        )
 
     keys = {"energy_key": args.energy_key, "forces_key": args.forces_key, "stress_key": args.stress_key}
     train_atoms = read_dataset(args.data, **keys)
@@ -128,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {
         k: v
         for k, v in (
-            ("epochs", args.epochs),
+            ("epochs", None if laplace_only else args.epochs),
             ("batch_size", args.batch_size),
             ("lr", args.lr),
             ("max_minutes", args.max_minutes),
@@ -155,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--init-from works with --method point or laplace only, not {args.method!r}")
         from potentials.bayes.fit import run_from_train_args
 
-        return run_from_train_args(args, train_atoms, valid_atoms, model_config, train_config, e0s)
+        return run_from_train_args(
+            args, train_atoms, valid_atoms, model_config, None if laplace_only else train_config, e0s, device
+        )
     best = train(
         train_atoms,
         valid_atoms,
@@ -166,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         e0s=e0s,
         init_from=args.init_from,
+        device=device,
     )
     from potentials.checkpoint import load_model
 

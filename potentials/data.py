@@ -108,11 +108,13 @@ def _usable_cell(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
 
 def _too_many_bins(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float) -> bool:
     """True when the structure spans more than MAX_BINS cut-offs (a huge cell or an atom far away)."""
-    pos = positions.detach().to(torch.float64).cpu()
-    span = float((pos.max(0).values - pos.min(0).values).max()) if pos.shape[0] else 0.0
+    # numpy, not torch: tiny reductions in torch cost milliseconds each when the intra-op pool is contended
+    pos = np.asarray(positions.detach().cpu(), dtype=np.float64)
+    span = float(np.ptp(pos, axis=0).max()) if pos.shape[0] else 0.0
+    lengths = np.linalg.norm(np.asarray(cell.detach().cpu(), dtype=np.float64), axis=1)
     for d in range(3):
         if bool(pbc[d]):
-            span = max(span, float(torch.linalg.norm(cell[d].detach().to(torch.float64).cpu())))
+            span = max(span, float(lengths[d]))
     return span > MAX_BINS * float(cutoff)
 
 
@@ -176,12 +178,16 @@ def closest_pair(atoms, below: float) -> tuple[int, int, float] | None:
         return None
     pos = torch.as_tensor(np.asarray(atoms.positions), dtype=torch.float64)
     cell = torch.as_tensor(np.asarray(atoms.cell.array), dtype=torch.float64)
-    edge_index, shifts = neighbor_list(pos, cell, torch.as_tensor(np.asarray(atoms.pbc)), below)
+    # a search radius of a few Å: vesin's cell list gets one bin per radius, and 0.4 Å bins over a slab's
+    # vacuum cost milliseconds per structure
+    edge_index, shifts = neighbor_list(pos, cell, torch.as_tensor(np.asarray(atoms.pbc)), max(below, 3.0))
     if edge_index.shape[1] == 0:
         return None
     j, i = edge_index
     d = (pos[j] - pos[i] + shifts @ cell).norm(dim=1)
     k = int(torch.argmin(d))
+    if not float(d[k]) < below:
+        return None
     return int(i[k]), int(j[k]), float(d[k])
 
 

@@ -171,12 +171,13 @@ def evaluate(
     if graphs is None:
         graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in atoms_list]
     dtype = _model_dtype(model)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     e_err, e_pa_err, f_err, e_pred, e_var = [], [], [], [], []
     loss_sum = 0.0
     for chunk in _batches(graphs, batch_size):
-        batch = collate_graphs(chunk, dtype=dtype)
+        batch = collate_graphs(chunk, dtype=dtype, device=device)
         stress = loss_config is not None and _wants_stress(batch, loss_config)
         out = model(batch, compute_forces=True, compute_stress=stress, create_graph=False)
         if loss_config is not None:
@@ -285,6 +286,17 @@ def _settings_key(model_config: ModelConfig, train_config: TrainConfig, n_train:
     )
 
 
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` (nested dicts / lists of tensors, e.g. an optimizer state) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 # ---- the loop ----------------------------------------------------------------------------------
 def train(
     train_atoms: Sequence,
@@ -299,6 +311,7 @@ def train(
     optimizer_factory: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
     on_epoch_end: Callable[[int, torch.nn.Module], bool | None] | None = None,
     method: str = "point",
+    device: str | torch.device | None = None,
 ) -> Path:
     """Train a RACE potential and return the path of its best checkpoint (``out_dir/best.pt``).
 
@@ -306,7 +319,9 @@ def train(
     ``train_atoms`` give E0s. ``init_from``: fine-tune from a checkpoint (its architecture, E0s and
     normalisation are kept; the parameter-free ``repulsion`` prior comes from ``model_config``). ``optimizer_factory(model)`` replaces AdamW (an optimizer with
     ``sampled_params`` such as IVON is stepped inside that context). ``on_epoch_end(epoch, model)``
-    runs after each epoch with the raw (non-EMA) model; returning True stops training.
+    runs after each epoch with the raw (non-EMA) model; returning True stops training. ``device``: where
+    the model trains (default cpu; checkpoints are always written on the CPU, so a run started on a GPU
+    resumes anywhere).
     """
     cfg = train_config
     out_dir = Path(out_dir)
@@ -333,6 +348,8 @@ def train(
     elements, cutoff = model_config.elements, model_config.cutoff
     train_graphs = [atoms_to_graph(a, elements, cutoff) for a in train_atoms]
     valid_graphs = [atoms_to_graph(a, elements, cutoff) for a in valid_atoms]
+    device = torch.device(device if device is not None else "cpu")
+    model.to(device)
     for name, graphs in (("training", train_graphs), ("validation", valid_graphs)):
         if any(K.ENERGY not in g or K.FORCES not in g for g in graphs):
             raise InputError(f"every {name} structure needs energy and forces labels")
@@ -359,7 +376,7 @@ def train(
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(saved["scheduler"])
-        ema.shadow = dict(saved["ema"])
+        ema.shadow = {k: v.to(device) for k, v in saved["ema"].items()}
         state = json.loads(saved["state"])
     atomic_write_text(out_dir / "config.json", json.dumps(json.loads(settings), indent=2) + "\n")
 
@@ -383,7 +400,7 @@ def train(
         model.train()
         train_loss, n_seen = 0.0, 0
         for chunk in _batches(train_graphs, cfg.batch_size, order.tolist()):
-            batch = collate_graphs(chunk, dtype=dtype)
+            batch = collate_graphs(chunk, dtype=dtype, device=device)
             sampled = getattr(optimizer, "sampled_params", None)
             with sampled(train=True) if sampled is not None else nullcontext():
                 optimizer.zero_grad(set_to_none=True)
@@ -434,10 +451,10 @@ def train(
         meta = {"history_tail": record, "train_config": cfg.to_dict()}
         train_state = {
             "settings": settings,
-            "raw_state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
+            "raw_state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": _to_cpu(optimizer.state_dict()),
             "scheduler": scheduler.state_dict() if scheduler is not None else {},
-            "ema": {k: v.clone() for k, v in ema.shadow.items()},
+            "ema": {k: v.detach().cpu().clone() for k, v in ema.shadow.items()},
             "state": json.dumps(state),
         }
         with ema.applied(model):

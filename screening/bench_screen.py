@@ -279,7 +279,9 @@ def run(args: argparse.Namespace) -> int:
         }
         and v not in (None, False)
     )
-    write_bench_result("screen", result, command, table, root=args.root)
+    # a GPU run gets its own section: the CPU figures (the targets of the issue) stay beside it
+    name = "screen" if device == "cpu" else f"screen_{device.split(':')[0]}"
+    write_bench_result(name, result, command, table, root=args.root)
     return 0
 
 

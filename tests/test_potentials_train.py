@@ -147,6 +147,16 @@ def test_fine_tune_and_cli(data, tmp_path):
     lap = checkpoint.load(tmp_path / "ftl" / "map" / "best.pt")
     assert lap["config"]["e0s"] == base["config"]["e0s"] and lap["config"]["repulsion"] == "none"
     assert (tmp_path / "ftl" / "posterior.pt").exists()
+    # --epochs 0: the Laplace posterior of the given point model itself, no fine-tuning
+    extra = ["--epochs", "0", "--init-from", str(tmp_path / "run" / "best.pt"), "--method", "laplace"]
+    assert screen_train("lap0", *extra, "--bayes-preset", "tiny") == 0
+    assert not (tmp_path / "lap0" / "map").exists()
+    post = checkpoint.load(tmp_path / "lap0" / "posterior.pt")
+    for name, value in base["state_dict"].items():
+        assert torch.equal(post["state_dict"][name].to(value.dtype), value), name
+    assert screen_train("bad", "--epochs", "0") == 2  # only with --method laplace --init-from
+    if not torch.cuda.is_available():
+        assert screen_train("bad", "--device", "cuda") == 2
     assert screen_train("bad", "--init-from", str(tmp_path / "run" / "best.pt"), "--method", "swag") == 2
     assert screen_train("bad", "--max-force", "-1") == 2
     assert screen_train("bad", "--beta-nll", "1.5") == 2

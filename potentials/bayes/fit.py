@@ -219,6 +219,8 @@ def fit_posterior(
     progress: bool = False,
     seed: int = 0,
     init_from: str | os.PathLike | None = None,
+    device: Any = None,
+    laplace_only: bool = False,
 ) -> tuple[Any, Path]:
     """Fit the posterior of ``method`` and write ``out_dir/posterior.pt``; returns (posterior, path).
 
@@ -227,7 +229,8 @@ def fit_posterior(
     for the recalibration (``recalibration``: "scale" | "isotonic" | "none"). Training is resumable: every
     method trains into sub-folders of ``out_dir``. Timings land in ``posterior.fit_seconds``.
     ``init_from``: a point checkpoint to fine-tune before the post-hoc Laplace fit (Laplace only: the other
-    methods define their own training).
+    methods define their own training); with ``laplace_only`` that model is not fine-tuned, only fitted.
+    ``device``: where the point network trains (the Laplace fit itself runs on the CPU).
     """
     import numpy as np
 
@@ -240,6 +243,14 @@ def fit_posterior(
         raise InputError(f"unknown recalibration {recalibration!r}; choose from {', '.join(RECALIBRATIONS)}")
     if init_from is not None and method != "laplace":
         raise InputError(f"--init-from works with --method point or laplace only, not {method!r}")
+    if laplace_only and (method != "laplace" or init_from is None):
+        raise InputError(
+            "a Laplace fit without training needs method 'laplace' and a point model (init_from)"
+        )
+    if device is not None and str(device) != "cpu" and method not in ("point", "laplace"):
+        raise InputError(
+            f"--device {device} works with --method point or laplace; {method!r} trains on the cpu"
+        )
     train_config = train_config or train_config_for(preset)
     config = config or method_config(method, preset)
     out_dir = Path(out_dir)
@@ -272,7 +283,15 @@ def fit_posterior(
         from potentials.bayes.laplace import fit_laplace
 
         posterior = fit_laplace(
-            *args, config, out_dir, e0s=e0s, progress=progress, seed=seed, init_from=init_from
+            *args,
+            config,
+            out_dir,
+            e0s=e0s,
+            progress=progress,
+            seed=seed,
+            init_from=init_from,
+            device=device,
+            train=not laplace_only,
         )
     fit_seconds = time.perf_counter() - t0
     if recalibration != "none":
@@ -284,8 +303,13 @@ def fit_posterior(
 
 
 # ---- CLI glue for ``screen train --method`` -------------------------------------------------------
-def run_from_train_args(args, train_atoms, valid_atoms, model_config, train_config, e0s=None) -> int:
-    """Body of ``screen train --method M`` (M != point): fit, recalibrate, save, print one summary line."""
+def run_from_train_args(
+    args, train_atoms, valid_atoms, model_config, train_config, e0s=None, device=None
+) -> int:
+    """Body of ``screen train --method M`` (M != point): fit, recalibrate, save, print one summary line.
+
+    ``train_config`` None: Laplace fit of ``args.init_from`` without fine-tuning (``--epochs 0``).
+    """
     posterior, path = fit_posterior(
         args.method,
         train_atoms,
@@ -299,6 +323,8 @@ def run_from_train_args(args, train_atoms, valid_atoms, model_config, train_conf
         progress=not getattr(args, "quiet", False),
         seed=getattr(args, "seed", 0),
         init_from=getattr(args, "init_from", None),
+        device=device,
+        laplace_only=train_config is None,
     )
     rec = posterior.recal
     print(

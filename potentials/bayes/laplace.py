@@ -531,23 +531,32 @@ def fit_laplace(
     progress: bool = False,
     seed: int = 0,
     init_from: str | os.PathLike | None = None,
+    device=None,
+    train: bool = True,
 ) -> LaplacePosterior:
-    """Train a point model (resumable, ``out_dir/map``; fine-tuned from ``init_from`` when given) and fit its
-    Laplace posterior on the training set."""
+    """Train a point model (resumable, ``out_dir/map``, on ``device``; fine-tuned from ``init_from`` when
+    given) and fit its Laplace posterior on the training set (on the CPU). ``train=False``: no training, the
+    posterior of the ``init_from`` model itself."""
     from potentials.data import atoms_to_graph, split_isolated
-    from potentials.train import train
+    from potentials.train import train as train_point
 
-    best = train(
-        train_atoms,
-        valid_atoms,
-        model_config,
-        train_config,
-        Path(out_dir) / "map",
-        progress=progress,
-        e0s=e0s,
-        method="point",
-        init_from=init_from,
-    )
+    if not train:
+        if init_from is None:
+            raise InputError("a Laplace fit without training needs a point model (init_from)")
+        best = init_from
+    else:
+        best = train_point(
+            train_atoms,
+            valid_atoms,
+            model_config,
+            train_config,
+            Path(out_dir) / "map",
+            progress=progress,
+            e0s=e0s,
+            method="point",
+            init_from=init_from,
+            device=device,
+        )
     model, config = model_and_config(checkpoint.load(best))
     structures, _ = split_isolated(list(train_atoms))
     graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
