@@ -174,6 +174,13 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
             if not metal or not motif:
                 raise InputError(f"bad host '{h}'; expected e.g. Cu2@2Nb")
             pairs.append((metal, motif))
+        if args.exclude:  # explicit hosts must still be unseen: a held-out test on training hosts is void
+            seen = seen_hosts([p for p in args.exclude.split(",") if p])
+            clash = [f"{m}2@{x}" for m, x in pairs if f"{m}2@{x}" in seen]
+            if clash:
+                raise InputError(
+                    f"--hosts {', '.join(clash)} appear in the --exclude training files; allowed: unseen hosts"
+                )
     else:
         seen = seen_hosts([p for p in args.exclude.split(",") if p])
         seen |= {h.strip() for h in args.exclude_hosts.split(",") if h.strip()}

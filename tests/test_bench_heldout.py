@@ -12,6 +12,7 @@ import torch
 from screening import bench_heldout as B
 from screening.pipeline import handle_from_loader
 from screening.testing import morse_posterior
+from structures.common import InputError
 
 torch.set_num_threads(1)
 
@@ -112,3 +113,18 @@ def test_model_card_takes_the_heldout_result_of_its_own_model_only(tmp_path):
     assert "another model" in heldout_section(str(path), full)
     path.write_text(json.dumps({**res, "model_hash": ""}))
     assert "another model" in heldout_section(str(path), full)
+
+
+def test_explicit_hosts_seen_in_training_are_refused(tmp_path):
+    from ase.build import molecule
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frame = molecule("H2")
+    frame.info["host"] = "Cu2@3Nb"
+    frame.calc = SinglePointCalculator(frame, energy=-6.7, forces=[[0, 0, 0]] * 2)
+    write(tmp_path / "train.extxyz", [frame])
+    args = _args(tmp_path, "--hosts", "Ni2@3Nb,Cu2@3Nb", "--exclude", str(tmp_path / "train.extxyz"))
+    with pytest.raises(InputError, match="Cu2@3Nb"):
+        B.run(args, handle=handle_from_loader(morse_posterior))
+    assert not (tmp_path / "w").exists()  # refused before any work
