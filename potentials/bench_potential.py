@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sevennet", action="store_true", help="skip the SevenNet-0 timing")
     parser.add_argument("--speed-only", action="store_true", help="only the speed comparison")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the accuracy run trains (cpu, cuda, auto); a GPU run gets its own BENCHMARKS.md section "
+        "and skips the CPU speed comparison",
+    )
 
 
 def catalyst_cell():
@@ -120,7 +126,7 @@ def speed(preset_name: str, n_calls: int, with_sevennet: bool) -> dict:
     return result
 
 
-def accuracy(args: argparse.Namespace) -> dict:
+def accuracy(args: argparse.Namespace, device=None) -> dict:
     """Train on acac 300 K and evaluate on the 300 K and 600 K MD test sets (errors in meV, meV/Å)."""
     import json
     from dataclasses import replace
@@ -149,8 +155,11 @@ def accuracy(args: argparse.Namespace) -> dict:
         seed=args.seed,
         loss=replace(base.loss, kind="nll_jef", mse_warmup_epochs=warmup),
     )
-    best = train(frames, None, preset(args.preset), train_config, args.work_dir, e0s=e0s, progress=True)
+    best = train(
+        frames, None, preset(args.preset), train_config, args.work_dir, e0s=e0s, progress=True, device=device
+    )
     model, payload = load_model(best)
+    model.to(device if device is not None else "cpu")
     # training time and epochs from the run's own state, so a resumed benchmark reports the whole run
     state = json.loads(checkpoint.load(Path(args.work_dir) / "last.pt")["extra"]["train_state"]["state"])
     results = {
@@ -158,6 +167,7 @@ def accuracy(args: argparse.Namespace) -> dict:
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "n_train": args.n_train,
+        "device": str(device if device is not None else "cpu"),
         "train_config": train_config.to_dict(),
         "model_config": payload["config"],
         "model_hash": payload["hash"],
@@ -193,8 +203,8 @@ def table(result: dict) -> str:
             f"MAE of this run: 300K E {_fmt(result['300K']['energy_mae'])} meV, F {_fmt(result['300K']['forces_mae'])} "
             f"meV/Å; 600K E {_fmt(result['600K']['energy_mae'])} meV, F {_fmt(result['600K']['forces_mae'])} meV/Å. "
             f"Trained {result['epochs_run']} epochs in {result['train_wall_s'] / 60:.1f} min on {result['n_train']} "
-            f"structures (10 % held out), best epoch {result['best_epoch']}. Published models train for "
-            "thousands of epochs on a GPU."
+            f"structures (10 % held out), best epoch {result['best_epoch']}, on {result.get('device', 'cpu')}. "
+            "Published models train for thousands of epochs on a GPU."
         )
     sp = result.get("speed")
     if sp:
@@ -223,20 +233,24 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from screening.relax import resolve_device
     from structures.common import write_bench_result
 
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     result: dict = {"preset": args.preset}
     if not args.speed_only:
-        result.update(accuracy(args))
-    result["speed"] = speed(args.preset, n_calls=20, with_sevennet=not args.no_sevennet)
+        result.update(accuracy(args, device))
+    if device.type == "cpu":
+        result["speed"] = speed(args.preset, n_calls=20, with_sevennet=not args.no_sevennet)
     result["published_reference"] = {
         "citation": "Batatia et al., MACE, NeurIPS 2022, arXiv:2206.07697",
         "rmse_meV_meV_per_A": PUBLISHED,
     }
     command = " ".join(["screen bench potential", *sys.argv[3:]])
     md = table(result)
-    out = write_bench_result("potential", result, command, md)
+    name = "potential" if device.type == "cpu" else f"potential_{device.type}"
+    out = write_bench_result(name, result, command, md)
     print(md)
     print(f"wrote {out}")
     return 0
