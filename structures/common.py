@@ -75,7 +75,6 @@ def write_bench_result(
 
     The section is delimited by HTML comments so re-running a benchmark replaces its own section only.
     """
-    root = Path(root)
     payload = {
         "name": name,
         "command": command,
@@ -83,6 +82,15 @@ def write_bench_result(
         "hardware": hardware_summary(),
         **result,
     }
+    return write_bench_payload(payload, table_md, root)
+
+
+def write_bench_payload(payload: dict[str, Any], table_md: str, root: str | os.PathLike = ".") -> Path:
+    """Write a finished benchmark payload (``name``, ``command``, ``date``, ``hardware`` + results) as
+    ``benchmarks/results/<name>.json`` and its ``BENCHMARKS.md`` section; the date and hardware are the
+    payload's, so a result measured on another machine (a GPU session) keeps them."""
+    root = Path(root)
+    name = payload["name"]
     out = root / "benchmarks" / "results" / f"{name}.json"
     atomic_write_text(out, json.dumps(payload, indent=2, default=float) + "\n")
     md_path = root / "BENCHMARKS.md"
@@ -94,7 +102,7 @@ def write_bench_result(
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     hw = payload["hardware"]
     section = (
-        f"{begin}\n## {name}\n\nCommand: `{command}`  \nDate: {payload['date']}  \n"
+        f"{begin}\n## {name}\n\nCommand: `{payload['command']}`  \nDate: {payload['date']}  \n"
         f"Hardware: {hw.get('cpu', '?')}, {hw.get('threads', '?')} torch threads"
         f"{', GPU ' + hw['gpu'] if 'gpu' in hw else ''}  \nJSON: `{out.relative_to(root)}`\n\n{table_md.strip()}\n{end}"
     )
