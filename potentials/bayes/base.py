@@ -23,6 +23,7 @@ from potentials.bayes.point import prediction_from_outputs
 from potentials.calibration import Recalibration
 from potentials.model import ModelConfig
 from potentials.posterior import Prediction
+from structures.common import InputError
 
 # parameters of the aleatoric heads: they do not change the predicted energy or forces
 HEAD_MARKERS = ("energy_var_head", "forces_cov_head")
@@ -278,6 +279,17 @@ def model_and_config(payload: dict[str, Any], state_dict: dict[str, torch.Tensor
     return checkpoint.model_from_payload(payload, state_dict), ModelConfig.from_dict(payload["config"])
 
 
+def posterior_parts(payload: dict[str, Any], method: str, required: Sequence[str]):
+    """(extra dict, model, ModelConfig) of a posterior checkpoint; InputError naming the first of the
+    ``required`` extra keys it lacks (``method`` names the posterior in the message)."""
+    extra = payload.get("extra") or {}
+    for key in required:
+        if key not in extra:
+            raise InputError(f"{method} checkpoint lacks {key!r}")
+    model, config = model_and_config(payload)
+    return extra, model, config
+
+
 def batches_of(
     graphs: Sequence[dict], batch_size: int, dtype: torch.dtype
 ) -> Iterable[dict[str, torch.Tensor]]:
@@ -286,3 +298,27 @@ def batches_of(
 
     for start in range(0, len(graphs), batch_size):
         yield collate_graphs(graphs[start : start + batch_size], dtype=dtype)
+
+
+def pretrain_point(
+    train_atoms, valid_atoms, model_config, train_config, epochs: int, out_dir, progress: bool, e0s
+) -> os.PathLike | None:
+    """The point-model warm start of SWAG and IVON: ``epochs`` epochs of ``train_config`` with the default
+    optimiser in ``out_dir/pretrain`` (resumable); its best checkpoint, or None when ``epochs`` is 0."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from potentials.train import train
+
+    if epochs <= 0:
+        return None
+    return train(
+        train_atoms,
+        valid_atoms,
+        model_config,
+        replace(train_config, epochs=epochs),
+        Path(out_dir) / "pretrain",
+        progress=progress,
+        e0s=e0s,
+        method="point",
+    )

@@ -24,6 +24,8 @@ from potentials.bayes.base import (
     WeightSamplePosterior,
     model_and_config,
     parameter_names,
+    posterior_parts,
+    pretrain_point,
 )
 from potentials.model import ModelConfig
 from structures.common import InputError
@@ -109,11 +111,7 @@ class IVONPosterior(WeightSamplePosterior):
 
 def from_checkpoint(payload: dict[str, Any]) -> IVONPosterior:
     """Loader used by :func:`potentials.bayes.load_posterior` for method "ivon"."""
-    extra = payload.get("extra") or {}
-    for key in ("names", "hess", "ess", "weight_decay"):
-        if key not in extra:
-            raise InputError(f"IVON checkpoint lacks {key!r}")
-    model, config = model_and_config(payload)
+    extra, model, config = posterior_parts(payload, "IVON", ("names", "hess", "ess", "weight_decay"))
     return IVONPosterior(
         model,
         config,
@@ -180,19 +178,11 @@ def fit_ivon(
 
     out_dir = Path(out_dir)
     tc = replace(train_config, ema_decay=0.0, lr=cfg.lr, grad_clip=0.0)
-    init_from = None
     pre_epochs = int(round(cfg.pretrain_fraction * train_config.epochs))
-    if pre_epochs > 0:
-        init_from = train(
-            train_atoms,
-            valid_atoms,
-            model_config,
-            replace(train_config, epochs=pre_epochs),
-            out_dir / "pretrain",
-            progress=progress,
-            e0s=e0s,
-            method="point",
-        )
+    init_from = pretrain_point(
+        train_atoms, valid_atoms, model_config, train_config, pre_epochs, out_dir, progress, e0s
+    )
+    if init_from is not None:
         tc = replace(
             tc,
             epochs=max(1, train_config.epochs - pre_epochs),

@@ -37,6 +37,7 @@ from potentials.bayes.base import (
     batches_of,
     model_and_config,
     parameter_names,
+    posterior_parts,
     recalibrate,
     samples_prediction,
 )
@@ -457,11 +458,7 @@ def evaluate_heads(out: dict[str, torch.Tensor], forces: bool) -> dict[str, torc
 
 def from_checkpoint(payload: dict[str, Any]) -> LaplacePosterior:
     """Loader used by :func:`potentials.bayes.load_posterior` for method "laplace"."""
-    extra = payload.get("extra") or {}
-    for key in ("names", "precision", "variant"):
-        if key not in extra:
-            raise InputError(f"Laplace checkpoint lacks {key!r}")
-    model, config = model_and_config(payload)
+    extra, model, config = posterior_parts(payload, "Laplace", ("names", "precision", "variant"))
     return LaplacePosterior(
         model,
         config,

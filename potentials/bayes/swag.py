@@ -27,6 +27,8 @@ from potentials.bayes.base import (
     load_vector,
     model_and_config,
     parameter_names,
+    posterior_parts,
+    pretrain_point,
 )
 from potentials.model import ModelConfig
 from structures.common import InputError, atomic_write_bytes
@@ -147,11 +149,7 @@ class SWAGPosterior(WeightSamplePosterior):
 
 def from_checkpoint(payload: dict[str, Any]) -> SWAGPosterior:
     """Loader used by :func:`potentials.bayes.load_posterior` for method "swag"."""
-    extra = payload.get("extra") or {}
-    for key in ("names", "diag_var", "deviations"):
-        if key not in extra:
-            raise InputError(f"SWAG checkpoint lacks {key!r}")
-    model, config = model_and_config(payload)
+    extra, model, config = posterior_parts(payload, "SWAG", ("names", "diag_var", "deviations"))
     return SWAGPosterior(
         model,
         config,
@@ -188,18 +186,9 @@ def fit_swag(
 
     out_dir = Path(out_dir)
     pre_epochs, collect = collection_epochs(train_config.epochs, cfg)
-    init_from = None
-    if pre_epochs > 0:
-        init_from = train(
-            train_atoms,
-            valid_atoms,
-            model_config,
-            replace(train_config, epochs=pre_epochs),
-            out_dir / "pretrain",
-            progress=progress,
-            e0s=e0s,
-            method="point",
-        )
+    init_from = pretrain_point(
+        train_atoms, valid_atoms, model_config, train_config, pre_epochs, out_dir, progress, e0s
+    )
     phase = replace(
         train_config,
         epochs=collect,
