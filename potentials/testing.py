@@ -185,6 +185,25 @@ def emt_dataset(n: int, seed: int = 0, rattle: float = 0.05, with_stress: bool =
     return frames
 
 
+def emt_clusters(n: int, seed: int = 0) -> list:
+    """``n`` open Cu3Al2 clusters (5 atoms, 0.12 Å noise around a fixed shape) with EMT energy (info) and
+    forces (arrays), no calculator attached."""
+    from ase import Atoms
+    from ase.calculators.emt import EMT
+
+    rng = np.random.default_rng(seed)
+    base = np.array([[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5], [2.5, 2.5, 0]], dtype=float)
+    frames = []
+    for _ in range(n):
+        atoms = Atoms("Cu3Al2", positions=base + rng.normal(0, 0.12, base.shape))
+        atoms.calc = EMT()
+        atoms.info["energy"] = atoms.get_potential_energy()
+        atoms.arrays["forces"] = atoms.get_forces()
+        atoms.calc = None
+        frames.append(atoms)
+    return frames
+
+
 def emt_low_fidelity(frames: list, v0_scale: float = 1.15, e0_shift: float = 0.1) -> list:
     """The same structures labelled by a *cheaper, biased* EMT: every element's V0 scaled by ``v0_scale``
     and E0 shifted by ``e0_shift`` eV (a stand-in for SevenNet-0 against DFT in two-fidelity tests)."""

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.calculators.emt import EMT
 
 from potentials import keys as K
 from potentials.bayes import load_posterior
@@ -26,6 +23,7 @@ from potentials.bayes.laplace import (
 )
 from potentials.data import atoms_to_graph, collate, collate_graphs
 from potentials.model import build_model, preset
+from potentials.testing import emt_clusters
 from potentials.train import prepare_config
 from structures.common import InputError
 
@@ -131,23 +129,11 @@ def test_evidence_by_hand_and_its_maximum():
 
 
 # ---- a tiny RACE model on EMT-labelled clusters --------------------------------------------------
-def _emt_clusters(n, seed=0):
-    rng = np.random.default_rng(seed)
-    base = np.array([[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5], [2.5, 2.5, 0]], dtype=float)
-    frames = []
-    for _ in range(n):
-        atoms = Atoms("Cu3Al2", positions=base + rng.normal(0, 0.12, base.shape))
-        atoms.calc = EMT()
-        atoms.info["energy"] = atoms.get_potential_energy()
-        atoms.arrays["forces"] = atoms.get_forces()
-        atoms.calc = None
-        frames.append(atoms)
-    return frames
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    frames = _emt_clusters(12)
+    frames = emt_clusters(12)
     torch.manual_seed(0)
     config = prepare_config(preset("tiny", dtype="float64"), frames)
     model = build_model(config).eval()

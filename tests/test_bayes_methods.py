@@ -8,8 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.calculators.emt import EMT
 
 from potentials import keys as K
 from potentials.bayes import load_posterior
@@ -20,6 +18,7 @@ from potentials.bayes.swag import SWAGMoments, swag_draw
 from potentials.calibration import Recalibration
 from potentials.data import collate
 from potentials.model import preset
+from potentials.testing import emt_clusters
 from structures.common import InputError
 
 torch.set_num_threads(1)
@@ -27,23 +26,9 @@ METHODS = ("point", "ensemble", "swag", "ivon")
 DEFAULT_K = {"point": 1, "ensemble": 3, "swag": 5, "ivon": 5}
 
 
-def _emt_clusters(n, seed=0):
-    rng = np.random.default_rng(seed)
-    base = np.array([[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5], [2.5, 2.5, 0]], dtype=float)
-    frames = []
-    for _ in range(n):
-        atoms = Atoms("Cu3Al2", positions=base + rng.normal(0, 0.12, base.shape))
-        atoms.calc = EMT()
-        atoms.info["energy"] = atoms.get_potential_energy()
-        atoms.arrays["forces"] = atoms.get_forces()
-        atoms.calc = None
-        frames.append(atoms)
-    return frames
-
-
 @pytest.fixture(scope="module")
 def data():
-    frames = _emt_clusters(22)
+    frames = emt_clusters(22)
     return frames[:14], frames[14:18], frames[18:]
 
 
