@@ -41,17 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            p.set_defaults(_missing=module)
-            continue
-        mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+    from structures.common import register_subcommands
+
+    register_subcommands(sub, COMMANDS, "_run", "_missing")
     return parser
 
 

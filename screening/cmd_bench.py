@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 # benchmark name -> module exposing add_arguments(parser) and run(args) -> int
 BENCHES: dict[str, tuple[str, str]] = {
@@ -20,17 +19,9 @@ BENCHES: dict[str, tuple[str, str]] = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
-    for name, (module, help_text) in BENCHES.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            p.set_defaults(_bench_missing=module)
-            continue
-        mod.add_arguments(p)
-        p.set_defaults(_bench_run=mod.run)
+    from structures.common import register_subcommands
+
+    register_subcommands(sub, BENCHES, "_bench_run", "_bench_missing")
 
 
 def run(args: argparse.Namespace) -> int:

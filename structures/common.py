@@ -131,3 +131,22 @@ def structure_hash(atoms) -> str:
     h.update(np.round(np.asarray(atoms.cell.array, dtype=float), 5).astype(np.float64).tobytes())
     h.update(np.asarray(atoms.pbc, dtype=np.int8).tobytes())
     return h.hexdigest()[:16]
+
+
+def register_subcommands(sub, table: dict[str, tuple[str, str]], run_key: str, missing_key: str) -> None:
+    """One argparse sub-parser per ``name: (module, help)`` of ``table``: the module's ``add_arguments``
+    fills it and its ``run`` is stored under ``run_key``; a module that is missing from this build is
+    recorded under ``missing_key`` (the command then says so) instead of breaking ``--help``."""
+    import importlib
+
+    for name, (module, help_text) in table.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            p.set_defaults(**{missing_key: module})
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(**{run_key: mod.run})
