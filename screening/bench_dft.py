@@ -45,6 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--root", default=".", help="where BENCHMARKS.md and benchmarks/results live (default .)"
     )
+    parser.add_argument(
+        "--section",
+        default="dft",
+        help="name of the BENCHMARKS.md section and result file (default dft; e.g. dft_kpoints for a second "
+        "check beside the first)",
+    )
 
 
 #: ``frame`` values of the builder's own (unrelaxed) structures; other frames (``dft_validation`` rows of
@@ -100,6 +106,7 @@ def delta_e_h(
 
 
 def run(args: argparse.Namespace) -> int:
+    import re
     import shlex
     import sys
     from pathlib import Path
@@ -109,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     from structures.metals import resolve_metals
     from structures.motifs import resolve_motifs
 
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.section):
+        raise InputError(f"--section {args.section!r} is not allowed; allowed: letters, digits, '_' and '-'")
     eng = L.get_engine("gpaw")
     base, tight = L.get_preset(args.base), L.get_preset(args.tight)
     sh_base, sh_tight = L.settings_hash(eng, base), L.settings_hash(eng, tight)
@@ -235,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         "tight": {"name": args.tight, "hash": sh_tight, **tight.to_dict()},
         "tolerance_eV": args.tolerance,
     }
-    path = write_bench_result("dft", result, command.strip(), "\n".join(lines), root=args.root)
+    path = write_bench_result(args.section, result, command.strip(), "\n".join(lines), root=args.root)
     if args.readme:
         L.write_readme(args.db, args.readme)
     print("\n".join(lines))

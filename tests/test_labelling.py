@@ -770,3 +770,9 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
     assert main([*argv, "--also", "pw600", "--root", str(tmp_path)]) == 0
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| Ni2@6Na+H@top_M1 | +0.450 | +0.475 (+0.025) | not finished |" in md
+    # a second check in its own section leaves the first one in place
+    assert main([*argv, "--root", str(tmp_path), "--section", "dft_kpoints"]) == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## dft_kpoints" in md and "## dft\n" in md
+    assert (tmp_path / "benchmarks" / "results" / "dft_kpoints.json").exists()
+    assert main([*argv, "--root", str(tmp_path), "--section", "../x"]) == 2
