@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (new or empty unless --force)")
     parser.add_argument("--task", default="relax", help="relax or scf (default relax)")
     parser.add_argument(
-        "--preset", default="pw400", help="DFT settings preset of `screen label` (default pw400)"
+        "--preset", default="pw500", help="DFT settings preset of `screen label` (default pw500)"
     )
     parser.add_argument(
         "--pseudo", default=None, help="QE pseudopotential file pattern (default {symbol}.pbe.UPF)"

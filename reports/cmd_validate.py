@@ -3,7 +3,7 @@ selected candidates on the model-relaxed geometries (host, host+H*, H2), written
 
 Example (real GPAW on two doubtful candidates, one core)::
 
-    OMP_NUM_THREADS=1 screen validate --db results.db --engine gpaw --preset pw400 --select uncertain --max 2
+    OMP_NUM_THREADS=1 screen validate --db results.db --engine gpaw --preset pw500 --select uncertain --max 2
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ results store: the bare host, host+H* at the best site, and the H2 reference. La
 Per folder: vasp -> POSCAR, INCAR, KPOINTS, POTCAR.spec (POTCAR symbols; POTCARs are licensed, not shipped);
 qe -> pw.in; gpaw -> structure.xyz + run_gpaw.py (``python run_gpaw.py``); extxyz -> structure.extxyz.
 
-Physics follow a labelling preset of :mod:`screening.labelling` (``pw400``: PBE, 400 eV, k density 3.5/Å⁻¹,
+Physics follow a labelling preset of :mod:`screening.labelling` (``pw500``: PBE, 500 eV, k density 3.5/Å⁻¹,
 Fermi-Dirac 0.1 eV), spin-polarised with initial moments from :data:`structures.metals.INITIAL_MAGMOM`, and a
 dipole correction along the vacuum axis of slabs (none for the H2 box). A non-empty ``--out`` is never
 overwritten without ``force`` (with it, the exported entries replace same-named ones, other files stay); the
@@ -50,7 +50,7 @@ class ExportConfig:
     qe_dual: ecutrho / ecutwfc. pseudo: QE pseudopotential file pattern ({symbol} is replaced).
     """
 
-    preset: str = "pw400"
+    preset: str = "pw500"
     task: str = "relax"
     fmax: float = 0.03
     max_steps: int = 200

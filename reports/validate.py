@@ -38,7 +38,7 @@ class ValidateConfig:
     relaxation before the single point; fmax (eV/Å) and steps bound it. workers: processes for the labels."""
 
     engine: str = "gpaw"
-    preset: str = "pw400"
+    preset: str = "pw500"
     relax: bool = False
     fmax: float = 0.05
     steps: int = 30

@@ -67,12 +67,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("reference settings (DFT engines)")
     g.add_argument(
         "--preset",
-        default="pw400",
-        help="settings preset: pw400, pw500k4, pw500, pw600 or fast (default pw400)",
+        default="pw500",  # screening.labelling.DEFAULT_PRESET (this module imports nothing heavy)
+        help="settings preset: pw500, pw400, pw500k4, pw600 or fast (default pw500)",
     )
-    g.add_argument("--ecut", type=float, default=None, help="plane-wave cutoff, eV (pw400: 400)")
+    g.add_argument("--ecut", type=float, default=None, help="plane-wave cutoff, eV (pw500: 500)")
     g.add_argument(
-        "--kdens", type=float, default=None, help="k-point density, points per 1/Å (pw400: 3.5 -> 3x3x1)"
+        "--kdens", type=float, default=None, help="k-point density, points per 1/Å (pw500: 3.5 -> 3x3x1)"
     )
     g.add_argument("--kpts", default=None, help="explicit k-point grid, e.g. 3x3x1 (overrides --kdens)")
     g.add_argument("--smearing", type=float, default=None, help="Fermi-Dirac width, eV (default 0.1)")

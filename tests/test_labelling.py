@@ -124,6 +124,16 @@ def test_host_queue_labels_with_record_keys(tmp_path):
     assert L.kpts_for(q[1], L.PRESETS["pw400"]) == (3, 3, 1)
     assert L.kpts_for(q[1], L.PRESETS["pw500k4"]) == (4, 4, 1)
     assert L.kpts_for(q[0], L.PRESETS["pw400"]) == (1, 1, 1)
+    # the default settings are the converged ones of the settings check: 500 eV, 3x3x1 k on the 4x4 cell
+    import argparse
+
+    from screening.cmd_label import add_settings_arguments
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    default = L.settings_from_args(parser.parse_args([]))
+    assert default == L.PRESETS[L.DEFAULT_PRESET] and default.ecut == 500.0
+    assert L.kpts_for(q[1], default) == (3, 3, 1)
     db = tmp_path / "l.db"
     L.label_structures(q, "emt", db_path=db, progress=False)
     rows = {r.name: r for r in _rows(db)}

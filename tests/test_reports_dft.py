@@ -75,7 +75,7 @@ def test_vasp_export_round_trips_through_pymatgen(results_db, tmp_path):
         a = read(folder / "POSCAR", format="vasp")
         _same_geometry(ref, a, order)
         incar = Incar.from_file(folder / "INCAR")
-        assert incar["ISPIN"] == 2 and incar["ENCUT"] == 400
+        assert incar["ISPIN"] == 2 and incar["ENCUT"] == 500  # the default preset, pw500
         np.testing.assert_allclose(incar["MAGMOM"], _moments(a))  # per atom, in POSCAR order
         assert len(incar["MAGMOM"]) == len(pos.structure)
         if e["kind"] == "H2":
@@ -117,7 +117,7 @@ def test_qe_gpaw_extxyz_round_trip_through_ase(results_db, tmp_path):
         )
         assert res.returncode == 0, res.stderr
         dry = json.loads(res.stdout)
-        want = gpaw_parameters(a, "pw400")
+        want = gpaw_parameters(a, "pw500")  # the default preset
         assert {k: v for k, v in dry["params"].items() if k != "poissonsolver"} == want
         assert dry["magmoms"] == pytest.approx(_moments(a).tolist())
         assert ("poissonsolver" in dry["params"]) == (e["kind"] != "H2") and dry["pbc"][2] == (
