@@ -75,44 +75,52 @@ def _predict(post, atoms_list, batch_size: int, n_samples: int):
 
 
 def dft_triples(db_path: str) -> list[dict]:
-    """(host, host+H, H2) label rows of one settings hash with converged GPAW energies."""
+    """(host, host+H, H2) label rows of one settings hash with converged GPAW energies, on the builder's
+    geometries and on the model-relaxed geometries of ``screen validate`` (``geometry`` says which; of a
+    validated structure labelled with several settings only the most recent triple is kept)."""
     import ase.db
 
     from structures import keys as K
 
-    db = ase.db.connect(db_path)
     from .bench_dft import GENERATED_FRAMES
 
-    rows = [r for r in db.select(engine="gpaw", converged=True) if r.get("frame") in GENERATED_FRAMES]
-    by_settings: dict[str, dict] = {}
-    for r in rows:
-        d = by_settings.setdefault(r.get("settings_hash"), {"h2": None, "hosts": {}, "h": []})
-        name = r.get(K.NAME, "")
-        if name == "H2":
-            d["h2"] = r
-        elif r.get(K.SITE) in (None, "", "None"):
-            d["hosts"][r.get(K.HOST)] = r
-        else:
-            d["h"].append(r)
+    db = ase.db.connect(db_path)
+    all_rows = list(db.select(engine="gpaw", converged=True))
     out = []
-    for sh, d in by_settings.items():
-        if d["h2"] is None:
-            continue
-        for r in d["h"]:
-            host = d["hosts"].get(r.get(K.HOST))
-            if host is None:
+    for geometry, frames in (("builder", GENERATED_FRAMES), ("validate", ("dft_validation",))):
+        rows = [r for r in all_rows if r.get("frame") in frames]
+        by_settings: dict[str, dict] = {}
+        for r in rows:
+            d = by_settings.setdefault(r.get("settings_hash"), {"h2": None, "hosts": {}, "h": []})
+            name = r.get(K.NAME, "")
+            if name == "H2":
+                d["h2"] = r if d["h2"] is None or r.id > d["h2"].id else d["h2"]
+            elif r.get(K.SITE) in (None, "", "None"):
+                d["hosts"][r.get(K.HOST)] = r
+            else:
+                d["h"].append(r)
+        found: dict[str, dict] = {}
+        for sh, d in by_settings.items():
+            if d["h2"] is None:
                 continue
-            atoms = [host.toatoms(), r.toatoms(), d["h2"].toatoms()]
-            e = [host.energy, r.energy, d["h2"].energy]
-            out.append(
-                {
+            for r in d["h"]:
+                host = d["hosts"].get(r.get(K.HOST))
+                if host is None:
+                    continue
+                e = [host.energy, r.energy, d["h2"].energy]
+                triple = {
                     "name": r.get(K.NAME),
+                    "geometry": geometry,
                     "settings_hash": sh,
-                    "atoms": atoms,
+                    "atoms": [host.toatoms(), r.toatoms(), d["h2"].toatoms()],
                     "dft_de": e[1] - e[0] - 0.5 * e[2],
                     "core_s": float(host.get("wall_s", 0) + r.get("wall_s", 0)),
+                    "_id": max(host.id, r.id),
                 }
-            )
+                key = triple["name"] if geometry == "validate" else f"{triple['name']}/{sh}"
+                if key not in found or triple["_id"] > found[key]["_id"]:
+                    found[key] = triple
+        out += [{k: v for k, v in t.items() if k != "_id"} for t in found.values()]
     return out
 
 
@@ -161,7 +169,13 @@ def run(args: argparse.Namespace) -> int:
         de = e[1] - e[0] - 0.5 * e[2]
         # raw draws: the recalibration's energy sigma factor scales their spread (as in screening.dgh)
         sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
-        row = {"name": t["name"], "dft_de": t["dft_de"], "model_de": float(de), "model_sigma": sig}
+        row = {
+            "name": t["name"],
+            "geometry": t["geometry"],
+            "dft_de": t["dft_de"],
+            "model_de": float(de),
+            "model_sigma": sig,
+        }
         if sevenn is not None:
             es7 = []
             for a in t["atoms"]:
@@ -229,17 +243,24 @@ def run(args: argparse.Namespace) -> int:
 
     dft_table = "No converged GPAW (host, host+H, H2) triple in the label store yet.\n"
     if dft_rows:
-        head = "| structure | DFT ΔE_H (eV) | model ΔE_H ± σ (eV) | model − DFT | SevenNet-0 ΔE_H | SevenNet-0 − DFT |\n"
-        head += "|---|---|---|---|---|---|\n"
+        head = (
+            "| structure | geometry | DFT ΔE_H (eV) | model ΔE_H ± σ (eV) | model − DFT | SevenNet-0 ΔE_H | "
+            "SevenNet-0 − DFT |\n"
+        )
+        head += "|---|---|---|---|---|---|---|\n"
         for r in dft_rows:
             s7, dft = r.get("sevenn_de"), r["dft_de"]
             head += (
-                f"| {r['name']} | {r['dft_de']:+.3f} | {r['model_de']:+.3f} ± {r['model_sigma']:.3f} | "
+                f"| {r['name']} | {r.get('geometry', 'builder')} | {r['dft_de']:+.3f} | {r['model_de']:+.3f} ± {r['model_sigma']:.3f} | "
                 f"{r['model_de'] - r['dft_de']:+.3f} | {'' if s7 is None else f'{s7:+.3f}'} | "
                 f"{'' if s7 is None else f'{s7 - dft:+.3f}'} |\n"
             )
         mae = np.mean([abs(r["model_de"] - r["dft_de"]) for r in dft_rows])
-        dft_table = head + f"\nModel ΔE_H MAE against DFT: {mae:.3f} eV on {len(dft_rows)} structure(s).\n"
+        dft_table = head + (
+            f"\nModel ΔE_H MAE against DFT: {mae:.3f} eV on {len(dft_rows)} structure(s). Geometry: `builder` = the "
+            "structure generator's, `validate` = the model-relaxed geometry of `screen validate` (each with the "
+            "settings of its most recent labels). Every energy is a single point at that geometry.\n"
+        )
     h = model_hash(args.model)
     heldout_md = heldout_section(args.heldout, h)
     text = f"""# Model card: `{Path(args.model).name}`

@@ -760,6 +760,12 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
             )
     table = delta_e_h(str(db_path), frames=("dft_validation",))
     assert table[sh]["Ni2@6Na+H@top_M1"]["dE_H"] == pytest.approx(-253.1 + 250.2 + 3.35)
+    # the model card takes both geometry sets; of the validated structure only its latest settings (pw500)
+    from screening.bench_model import dft_triples
+
+    val = [t for t in dft_triples(str(db_path)) if t["geometry"] == "validate"]
+    assert len(val) == 1 and val[0]["dft_de"] == pytest.approx(-253.28 + 250.4 + 0.5 * 6.71)
+    assert {t["geometry"] for t in dft_triples(str(db_path))} == {"builder", "validate"}
     argv = [
         "bench",
         "dft",
