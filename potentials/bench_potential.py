@@ -233,8 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from screening.relax import resolve_device
-    from structures.common import write_bench_result
+    from potentials.model import resolve_device
+    from structures.common import device_section, write_bench_result
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -249,8 +249,7 @@ def run(args: argparse.Namespace) -> int:
     }
     command = " ".join(["screen bench potential", *sys.argv[3:]])
     md = table(result)
-    name = "potential" if device.type == "cpu" else f"potential_{device.type}"
-    out = write_bench_result(name, result, command, md)
+    out = write_bench_result(device_section("potential", device), result, command, md)
     print(md)
     print(f"wrote {out}")
     return 0

@@ -107,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from potentials.data import read_dataset, read_e0s
-    from potentials.model import preset
+    from potentials.model import preset, resolve_device
     from potentials.train import evaluate, train, train_preset
-    from screening.relax import resolve_device
     from structures.common import InputError
 
     device = resolve_device(args.device)

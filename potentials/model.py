@@ -235,6 +235,16 @@ class RACEEnergy(nn.Module):
         }
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> cuda when available else cpu; else the named device (InputError if unavailable)."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device '{device}' is not available on this machine; allowed: auto, cpu")
+    return dev
+
+
 def build_model(config: ModelConfig) -> ForceOutput:
     """RACE energy model wrapped by the force/stress gradient wrapper, in ``config.dtype``."""
     config.validate()

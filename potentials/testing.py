@@ -189,19 +189,26 @@ def emt_clusters(n: int, seed: int = 0) -> list:
     """``n`` open Cu3Al2 clusters (5 atoms, 0.12 Å noise around a fixed shape) with EMT energy (info) and
     forces (arrays), no calculator attached."""
     from ase import Atoms
-    from ase.calculators.emt import EMT
 
     rng = np.random.default_rng(seed)
     base = np.array([[0, 0, 0], [2.5, 0, 0], [0, 2.5, 0], [0, 0, 2.5], [2.5, 2.5, 0]], dtype=float)
-    frames = []
-    for _ in range(n):
-        atoms = Atoms("Cu3Al2", positions=base + rng.normal(0, 0.12, base.shape))
-        atoms.calc = EMT()
-        atoms.info["energy"] = atoms.get_potential_energy()
-        atoms.arrays["forces"] = atoms.get_forces()
-        atoms.calc = None
-        frames.append(atoms)
-    return frames
+    return emt_labelled([Atoms("Cu3Al2", positions=base + rng.normal(0, 0.12, base.shape)) for _ in range(n)])
+
+
+def emt_labelled(frames: Sequence) -> list:
+    """Copies of ``frames`` with ASE's EMT energy (``info['energy']``, eV) and forces (``arrays['forces']``,
+    eV/Å), no calculator attached."""
+    from ase.calculators.emt import EMT
+
+    out = []
+    for a in frames:
+        a = a.copy()
+        a.calc = EMT()
+        a.info["energy"] = a.get_potential_energy()
+        a.arrays["forces"] = a.get_forces()
+        a.calc = None
+        out.append(a)
+    return out
 
 
 def emt_low_fidelity(frames: list, v0_scale: float = 1.15, e0_shift: float = 0.1) -> list:

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from structures.common import InputError, write_bench_result
+    from structures.common import InputError, device_section, write_bench_result
     from structures.enumerate import count_structures
     from structures.metals import METALS, resolve_metals
     from structures.motifs import resolve_motifs
@@ -279,9 +279,7 @@ def run(args: argparse.Namespace) -> int:
         }
         and v not in (None, False)
     )
-    # a GPU run gets its own section: the CPU figures (the targets of the issue) stay beside it
-    name = "screen" if device == "cpu" else f"screen_{device.split(':')[0]}"
-    write_bench_result(name, result, command, table, root=args.root)
+    write_bench_result(device_section("screen", device), result, command, table, root=args.root)
     return 0
 
 

@@ -27,6 +27,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
 from potentials import keys as K
+from potentials.model import resolve_device
 from structures.common import InputError
 
 ForceFn = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -350,16 +351,6 @@ def _resolve_model(force_fn: ForceFn, elements, cutoff, dtype):
             first = next(iter(params()), None) if callable(params) else None
             dtype = first.dtype if first is not None else torch.get_default_dtype()
     return tuple(elements), float(cutoff), dtype
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None -> cuda when available else cpu; else the named device (InputError if unavailable)."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device '{device}' is not available on this machine; allowed: auto, cpu")
-    return dev
 
 
 def relax_many(

@@ -68,6 +68,13 @@ def hardware_summary() -> dict[str, Any]:
     return info
 
 
+def device_section(name: str, device: Any) -> str:
+    """Benchmark section of a run on ``device``: ``name`` on the CPU, ``name_<type>`` elsewhere (e.g.
+    screen_cuda), so GPU figures stand beside the CPU ones instead of replacing them."""
+    kind = str(device).split(":")[0]
+    return name if kind == "cpu" else f"{name}_{kind}"
+
+
 def write_bench_result(
     name: str, result: dict[str, Any], command: str, table_md: str, root: str | os.PathLike = "."
 ) -> Path:

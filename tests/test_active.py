@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from potentials import active as A
 from potentials.posterior import Prediction
+from potentials.testing import emt_labelled
 from structures.common import InputError
 
 
@@ -255,18 +256,6 @@ def _emt_pool(n: int, seed0: int = 0) -> list:
     return [_cluster(symbols[i % 3], seed0 + i, amp=0.04 + 0.02 * (i % 4)) for i in range(n)]
 
 
-def _labelled(frames: list) -> list:
-    out = []
-    for a in frames:
-        a = a.copy()
-        a.calc = EMT()
-        a.info["energy"] = a.get_potential_energy()
-        a.arrays["forces"] = a.get_forces()
-        a.calc = None
-        out.append(a)
-    return out
-
-
 FITTER = A.BayesFitter(
     method="ensemble",
     model_preset="tiny",
@@ -299,7 +288,7 @@ def _comparable(history: list[dict]) -> list[dict]:
 @pytest.mark.slow
 def test_oracle_loop_runs_two_rounds_and_resumes_after_a_kill(tmp_path):
     torch.set_num_threads(1)
-    pool, test = _emt_pool(24), _labelled(_emt_pool(4, seed0=100))
+    pool, test = _emt_pool(24), emt_labelled(_emt_pool(4, seed0=100))
     oracle = A.CalculatorOracle(lambda atoms: EMT(), "emt", {}, tmp_path / "full" / "labels.db")
     learner = A.ActiveLearner(pool, oracle, FITTER, CONFIG, tmp_path / "full", test=test)
     history = learner.run()
@@ -338,9 +327,9 @@ def test_pool_based_cli_hides_labels_and_writes_history(tmp_path, capsys):
     from cli import main
 
     torch.set_num_threads(1)
-    pool = _labelled(_emt_pool(14))
+    pool = emt_labelled(_emt_pool(14))
     write(tmp_path / "pool.extxyz", pool)
-    write(tmp_path / "test.extxyz", _labelled(_emt_pool(3, seed0=50)))
+    write(tmp_path / "test.extxyz", emt_labelled(_emt_pool(3, seed0=50)))
     args = [
         "learn",
         "--pool",
@@ -424,7 +413,7 @@ class SpreadFitter:
 def test_schedule_initial_set_and_bald_picks_the_most_uncertain(tmp_path):
     sizes = [2, 3, 4]  # octahedra of 6, 19 and 44 atoms: radius of gyration grows with size
     pool = [_cluster("Cu", i, size=sizes[i % 3]) for i in range(12)]
-    initial = _labelled(_emt_pool(5, seed0=200))
+    initial = emt_labelled(_emt_pool(5, seed0=200))
     cfg = A.ALConfig(strategy="bald-f", init=0, schedule=(2, 5), seed=1, valid_fraction=0.2)
     assert [cfg.acquisitions_in(r) for r in (1, 2)] == [2, 3] and cfg.n_rounds == 2
     fitter = SpreadFitter()
