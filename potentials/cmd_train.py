@@ -58,7 +58,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="short-range ZBL prior (no parameters; also switched on or off when fine-tuning with "
         "--init-from; default: the preset's, zbl)",
     )
-    parser.add_argument("--init-from", help="checkpoint to fine-tune (keeps its architecture and E0s)")
+    parser.add_argument(
+        "--init-from", help="checkpoint to fine-tune (keeps its architecture; E0s too unless --refit-e0s)"
+    )
+    parser.add_argument(
+        "--refit-e0s",
+        action="store_true",
+        help="with --init-from: first shift the per-element E0s to the new labels by least squares (labels "
+        "of another code or functional, e.g. GPAW after SevenNet-0)",
+    )
+    parser.add_argument(
+        "--trainable",
+        default=None,
+        help="comma list: train only parameters whose names contain one of these (e.g. readout), the "
+        "rest frozen (default: all)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -128,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         train_atoms, n_tr = _cap_forces(train_atoms, args.max_force)
         valid_atoms, n_va = _cap_forces(valid_atoms, args.max_force) if valid_atoms else (valid_atoms, 0)
         print(f"--max-force {args.max_force:g} eV/Å: left out {n_tr} training and {n_va} validation frames")
+    if args.refit_e0s and not args.init_from:
+        raise InputError("--refit-e0s re-references a pre-trained model; it needs --init-from CHECKPOINT")
     if args.init_from:  # fine-tuning keeps the model's elements: name the file that brings another one
         from potentials.checkpoint import load
 
@@ -166,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         loss = replace(loss, beta=args.beta_nll)
     if args.stress_key:
         loss = replace(loss, stress_weight=max(loss.stress_weight, 1.0))
-    train_config = replace(train_config, loss=loss)
+    trainable = tuple(t.strip() for t in (args.trainable or "").split(",") if t.strip())
+    train_config = replace(train_config, loss=loss, refit_e0s=args.refit_e0s, trainable=trainable)
     if args.method != "point":
         if args.init_from and args.method != "laplace":
             raise InputError(f"--init-from works with --method point or laplace only, not {args.method!r}")

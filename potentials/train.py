@@ -27,6 +27,8 @@ from potentials.data import (
     atoms_to_graph,
     avg_num_neighbors,
     collate_graphs,
+    composition_matrix,
+    energy_label,
     fit_e0s,
     scaling_statistics,
     split_isolated,
@@ -58,8 +60,16 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-time budget, 0 = none (stops after the epoch that exceeds it)
     seed: int = 0
     loss: LossConfig = field(default_factory=LossConfig)
+    # fine-tuning on another fidelity (issue 10): re-fit the per-element E0s of the init_from model to the
+    # new labels first (least squares of label - prediction vs composition), so the network only has to
+    # learn what differs beyond a per-element reference shift
+    refit_e0s: bool = False
+    # names of the parameters to train (a parameter trains when its name contains one of these strings);
+    # empty = all. E.g. ("readout",) fine-tunes only the per-layer readouts on a few expensive labels.
+    trainable: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "trainable", tuple(self.trainable))
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"unknown scheduler {self.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -231,8 +241,6 @@ def prepare_config(
     """
     elements = model_config.elements or _elements_of([train_atoms, isolated])
     if e0s is None and isolated:
-        from potentials.data import energy_label
-
         e0s = {a[0].symbol: float(energy_label(a)) for a in isolated if energy_label(a) is not None}
         fitted = fit_e0s(train_atoms, elements) if set(elements) - set(e0s) else {}
         e0s = {s: e0s.get(s, fitted.get(s, 0.0)) for s in elements}
@@ -272,11 +280,63 @@ def _make_scheduler(optimizer, cfg: TrainConfig):
 
 
 def default_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on weight matrices only (not on 1-D parameters)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    """AdamW with weight decay on weight matrices only (not on 1-D parameters); frozen ones left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, amsgrad=True)
+
+
+def refit_e0s(
+    model: torch.nn.Module, config: ModelConfig, atoms_list: Sequence, graphs: Sequence[dict] | None = None
+) -> ModelConfig:
+    """Shift the model's per-element E0s (eV) by the least-squares fit of (label - prediction) against
+    composition on ``atoms_list``, in place, and return the config with the new E0s.
+
+    Used when fine-tuning on labels of another fidelity (e.g. GPAW after SevenNet-0): total energies of two
+    codes differ by per-element constants, which this removes before any weight moves. Elements absent
+    from the data keep their E0; an under-determined fit takes the minimum-norm shift."""
+    structures, isolated = split_isolated(list(atoms_list))
+    if graphs is None or len(graphs) != len(structures):
+        graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
+    pred = (
+        evaluate(model, structures, graphs=graphs, return_predictions=True)["energy_pred"]
+        if structures
+        else []
+    )
+    frames = list(structures) + list(isolated)
+    residual = np.array([energy_label(a) for a in structures] + [energy_label(a) for a in isolated], float)
+    if isolated:  # a lone atom's energy is its E0 (the network gives it no readout)
+        e0_now = dict(zip(config.elements, config.e0s)) if config.e0s else {}
+        pred = list(pred) + [e0_now.get(a[0].symbol, 0.0) for a in isolated]
+    residual = residual - np.asarray(pred, float)
+    counts = composition_matrix(frames, config.elements)
+    present = counts.sum(0) > 0
+    delta = np.zeros(len(config.elements))
+    if present.any():
+        delta[present] = np.linalg.lstsq(counts[:, present], residual, rcond=None)[0]
+    old = np.asarray(config.e0s if config.e0s else [0.0] * len(config.elements), float)
+    new = tuple(float(v) for v in old + delta)
+    inner = getattr(model, "model", model)
+    with torch.no_grad():
+        inner.e0.copy_(torch.as_tensor(new, dtype=inner.e0.dtype))
+    return replace(config, e0s=new)
+
+
+def freeze_parameters(model: torch.nn.Module, trainable: Sequence[str]) -> int:
+    """Train only the parameters whose names contain one of ``trainable`` (all when empty); returns how
+    many parameters stay trainable. An entry that matches no parameter is an error."""
+    names = [n for n, _ in model.named_parameters()]
+    for t in trainable:
+        if not any(t in n for n in names):
+            roots = sorted({n.split(".")[1] if n.startswith("model.") else n.split(".")[0] for n in names})
+            raise InputError(f"trainable {t!r} matches no parameter; parameter groups: {', '.join(roots)}")
+    n_train = 0
+    for n, p in model.named_parameters():
+        p.requires_grad_(not trainable or any(t in n for t in trainable))
+        n_train += p.numel() if p.requires_grad else 0
+    return n_train
 
 
 def _settings_key(model_config: ModelConfig, train_config: TrainConfig, n_train: int, n_valid: int) -> str:
@@ -353,6 +413,11 @@ def train(
     for name, graphs in (("training", train_graphs), ("validation", valid_graphs)):
         if any(K.ENERGY not in g or K.FORCES not in g for g in graphs):
             raise InputError(f"every {name} structure needs energy and forces labels")
+    if cfg.refit_e0s:
+        if init_payload is None:
+            raise InputError("refit_e0s re-references a pre-trained model: it needs init_from")
+        model_config = refit_e0s(model, model_config, train_atoms + isolated, train_graphs)
+    freeze_parameters(model, cfg.trainable)
 
     optimizer = optimizer_factory(model) if optimizer_factory else default_optimizer(model, cfg)
     scheduler = _make_scheduler(optimizer, cfg)

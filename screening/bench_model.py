@@ -74,10 +74,41 @@ def _predict(post, atoms_list, batch_size: int, n_samples: int):
     return cat(e_true), cat(e_pred), cat(e_sig), cat(nat), cat(f_true), cat(f_pred), cat(f_sig)
 
 
-def dft_triples(db_path: str) -> list[dict]:
+def triple_de(post, atoms3, n_samples: int) -> tuple[float, float]:
+    """ΔE_H = E(host+H) - E(host) - E(H2)/2 (eV) of a posterior on ``atoms3`` = (host, host+H, H2) and its
+    σ (eV): the posterior draws of the difference (correlations kept, scaled by the recalibration's energy
+    factor as in screening.dgh) plus the three aleatoric variances."""
+    import numpy as np
+
+    from potentials.data import collate
+
+    from .dgh import energy_sigma_scale
+
+    batch = collate(list(atoms3), post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
+    pred = post.predict(batch, n_samples=n_samples, forces=False)
+    s = pred.energy_samples.double().numpy()
+    de_k = s[:, 1] - s[:, 0] - 0.5 * s[:, 2]
+    va = pred.energy_var_aleatoric.double().numpy()
+    e = pred.energy.double().numpy()
+    sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
+    return float(e[1] - e[0] - 0.5 * e[2]), sig
+
+
+def calc_triple_de(calc, atoms3) -> float:
+    """ΔE_H (eV) of an ASE calculator (e.g. SevenNet-0) on (host, host+H, H2) single points."""
+    es = []
+    for a in atoms3:
+        a = a.copy()
+        a.calc = calc
+        es.append(a.get_potential_energy())
+    return es[1] - es[0] - 0.5 * es[2]
+
+
+def dft_triples(db_path: str, settings_hash: str | None = None) -> list[dict]:
     """(host, host+H, H2) label rows of one settings hash with converged GPAW energies, on the builder's
     geometries and on the model-relaxed geometries of ``screen validate`` (``geometry`` says which; of a
-    validated structure labelled with several settings only the most recent triple is kept)."""
+    validated structure labelled with several settings only the most recent triple is kept, unless
+    ``settings_hash`` picks the settings)."""
     import ase.db
 
     from structures import keys as K
@@ -85,7 +116,11 @@ def dft_triples(db_path: str) -> list[dict]:
     from .bench_dft import GENERATED_FRAMES
 
     db = ase.db.connect(db_path)
-    all_rows = list(db.select(engine="gpaw", converged=True))
+    all_rows = [
+        r
+        for r in db.select(engine="gpaw", converged=True)
+        if settings_hash is None or r.get("settings_hash") == settings_hash
+    ]
     out = []
     for geometry, frames in (("builder", GENERATED_FRAMES), ("validate", ("dft_validation",))):
         rows = [r for r in all_rows if r.get("frame") in frames]
@@ -110,6 +145,7 @@ def dft_triples(db_path: str) -> list[dict]:
                 e = [host.energy, r.energy, d["h2"].energy]
                 triple = {
                     "name": r.get(K.NAME),
+                    "host": r.get(K.HOST),
                     "geometry": geometry,
                     "settings_hash": sh,
                     "atoms": [host.toatoms(), r.toatoms(), d["h2"].toatoms()],
@@ -135,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     from potentials import calibration as C
     from potentials.bayes import load_posterior
     from potentials.checkpoint import model_hash
-    from potentials.data import collate, read_dataset
+    from potentials.data import read_dataset
     from structures.common import InputError, atomic_write_bytes, atomic_write_text, write_bench_result
 
     post = load_posterior(args.model)
@@ -157,32 +193,17 @@ def run(args: argparse.Namespace) -> int:
             sevenn = SevenNetCalculator("7net-0", device="cpu")
         except ImportError:
             sevenn = None
-    from .dgh import energy_sigma_scale
-
     for t in triples:
-        batch = collate(t["atoms"], post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
-        pred = post.predict(batch, n_samples=args.samples, forces=False)
-        s = pred.energy_samples.double().numpy()
-        de_k = s[:, 1] - s[:, 0] - 0.5 * s[:, 2]
-        va = pred.energy_var_aleatoric.double().numpy()
-        e = pred.energy.double().numpy()
-        de = e[1] - e[0] - 0.5 * e[2]
-        # raw draws: the recalibration's energy sigma factor scales their spread (as in screening.dgh)
-        sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
+        de, sig = triple_de(post, t["atoms"], args.samples)
         row = {
             "name": t["name"],
             "geometry": t["geometry"],
             "dft_de": t["dft_de"],
-            "model_de": float(de),
+            "model_de": de,
             "model_sigma": sig,
         }
         if sevenn is not None:
-            es7 = []
-            for a in t["atoms"]:
-                a = a.copy()
-                a.calc = sevenn
-                es7.append(a.get_potential_energy())
-            row["sevenn_de"] = es7[1] - es7[0] - 0.5 * es7[2]
+            row["sevenn_de"] = calc_triple_de(sevenn, t["atoms"])
         dft_rows.append(row)
 
     # ---- figures

@@ -13,6 +13,10 @@ BENCHES: dict[str, tuple[str, str]] = {
     "screen": ("screening.bench_screen", "throughput of the full screen and ΔGH* accuracy"),
     "model": ("screening.bench_model", "model card: held-out errors, calibration and ΔE_H against DFT"),
     "heldout": ("screening.bench_heldout", "ΔGH* against the reference on hosts the model never saw"),
+    "anchor": (
+        "screening.bench_anchor",
+        "DFT-anchored model: fine-tuned on plane-wave labels, held-out hosts",
+    ),
     "dft": ("screening.bench_dft", "DFT settings convergence and ΔGH* against plane-wave DFT"),
 }
 

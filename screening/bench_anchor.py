@@ -1,0 +1,342 @@
+"""``screen bench anchor`` (issue 10): anchor the model to plane-wave DFT and judge it on held-out hosts.
+
+The DFT labels of one settings hash in the label store (``screen label`` / ``screen validate``) are split by
+host: hosts named in ``--heldout`` (a comma list or a file, e.g. benchmarks/heldout_hosts.txt) are never
+trained on; every other converged frame (host, host+H, the H2 reference) is the DFT training set. On the
+held-out (host, host+H, H2) triples ΔE_H = E(host+H) - E(host) - E(H2)/2 is compared at the DFT geometry
+(single points, so the ΔGH* correction cancels in the error) for:
+
+- ``base``: the pre-trained model (SevenNet-0 labels), as shipped;
+- ``offset``: base + the mean DFT - base ΔE_H of the training triples (the cheapest correction);
+- ``finetune``: base fine-tuned on the DFT training frames (E0s re-fitted to the DFT reference first,
+  then the weights; MSE with a large energy weight because ΔE_H is an energy difference), Laplace
+  posterior fitted on the same frames;
+- ``scratch``: the same architecture trained on the DFT training frames only (same DFT budget);
+- SevenNet-0 itself, the pre-training labeler.
+
+Writes ``benchmarks/results/anchor.json``, a BENCHMARKS.md section and a parity figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("base", "offset", "finetune", "scratch")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="pre-trained posterior (default: the shipped model)")
+    parser.add_argument("--dft-db", default="dft/labels.db", help="DFT label store (default dft/labels.db)")
+    parser.add_argument("--preset", default="pw500", help="DFT settings preset of the labels (default pw500)")
+    parser.add_argument(
+        "--heldout",
+        required=True,
+        help="hosts never trained on: comma list (Pt2@4Nd,Au2@5Na) or a file of whitespace-separated "
+        "names (# comments), e.g. benchmarks/heldout_hosts.txt",
+    )
+    parser.add_argument("--out", default="runs/anchor", help="work folder (models, SevenNet-0 cache)")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)} (default all)"
+    )
+    parser.add_argument("--epochs", type=int, default=60, help="fine-tuning epochs (default 60)")
+    parser.add_argument(
+        "--scratch-epochs", type=int, default=300, help="DFT-only training epochs (default 300)"
+    )
+    parser.add_argument("--lr", type=float, default=2e-3, help="fine-tuning learning rate (default 2e-3)")
+    parser.add_argument(
+        "--energy-weight", type=float, default=1000.0, help="MSE energy weight (default 1000)"
+    )
+    parser.add_argument("--force-weight", type=float, default=10.0, help="MSE force weight (default 10)")
+    parser.add_argument(
+        "--trainable", default="", help="comma list: fine-tune only these parameter groups (default all)"
+    )
+    parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
+
+
+def read_hosts(spec: str) -> list[str]:
+    """Host names from a comma list or a file (whitespace-separated, ``#`` comments)."""
+    from structures.common import InputError
+
+    path = Path(spec)
+    if path.is_file():
+        words = [w for line in path.read_text().splitlines() for w in line.split("#", 1)[0].split()]
+    else:
+        words = [w.strip() for w in spec.split(",") if w.strip()]
+    bad = [w for w in words if "@" not in w]
+    if bad or not words:
+        raise InputError(
+            f"--heldout {spec!r}: {'no host' if not words else 'not a host name: ' + bad[0]}; "
+            "allowed: names like Pt2@4Nd, comma-separated or in a file"
+        )
+    return words
+
+
+def dft_frames(db_path: str, settings_hash: str) -> list:
+    """Converged labels of one settings hash as Atoms with energy/forces (SinglePointCalculator)."""
+    from screening.labelling import iter_labels
+
+    return [
+        a
+        for a in iter_labels(db_path, "gpaw", converged_only=True, settings_hash=settings_hash)
+        if a.calc is not None
+    ]
+
+
+def _host_of(atoms) -> str:
+    from structures import keys as K
+
+    return str(atoms.info.get(K.HOST) or "")
+
+
+def _stats(rows: list[dict], key: str) -> dict[str, Any]:
+    import numpy as np
+
+    have = [r for r in rows if r.get(key) is not None]
+    if not have:
+        return {"n": 0}
+    err = np.array([r[key] - r["dft_de"] for r in have])
+    out = {
+        "n": len(have),
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt((err**2).mean())),
+        "max": float(np.abs(err).max()),
+        "mean": float(err.mean()),
+    }
+    sig = [r.get(key + "_sigma") for r in have]
+    if all(s is not None for s in sig):
+        z = np.abs(err) / np.maximum(np.array(sig), 1e-12)
+        out.update(cov1=float((z <= 1).mean()), cov2=float((z <= 2).mean()), mean_sigma=float(np.mean(sig)))
+    return out
+
+
+def _train_config(args, epochs: int, lr: float, refit: bool, trainable: tuple[str, ...]):
+    from potentials.losses import LossConfig
+    from potentials.train import TrainConfig
+
+    return TrainConfig(
+        epochs=epochs,
+        batch_size=4,
+        lr=lr,
+        scheduler="cosine",
+        ema_decay=0.9,
+        early_stopping_patience=10**6,  # few labels, no held-out frames for early stopping: fixed epochs
+        seed=args.seed,
+        loss=LossConfig(kind="mse", energy_weight=args.energy_weight, force_weight=args.force_weight),
+        refit_e0s=refit,
+        trainable=trainable,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import replace
+
+    import numpy as np
+
+    from potentials.bayes import load_posterior
+    from potentials.bayes.fit import fit_posterior
+    from potentials.model import ModelConfig, preset
+    from screening import labelling as L
+    from structures.common import InputError, atomic_write_text, write_bench_result
+
+    from .bench_model import calc_triple_de, dft_triples, triple_de
+    from .pipeline import default_model_path
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise InputError(f"--variants: unknown {bad[0]!r}; allowed: {', '.join(VARIANTS)}")
+    if not Path(args.dft_db).exists():
+        raise InputError(
+            f"--dft-db {args.dft_db!r} does not exist; allowed: a store written by `screen label`"
+        )
+    heldout = set(read_hosts(args.heldout))
+    model_path = args.model or str(default_model_path())
+    sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
+    frames = dft_frames(args.dft_db, sh)
+    train_frames = [a for a in frames if _host_of(a) not in heldout]
+    triples = dft_triples(args.dft_db, sh)
+    test = [t for t in triples if t.get("host") in heldout]
+    fit_triples = [t for t in triples if t.get("host") not in heldout]
+    n_struct = sum(len(a) > 2 for a in train_frames)
+    if not test:
+        raise InputError(
+            f"no held-out (host, host+H, H2) triple with settings {args.preset} in {args.dft_db}"
+        )
+    if n_struct == 0 and any(v in variants for v in ("finetune", "scratch")):
+        raise InputError(f"no DFT training structure with settings {args.preset} outside --heldout")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"DFT {args.preset} ({sh}): {len(train_frames)} training frames ({n_struct} slabs, hosts "
+        f"{', '.join(sorted({_host_of(a) for a in train_frames if _host_of(a)}))}); "
+        f"{len(test)} held-out triples"
+    )
+
+    posts: dict[str, Any] = {}
+    base = load_posterior(model_path)
+    posts["base"] = base
+    base_config: ModelConfig = base.config
+    trainable = tuple(t.strip() for t in args.trainable.split(",") if t.strip())
+    if "finetune" in variants:
+        posts["finetune"], _ = fit_posterior(
+            "laplace",
+            train_frames,
+            train_frames,
+            base_config,
+            "cpu",
+            out / "finetune",
+            train_config=_train_config(args, args.epochs, args.lr, True, trainable),
+            recalibration="none",
+            seed=args.seed,
+            init_from=model_path,
+        )
+    if "scratch" in variants:
+        posts["scratch"], _ = fit_posterior(
+            "laplace",
+            train_frames,
+            train_frames,
+            replace(preset("fast"), elements=base_config.elements),  # every element, seen or not
+            "cpu",
+            out / "scratch",
+            train_config=_train_config(args, args.scratch_epochs, 1e-2, False, ()),
+            recalibration="none",
+            seed=args.seed,
+        )
+
+    sevenn = None
+    cache_path = out / "sevenn_de.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    if not args.no_sevenn:
+        try:
+            from sevenn.calculator import SevenNetCalculator
+
+            sevenn = SevenNetCalculator("7net-0", device="cpu")
+        except ImportError:
+            sevenn = None
+
+    def evaluate_triples(ts: list[dict]) -> list[dict]:
+        rows = []
+        for t in ts:
+            row: dict[str, Any] = {"name": t["name"], "host": t["host"], "dft_de": t["dft_de"]}
+            for name, post in posts.items():
+                row[name], row[name + "_sigma"] = triple_de(post, t["atoms"], args.samples)
+            key = f"{t['name']}/{t['settings_hash']}"
+            if key not in cache and sevenn is not None:
+                cache[key] = calc_triple_de(sevenn, t["atoms"])
+            if key in cache:
+                row["sevenn"] = cache[key]
+            rows.append(row)
+        return rows
+
+    test_rows = evaluate_triples(test)
+    fit_rows = evaluate_triples(fit_triples)
+    atomic_write_text(cache_path, json.dumps(cache, indent=1) + "\n")
+    if "offset" in variants:
+        shift = float(np.mean([r["dft_de"] - r["base"] for r in fit_rows])) if fit_rows else 0.0
+        spread = float(np.std([r["dft_de"] - r["base"] for r in fit_rows])) if len(fit_rows) > 1 else 0.0
+        for r in test_rows + fit_rows:
+            r["offset"] = r["base"] + shift
+            r["offset_sigma"] = float(np.hypot(r["base_sigma"], spread))
+    else:
+        shift = spread = float("nan")
+    shown = [v for v in VARIANTS if v in variants] + (
+        ["sevenn"] if any("sevenn" in r for r in test_rows) else []
+    )
+    summary = {v: _stats(test_rows, v) for v in shown}
+    train_summary = {v: _stats(fit_rows, v) for v in shown}
+    metals = sorted({h.split("2@")[0] for h in (_host_of(a) for a in train_frames) if "@" in h})
+    motifs = sorted({h.split("@")[1] for h in (_host_of(a) for a in train_frames) if "@" in h})
+    core_h = sum(float(a.info.get("wall_s", 0.0) or 0.0) for a in train_frames) / 3600.0
+
+    # ---- figure
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.8))
+    dft = np.array([r["dft_de"] for r in test_rows])
+    marks = {"base": "o", "offset": "s", "finetune": "D", "scratch": "v", "sevenn": "x"}
+    for v in shown:
+        y = np.array([r.get(v, np.nan) for r in test_rows])
+        yerr = np.array([2 * r.get(v + "_sigma", 0.0) for r in test_rows]) if v != "sevenn" else None
+        ax.errorbar(
+            dft, y, yerr=yerr, fmt=marks[v], ms=5, capsize=2, label=f"{v} (MAE {summary[v]['mae']:.2f})"
+        )
+    lo = min(dft.min(), np.nanmin([r.get(v, np.nan) for r in test_rows for v in shown])) - 0.2
+    hi = max(dft.max(), np.nanmax([r.get(v, np.nan) for r in test_rows for v in shown])) + 0.2
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set(
+        xlabel="DFT ΔE_H (eV, plane-wave PBE)", ylabel="predicted ΔE_H (eV), bars 2σ", title="held-out hosts"
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig_path = Path("benchmarks/figures/anchor_parity.png")
+    fig_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fig_path, dpi=120)
+    plt.close(fig)
+
+    def fmt(v: float | None, sig: float | None = None) -> str:
+        if v is None:
+            return ""
+        return f"{v:+.3f}" + (f" ± {sig:.3f}" if sig is not None else "")
+
+    head = "| held-out structure | DFT | " + " | ".join(shown) + " |\n|---|---|" + "---|" * len(shown) + "\n"
+    body = "".join(
+        f"| {r['name']} | {r['dft_de']:+.3f} | "
+        + " | ".join(fmt(r.get(v), r.get(v + "_sigma")) for v in shown)
+        + " |\n"
+        for r in test_rows
+    )
+
+    def summary_table(s: dict) -> str:
+        t = "| model | n | MAE (eV) | RMSE (eV) | max (eV) | mean error (eV) | 1σ / 2σ coverage |\n|---|---|---|---|---|---|---|\n"
+        for v, m in s.items():
+            if not m.get("n"):
+                continue
+            cov = f"{m['cov1']:.2f} / {m['cov2']:.2f}" if "cov2" in m else ""
+            t += f"| {v} | {m['n']} | {m['mae']:.3f} | {m['rmse']:.3f} | {m['max']:.3f} | {m['mean']:+.3f} | {cov} |\n"
+        return t
+
+    cmd = (
+        f"screen bench anchor --model {model_path} --dft-db {args.dft_db} --preset {args.preset} --heldout "
+        f"{args.heldout} --variants {','.join(variants)} --epochs {args.epochs} --lr {args.lr:g} "
+        f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g}"
+        + (f" --trainable {args.trainable}" if args.trainable else "")
+    )
+    table = (
+        f"DFT budget: {len(train_frames)} training frames ({n_struct} slabs + H2) at `{args.preset}` "
+        f"({core_h:.1f} core-hours), metals {', '.join(metals) or 'none'}, motifs {', '.join(motifs) or 'none'}; "
+        f"{len(test)} held-out triples (hosts in `{args.heldout}`, never trained on by any variant). "
+        "ΔE_H single points at the DFT geometries, so the error equals the ΔGH* error.\n\n"
+        + summary_table(summary)
+        + f"\nOffset baseline: base + {shift:+.3f} eV (std {spread:.3f} eV over {len(fit_rows)} training triple(s)).\n\n"
+        + head
+        + body
+        + "\nOn the training triples (fit quality, not a test):\n\n"
+        + summary_table(train_summary)
+        + "\n![anchor parity](benchmarks/figures/anchor_parity.png)\n"
+    )
+    result = {
+        "settings_hash": sh,
+        "model": model_path,
+        "heldout": sorted(heldout),
+        "n_train_frames": len(train_frames),
+        "n_train_slabs": n_struct,
+        "train_metals": metals,
+        "train_motifs": motifs,
+        "train_core_hours": core_h,
+        "offset_shift": shift,
+        "summary": summary,
+        "train_summary": train_summary,
+        "test": test_rows,
+        "train": fit_rows,
+    }
+    write_bench_result("anchor", result, cmd, table)
+    print(summary_table(summary))
+    return 0

@@ -1,0 +1,133 @@
+"""`screen bench anchor` (issue 10) on a toy two-fidelity world: biased EMT stands in for SevenNet-0
+(pre-training labels), EMT written as GPAW pw500 rows stands in for plane-wave DFT."""
+
+from __future__ import annotations
+
+import json
+
+import ase.db
+import numpy as np
+import pytest
+import torch
+from ase.calculators.emt import EMT
+
+from cli import main
+from potentials.bayes.fit import fit_posterior
+from potentials.checkpoint import load_model
+from potentials.model import ModelConfig
+from potentials.testing import emt_low_fidelity, tiny_train_configs
+from potentials.train import train
+from screening import labelling as L
+from structures.motifs import resolve_motifs
+
+torch.set_num_threads(1)
+
+
+def _queue():
+    return L.build_queue(
+        ["Cu", "Ni"], resolve_motifs("4Na,5Na"), supercell="4x4", with_h=True, sites=["top_M1"], h2=True
+    )
+
+
+def _emt(frames):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    for a in frames:
+        b = a.copy()
+        b.calc = EMT()
+        b.calc = SinglePointCalculator(b, energy=b.get_potential_energy(), forces=b.get_forces())
+        out.append(b)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("anchor")
+    q = _queue()
+    rng = np.random.default_rng(0)
+    rattled = []
+    for a in q:
+        for _ in range(3):
+            b = a.copy()
+            b.positions += rng.normal(0, 0.04, b.positions.shape)
+            rattled.append(b)
+    low = emt_low_fidelity(_emt(list(q) + rattled))
+    m, t = tiny_train_configs(epochs=8)
+    base = train(low, low[:6], m, t, tmp / "base", progress=False)
+    _, payload = load_model(base)
+    post_path = fit_posterior(
+        "laplace",
+        low,
+        low[:6],
+        ModelConfig.from_dict(payload["config"]),
+        "tiny",
+        tmp / "post",
+        train_config=t,
+        laplace_only=True,
+        init_from=base,
+    )[1]
+    # the "DFT" store: EMT energies and forces as GPAW pw500 rows on validation geometries
+    gp, s = L.get_engine("gpaw"), L.PRESETS["pw500"]
+    db_path = tmp / "labels.db"
+    db = ase.db.connect(str(db_path))
+    for a in _emt(q):
+        b = a.copy()
+        b.info.update(frame="dft_validation")
+        res = {
+            "converged": True,
+            "status": "ok",
+            "energy": a.get_potential_energy(),
+            "forces": a.get_forces(),
+            "wall_s": 600.0,
+            "attempts": [{"magmom_scale": 1.0, "converged": True}],
+            "n_scf": 20,
+        }
+        L.write_label_row(db, b, L.label_key(b, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res)
+    return tmp, str(post_path), str(db_path)
+
+
+def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp_path, monkeypatch):
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "anchor", "--model", post, "--dft-db", db, "--no-sevenn", "--samples", "4"]
+    rc = main(
+        [
+            *argv,
+            "--heldout",
+            "Cu2@5Na",
+            "--variants",
+            "base,offset,finetune",
+            "--epochs",
+            "25",
+            "--lr",
+            "5e-3",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert rc == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    assert [r["host"] for r in res["test"]] == ["Cu2@5Na"]
+    assert sorted(r["host"] for r in res["train"]) == ["Cu2@4Na", "Ni2@4Na", "Ni2@5Na"]
+    assert res["n_train_slabs"] == 6 and res["n_train_frames"] == 7  # 3 hosts x (host, host+H) + H2
+    tr = res["train_summary"]
+    # the offset baseline removes the mean training error exactly; fine-tuning fits the DFT labels better
+    assert tr["offset"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert tr["finetune"]["mae"] < 0.5 * tr["base"]["mae"], tr
+    assert "## anchor" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert (tmp_path / "benchmarks" / "figures" / "anchor_parity.png").stat().st_size > 0
+
+
+def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    base = ["bench", "anchor", "--model", post, "--dft-db", db, "--no-sevenn"]
+    assert main([*base, "--heldout", "Cu2@5Na", "--variants", "base,magic"]) == 2
+    assert "'magic'" in capsys.readouterr().err
+    assert main([*base, "--heldout", "Cu5Na"]) == 2
+    assert "not a host name: Cu5Na" in capsys.readouterr().err
+    assert main([*base, "--heldout", "Fe2@2Na", "--variants", "base"]) == 2  # nothing held out in the store
+    assert "no held-out" in capsys.readouterr().err
+    assert main([*base[:-1], "--dft-db", str(tmp_path / "none.db"), "--heldout", "Cu2@5Na"]) == 2
+    assert not (tmp_path / "BENCHMARKS.md").exists()
