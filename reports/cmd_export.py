@@ -11,8 +11,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--select",
         default="uncertain",
-        help="uncertain (2σ interval crosses the ±0.2 eV window or high_variance flag), top:N, "
+        help="uncertain (2σ interval crosses the ±0.2 eV window or high_variance flag), bald (largest "
+        "information gain ½ln(1+σ_ep²/σ_al²) first), bald:per-metal (the best of each metal pair), top:N, "
         "id:HOST[,HOST] or all (default uncertain)",
+    )
+    parser.add_argument(
+        "--exclude-hosts",
+        default=None,
+        help="hosts never selected: comma list or file (e.g. benchmarks/heldout_hosts.txt)",
     )
     parser.add_argument("--max", type=int, default=None, help="at most this many candidates")
     parser.add_argument("--format", default="vasp", help="vasp, qe, gpaw or extxyz (default vasp)")
@@ -40,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from screening.labelling import get_preset
-    from structures.common import InputError
+    from structures.common import InputError, read_host_list
 
     from .export import FORMATS, TASKS, ExportConfig, export, load_candidates
     from .tables import load_table, rank, select
@@ -61,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             )
         config = replace(config, pseudo=args.pseudo)
     table = rank(load_table(args.db, args.model_hash, args.settings_hash))
-    chosen = select(table, args.select, limit=args.max)
+    exclude = read_host_list(args.exclude_hosts, "--exclude-hosts") if args.exclude_hosts else ()
+    chosen = select(table, args.select, limit=args.max, exclude=exclude)
     cands = load_candidates(args.db, chosen)
     manifest = export(
         cands, out, args.format, config, db_path=str(args.db), selection=args.select, force=args.force

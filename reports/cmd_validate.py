@@ -21,7 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reference engine of `screen label`: gpaw, emt, sevenn or ase:<module>:<Class> (default gpaw)",
     )
     parser.add_argument(
-        "--select", default="uncertain", help="uncertain, top:N, id:HOST[,HOST] or all (default uncertain)"
+        "--select",
+        default="uncertain",
+        help="uncertain, bald (largest information gain about ΔGH* first: DFT as the active-learning "
+        "oracle), bald:per-metal, top:N, id:HOST[,HOST] or all (default uncertain)",
+    )
+    parser.add_argument(
+        "--exclude-hosts",
+        default=None,
+        help="hosts never selected: comma list or file (e.g. benchmarks/heldout_hosts.txt)",
     )
     parser.add_argument("--max", type=int, default=2, help="at most this many candidates (default 2)")
     parser.add_argument(
@@ -49,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from screening.labelling import get_engine, settings_from_args
-    from structures.common import InputError
+    from structures.common import InputError, read_host_list
 
     from .tables import load_table, rank, select
     from .validate import ValidateConfig, default_labels_db, validate
@@ -69,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     table = rank(load_table(args.db, args.model_hash, args.settings_hash))
-    chosen = select(table, args.select, limit=args.max)
+    exclude = read_host_list(args.exclude_hosts, "--exclude-hosts") if args.exclude_hosts else ()
+    chosen = select(table, args.select, limit=args.max, exclude=exclude)
     labels = args.labels or str(default_labels_db(args.db))
     print(
         f"validating {len(chosen)} candidate(s) with {args.engine} "

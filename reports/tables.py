@@ -34,7 +34,7 @@ TABLE_COLUMNS = (
     "flags", "converged", "dft_dg", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
     "code_version", "id",
 )  # fmt: skip
-SELECTION_HELP = "uncertain, top:N, id:HOST[,HOST] or all"
+SELECTION_HELP = "uncertain, bald, bald:per-metal, top:N, id:HOST[,HOST] or all"
 
 
 @dataclass(frozen=True)
@@ -200,21 +200,48 @@ def uncertain_mask(df, config: ReportConfig = ReportConfig()) -> np.ndarray:
     return np.isfinite(dg) & (crosses | flagged)
 
 
-def select(df, spec: str, config: ReportConfig = ReportConfig(), limit: int | None = None):
+def bald_score(df) -> np.ndarray:
+    """½ ln(1 + σ_ep² / σ_al²) per row (nats): the mutual information of a Gaussian ΔGH* prediction."""
+    ep = df["dg_std_epistemic"].to_numpy(float)
+    al = np.maximum(df["dg_std_aleatoric"].to_numpy(float), 1e-6)
+    score = 0.5 * np.log1p((ep / al) ** 2)
+    return np.where(np.isfinite(score) & np.isfinite(df["dg"].to_numpy(float)), score, -np.inf)
+
+
+def select(
+    df,
+    spec: str,
+    config: ReportConfig = ReportConfig(),
+    limit: int | None = None,
+    exclude: Sequence[str] = (),
+):
     """Rows of a ranked table (:func:`rank`) chosen by ``spec``; at most ``limit`` of them.
 
     ``uncertain``: :func:`uncertain_mask`, the most ambiguous first (p_active closest to ½, then larger σ);
+    ``bald``: the largest expected information gain about ΔGH* first, BALD for a Gaussian predictive,
+    ½ ln(1 + σ_epistemic² / σ_aleatoric²) (active learning with DFT as the oracle); ``bald:per-metal``: the
+    most informative host of each metal pair, pairs ordered by that score (spreads DFT labels over metals);
     ``top:N``: the N best by |ΔGH*|; ``id:HOST[,HOST]``: those hosts, in the order given; ``all``: every row.
+    ``exclude``: hosts never selected (e.g. held-out hosts that must stay out of DFT training).
     """
     spec = (spec or "").strip()
     if limit is not None and limit < 1:
         raise InputError(f"--max {limit} is not allowed; allowed: an integer >= 1")
+    if exclude:
+        df = df[~df["host"].isin(set(exclude))]
     if spec == "all":
         out = df
     elif spec == "uncertain":
         out = df[uncertain_mask(df, config)].copy()
         out["_amb"] = (out["p_active"] - 0.5).abs()
         out = out.sort_values(["_amb", "dg_std"], ascending=[True, False], kind="stable").drop(columns="_amb")
+    elif spec in ("bald", "bald:per-metal"):
+        out = df.assign(_bald=bald_score(df))
+        out = out[np.isfinite(out["_bald"])].sort_values("_bald", ascending=False, kind="stable")
+        if spec == "bald:per-metal":
+            pair = out["metal"].astype(str) + "-" + out["metal2"].astype(str)
+            out = out[~pair.duplicated()]
+        out = out.drop(columns="_bald")
     elif spec.startswith("top:"):
         n = spec[4:]
         if not n.isdigit() or int(n) < 1:

@@ -57,24 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
 
 
-def read_hosts(spec: str) -> list[str]:
-    """Host names from a comma list or a file (whitespace-separated, ``#`` comments)."""
-    from structures.common import InputError
-
-    path = Path(spec)
-    if path.is_file():
-        words = [w for line in path.read_text().splitlines() for w in line.split("#", 1)[0].split()]
-    else:
-        words = [w.strip() for w in spec.split(",") if w.strip()]
-    bad = [w for w in words if "@" not in w]
-    if bad or not words:
-        raise InputError(
-            f"--heldout {spec!r}: {'no host' if not words else 'not a host name: ' + bad[0]}; "
-            "allowed: names like Pt2@4Nd, comma-separated or in a file"
-        )
-    return words
-
-
 def dft_frames(db_path: str, settings_hash: str) -> list:
     """Converged labels of one settings hash as Atoms with energy/forces (SinglePointCalculator)."""
     from screening.labelling import iter_labels
@@ -141,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from potentials.bayes.fit import fit_posterior
     from potentials.model import ModelConfig, preset
     from screening import labelling as L
-    from structures.common import InputError, atomic_write_text, write_bench_result
+    from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
 
     from .bench_model import calc_triple_de, dft_triples, triple_de
     from .pipeline import default_model_path
@@ -154,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--dft-db {args.dft_db!r} does not exist; allowed: a store written by `screen label`"
         )
-    heldout = set(read_hosts(args.heldout))
+    heldout = set(read_host_list(args.heldout, "--heldout"))
     model_path = args.model or str(default_model_path())
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
     frames = dft_frames(args.dft_db, sh)

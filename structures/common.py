@@ -68,6 +68,22 @@ def hardware_summary() -> dict[str, Any]:
     return info
 
 
+def read_host_list(spec: str, option: str = "--hosts") -> list[str]:
+    """Host names (e.g. Pt2@4Nd) from a comma list or a file of whitespace-separated names (``#`` comments)."""
+    path = Path(spec)
+    if path.is_file():
+        words = [w for line in path.read_text().splitlines() for w in line.split("#", 1)[0].split()]
+    else:
+        words = [w.strip() for w in spec.split(",") if w.strip()]
+    bad = [w for w in words if "@" not in w]
+    if bad or not words:
+        raise InputError(
+            f"{option} {spec!r}: {'no host' if not words else 'not a host name: ' + bad[0]}; "
+            "allowed: names like Pt2@4Nd, comma-separated or in a file"
+        )
+    return words
+
+
 def device_section(name: str, device: Any) -> str:
     """Benchmark section of a run on ``device``: ``name`` on the CPU, ``name_<type>`` elsewhere (e.g.
     screen_cuda), so GPU figures stand beside the CPU ones instead of replacing them."""

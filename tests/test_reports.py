@@ -275,6 +275,21 @@ def test_selections(results_db):
     for bad in ("best", "top:x", "top:0", "id:Xx2@9Nq", ""):
         with pytest.raises(InputError):
             select(df, bad)
+    # BALD: ½ ln(1 + σ_ep²/σ_al²) by hand, largest first; excluded hosts never come back
+    ep, al = df["dg_std_epistemic"].to_numpy(float), df["dg_std_aleatoric"].to_numpy(float)
+    score = dict(zip(df["host"], 0.5 * np.log1p((ep / al) ** 2)))
+    b = select(df, "bald")
+    assert list(b["host"]) == sorted(score, key=lambda h: -score[h])
+    top = b["host"][0]
+    assert top not in set(select(df, "bald", exclude=[top])["host"])
+    per = select(df, "bald:per-metal")
+    pairs = list(zip(per["metal"], per["metal2"]))
+    assert len(pairs) == len(set(pairs)) == len(set(zip(df["metal"], df["metal2"])))
+    for m1, m2, h in zip(per["metal"], per["metal2"], per["host"]):  # each pair's best host
+        same = df[(df["metal"] == m1) & (df["metal2"] == m2)]["host"]
+        assert score[h] == max(score[x] for x in same)
+    with pytest.raises(InputError):
+        select(df, "id:" + top, exclude=[top])
 
 
 def test_bad_input_is_one_line(tmp_path, capsys, results_db):

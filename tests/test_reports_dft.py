@@ -355,3 +355,21 @@ def test_validate_with_real_gpaw(tmp_path, capsys):
     # N2 + ½H2 -> N2H is strongly uphill in PBE: a finite, positive ΔG of order eV
     assert np.isfinite(row["dft_dg"]) and 0.5 < row["dft_dg"] < 6.0
     assert Path(tmp_path / "logs").is_dir()
+
+
+def test_export_bald_selection_leaves_excluded_hosts_out(results_db, tmp_path, capsys):
+    """The DFT-training queue (`--select bald --exclude-hosts FILE`) never proposes a held-out host."""
+    from reports.tables import load_table, rank, select
+
+    df = rank(load_table(results_db))
+    first = select(df, "bald")["host"][0]
+    held = tmp_path / "heldout.txt"
+    held.write_text(f"# held out\n{first}\n")
+    out = tmp_path / "q"
+    argv = ["export", "--db", str(results_db), "--select", "bald", "--max", "2", "--format", "extxyz"]
+    assert main([*argv, "--out", str(out), "--exclude-hosts", str(held)]) == 0
+    names = {s.get("host") for s in json.loads((out / "manifest.json").read_text())["candidates"]}
+    assert first not in names and len(names) == 2
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--exclude-hosts", "Fe2,Co2@2Na"]) == 2
+    assert "not a host name: Fe2" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
