@@ -72,6 +72,21 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
     assert B.run(args, handle=handle_from_loader(morse_posterior)) == 0
     after = json.loads((tmp_path / "w" / "reference_emt.json").read_text())
     assert {k: v["wall_s"] for k, v in after.items()} == before
+    # the reference at the model's own minimum: EMT single points on the model-relaxed structures
+    from ase.calculators.emt import EMT
+
+    from screening.store import load_structures
+
+    st = load_structures(tmp_path / "w" / "results.db").set_index("name")
+    for h in res["hosts"]:
+        e = {}
+        for name in (h["host"], f"{h['host']}+H@{h['site']}"):
+            a = st.loc[name, "atoms"].copy()
+            a.calc = EMT()
+            e[name] = a.get_potential_energy()
+        expect = e[f"{h['host']}+H@{h['site']}"] - e[h["host"]] - 0.5 * cache["H2"]["energy"] + 0.24
+        assert h["dg_ref_at_model"] == pytest.approx(expect, abs=1e-6)
+    assert math.isfinite(res["dg_mae_at_model_geometry_eV"])
 
 
 def test_calibration_run_fits_the_factor_on_its_hosts(tmp_path, monkeypatch):
