@@ -218,31 +218,41 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     calcs: list[Any] = []  # the engine's calculator, made on the first structure not in the cache
 
     def relax(atoms, key: str) -> dict[str, Any]:
-        """The reference's relaxation from ``atoms`` (the model-relaxed geometry): its final energy and,
-        as ``energy_start``, its single point at the model's geometry (added to older cache entries)."""
-        if key in cache and "energy_start" in cache[key]:
+        """The reference's relaxation from ``atoms`` (the model-relaxed geometry), cached by name."""
+        if key in cache:
             return cache[key]
         a = atoms.copy()
-        if engine.has_scf or not calcs:  # SCF engines set per-structure moments; others are reused
-            calcs[:] = [engine.make(a, settings, engine.attempts(settings)[0], None)]
-        a.calc = calcs[0]
+        a.calc = calculator(a)
         t = time.perf_counter()
-        e_start = float(a.get_potential_energy())
-        if key in cache:
-            rec = {**cache[key], "energy_start": e_start}
-        else:
-            opt = FIRE(a, logfile=None)
-            converged = bool(opt.run(fmax=args.fmax, steps=args.steps))
-            rec = {
-                "energy": float(a.get_potential_energy()),
-                "energy_start": e_start,
-                "steps": int(opt.nsteps),
-                "converged": converged,
-                "wall_s": time.perf_counter() - t,
-            }
+        opt = FIRE(a, logfile=None)
+        converged = bool(opt.run(fmax=args.fmax, steps=args.steps))
+        rec = {
+            "energy": float(a.get_potential_energy()),
+            "steps": int(opt.nsteps),
+            "converged": converged,
+            "wall_s": time.perf_counter() - t,
+        }
         cache[key] = rec
         atomic_write_text(cache_path, json.dumps(cache, indent=1))
         return rec
+
+    # the reference's single points at each model's own relaxed geometries, cached by model and name
+    sp_path = work / f"reference_{args.reference.replace(':', '_')}_at_model.json"
+    sp_cache: dict[str, float] = json.loads(sp_path.read_text()) if sp_path.exists() else {}
+
+    def single_point(atoms, key: str) -> float:
+        key = f"{model_hash}/{key}"
+        if key not in sp_cache:
+            a = atoms.copy()
+            a.calc = calculator(a)
+            sp_cache[key] = float(a.get_potential_energy())
+            atomic_write_text(sp_path, json.dumps(sp_cache, indent=1))
+        return sp_cache[key]
+
+    def calculator(a):
+        if engine.has_scf or not calcs:  # SCF engines set per-structure moments; others are reused
+            calcs[:] = [engine.make(a, settings, engine.attempts(settings)[0], None)]
+        return calcs[0]
 
     from .dgh import DGConfig, h2_molecule
 
@@ -258,7 +268,7 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     for _, r in tqdm(list(todo.iterrows()), desc=f"reference relax [{args.reference}]", unit="struct"):
         rec = relax(r["atoms"], f"{r['name']}/{args.supercell}")
         energies[str(r["name"])] = rec["energy"] if rec["converged"] else math.nan
-        at_model[str(r["name"])] = rec["energy_start"]
+        at_model[str(r["name"])] = single_point(r["atoms"], f"{r['name']}/{args.supercell}")
         n_unconv += not rec["converged"]
     for h in hosts:
         sites = sorted(str(s) for s in structs[(structs.host == h) & (structs.site != "")].site)

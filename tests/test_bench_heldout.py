@@ -87,6 +87,8 @@ def test_bench_heldout_end_to_end_with_emt(tmp_path):
         expect = e[f"{h['host']}+H@{h['site']}"] - e[h["host"]] - 0.5 * cache["H2"]["energy"] + 0.24
         assert h["dg_ref_at_model"] == pytest.approx(expect, abs=1e-6)
     assert math.isfinite(res["dg_mae_at_model_geometry_eV"])
+    sp = json.loads((tmp_path / "w" / "reference_emt_at_model.json").read_text())
+    assert len(sp) == 2 * 10 and all(k.startswith(res["model_hash"] + "/") for k in sp)
 
 
 def test_calibration_run_fits_the_factor_on_its_hosts(tmp_path, monkeypatch):
