@@ -86,6 +86,8 @@ screen bench model --model potentials/models/default.pt --valid runs/d2/valid_al
 #     the full screen (runs/screen4), the 24 held-out hosts left out (3,504 frames; v0.4 was 10 meV/atom and
 #     149 meV/Å off there, SevenNet-0's largest force a median 0.79 eV/Å: the model's minima are not
 #     SevenNet-0's). Fine-tuned with a 9,000-frame replay sample of the v0.4 data, one CPU core, 30 min.
+#     NOT shipped: at its own minima it agrees with SevenNet-0 (0.075 eV) but its minima are 0.14 eV too
+#     shallow, so the held-out ΔGH* MAE rose to 0.176 eV (BENCHMARKS.md, heldout_v05_candidate).
 python - <<'PY'
 from ase.io import read, write
 import numpy as np
