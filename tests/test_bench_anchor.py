@@ -131,3 +131,19 @@ def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     assert "no held-out" in capsys.readouterr().err
     assert main([*base[:-1], "--dft-db", str(tmp_path / "none.db"), "--heldout", "Cu2@5Na"]) == 2
     assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_stats_errors_coverage_and_top_list_by_hand():
+    from screening.bench_anchor import _stats
+
+    rows = [  # ΔGH* = ΔE_H + 0.24: DFT-active are the first two (|ΔGH*| <= 0.2)
+        {"dft_de": -0.24, "m": -0.94, "m_sigma": 0.2},  # error -0.7, |ΔGH*| 0.7 - 0.4 > 0.2: lost
+        {"dft_de": -0.10, "m": -0.60, "m_sigma": 0.2},  # error -0.5, |ΔGH*| 0.36 - 0.4 <= 0.2: kept
+        {"dft_de": 0.76, "m": 0.66, "m_sigma": 0.2},  # error -0.1, not DFT-active
+    ]
+    s = _stats(rows, "m")
+    assert s["n"] == 3 and s["mae"] == pytest.approx(1.3 / 3) and s["mean"] == pytest.approx(-1.3 / 3)
+    assert s["max"] == pytest.approx(0.7) and s["cov2"] == pytest.approx(1 / 3)
+    assert (s["dft_active"], s["recovered"]) == (2, 1)
+    no_sigma = _stats([{k: v for k, v in r.items() if k != "m_sigma"} for r in rows], "m")
+    assert "cov2" not in no_sigma and no_sigma["recovered"] == 0
