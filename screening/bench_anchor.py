@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)} (default all)"
     )
-    parser.add_argument("--epochs", type=int, default=60, help="fine-tuning epochs (default 60)")
+    parser.add_argument("--epochs", type=int, default=300, help="fine-tuning epochs (default 300)")
     parser.add_argument(
         "--scratch-epochs", type=int, default=300, help="DFT-only training epochs (default 300)"
     )
