@@ -77,12 +77,13 @@ def _predict(post, atoms_list, batch_size: int, n_samples: int):
 def triple_de(post, atoms3, n_samples: int) -> tuple[float, float]:
     """ΔE_H = E(host+H) - E(host) - E(H2)/2 (eV) of a posterior on ``atoms3`` = (host, host+H, H2) and its
     σ (eV): the posterior draws of the difference (correlations kept, scaled by the recalibration's energy
-    factor as in screening.dgh) plus the three aleatoric variances."""
+    factor as in screening.dgh) plus the three aleatoric variances, times the posterior's ΔGH* σ factor, as
+    the screen reports it."""
     import numpy as np
 
     from potentials.data import collate
 
-    from .dgh import energy_sigma_scale
+    from .dgh import dg_sigma_scale, energy_sigma_scale
 
     batch = collate(list(atoms3), post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
     pred = post.predict(batch, n_samples=n_samples, forces=False)
@@ -91,7 +92,7 @@ def triple_de(post, atoms3, n_samples: int) -> tuple[float, float]:
     va = pred.energy_var_aleatoric.double().numpy()
     e = pred.energy.double().numpy()
     sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
-    return float(e[1] - e[0] - 0.5 * e[2]), sig
+    return float(e[1] - e[0] - 0.5 * e[2]), dg_sigma_scale(post) * sig
 
 
 def calc_triple_de(calc, atoms3) -> float:
