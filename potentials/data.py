@@ -533,13 +533,19 @@ def fit_e0s(atoms_list: Sequence, elements: Sequence[str]) -> dict[str, float]:
     Elements absent from the data get 0. With a single composition the fit is under-determined and
     the minimum-norm solution is returned (then the model's shift absorbs the rest).
     """
-    counts = composition_matrix(atoms_list, elements)
     energies = np.array([_require_energy(a) for a in atoms_list])
+    return dict(zip(elements, per_element_fit(atoms_list, elements, energies).tolist()))
+
+
+def per_element_fit(atoms_list: Sequence, elements: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """Per-element constants (same order as ``elements``) whose sums over each structure's atoms best fit
+    ``values`` (least squares, minimum norm when under-determined); 0 for elements absent from the data."""
+    counts = composition_matrix(atoms_list, elements)
     present = counts.sum(0) > 0
-    sol, *_ = np.linalg.lstsq(counts[:, present], energies, rcond=None)
-    e0 = np.zeros(len(elements))
-    e0[present] = sol
-    return {s: float(v) for s, v in zip(elements, e0)}
+    out = np.zeros(len(elements))
+    if present.any():
+        out[present] = np.linalg.lstsq(counts[:, present], np.asarray(values, float), rcond=None)[0]
+    return out
 
 
 def _require_energy(atoms) -> float:

@@ -27,9 +27,9 @@ from potentials.data import (
     atoms_to_graph,
     avg_num_neighbors,
     collate_graphs,
-    composition_matrix,
     energy_label,
     fit_e0s,
+    per_element_fit,
     scaling_statistics,
     split_isolated,
 )
@@ -300,43 +300,33 @@ def refit_e0s(
     structures, isolated = split_isolated(list(atoms_list))
     if graphs is None or len(graphs) != len(structures):
         graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
+    old = np.asarray(config.e0s or [0.0] * len(config.elements), float)
+    e0_now = dict(zip(config.elements, old))
     pred = (
         evaluate(model, structures, graphs=graphs, return_predictions=True)["energy_pred"]
         if structures
         else []
     )
+    pred = list(pred) + [e0_now[a[0].symbol] for a in isolated]  # a lone atom's energy is its E0
     frames = list(structures) + list(isolated)
-    residual = np.array([energy_label(a) for a in structures] + [energy_label(a) for a in isolated], float)
-    if isolated:  # a lone atom's energy is its E0 (the network gives it no readout)
-        e0_now = dict(zip(config.elements, config.e0s)) if config.e0s else {}
-        pred = list(pred) + [e0_now.get(a[0].symbol, 0.0) for a in isolated]
-    residual = residual - np.asarray(pred, float)
-    counts = composition_matrix(frames, config.elements)
-    present = counts.sum(0) > 0
-    delta = np.zeros(len(config.elements))
-    if present.any():
-        delta[present] = np.linalg.lstsq(counts[:, present], residual, rcond=None)[0]
-    old = np.asarray(config.e0s if config.e0s else [0.0] * len(config.elements), float)
-    new = tuple(float(v) for v in old + delta)
+    residual = np.array([energy_label(a) for a in frames], float) - np.asarray(pred, float)
+    new = tuple(float(v) for v in old + per_element_fit(frames, config.elements, residual))
     inner = getattr(model, "model", model)
     with torch.no_grad():
         inner.e0.copy_(torch.as_tensor(new, dtype=inner.e0.dtype))
     return replace(config, e0s=new)
 
 
-def freeze_parameters(model: torch.nn.Module, trainable: Sequence[str]) -> int:
-    """Train only the parameters whose names contain one of ``trainable`` (all when empty); returns how
-    many parameters stay trainable. An entry that matches no parameter is an error."""
+def freeze_parameters(model: torch.nn.Module, trainable: Sequence[str]) -> None:
+    """Train only the parameters whose names contain one of ``trainable`` (all when empty). An entry that
+    matches no parameter is an error."""
     names = [n for n, _ in model.named_parameters()]
     for t in trainable:
         if not any(t in n for n in names):
             roots = sorted({n.split(".")[1] if n.startswith("model.") else n.split(".")[0] for n in names})
             raise InputError(f"trainable {t!r} matches no parameter; parameter groups: {', '.join(roots)}")
-    n_train = 0
     for n, p in model.named_parameters():
         p.requires_grad_(not trainable or any(t in n for t in trainable))
-        n_train += p.numel() if p.requires_grad else 0
-    return n_train
 
 
 def _settings_key(model_config: ModelConfig, train_config: TrainConfig, n_train: int, n_valid: int) -> str:

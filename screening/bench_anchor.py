@@ -57,17 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
 
 
-def dft_frames(db_path: str, settings_hash: str) -> list:
-    """Converged labels of one settings hash as Atoms with energy/forces (SinglePointCalculator)."""
-    from screening.labelling import iter_labels
-
-    return [
-        a
-        for a in iter_labels(db_path, "gpaw", converged_only=True, settings_hash=settings_hash)
-        if a.calc is not None
-    ]
-
-
 def _host_of(atoms) -> str:
     from structures import keys as K
 
@@ -133,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from screening import labelling as L
     from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
 
-    from .bench_model import calc_triple_de, dft_triples, triple_de
+    from .bench_model import calc_triple_de, dft_triples, sevenn_calculator, triple_de
     from .pipeline import default_model_path
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -147,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     heldout = set(read_host_list(args.heldout, "--heldout"))
     model_path = args.model or str(default_model_path())
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
-    frames = dft_frames(args.dft_db, sh)
-    train_frames = [a for a in frames if _host_of(a) not in heldout]
+    train_frames = [a for a in L.labelled_frames(args.dft_db, "gpaw", sh) if _host_of(a) not in heldout]
+    train_hosts = sorted({h for h in map(_host_of, train_frames) if "@" in h})
     triples = dft_triples(args.dft_db, sh)
     test = [t for t in triples if t.get("host") in heldout]
     fit_triples = [t for t in triples if t.get("host") not in heldout]
@@ -163,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(
         f"DFT {args.preset} ({sh}): {len(train_frames)} training frames ({n_struct} slabs, hosts "
-        f"{', '.join(sorted({_host_of(a) for a in train_frames if _host_of(a)}))}); "
+        f"{', '.join(train_hosts)}); "
         f"{len(test)} held-out triples"
     )
 
@@ -198,16 +187,10 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
 
-    sevenn = None
     cache_path = out / "sevenn_de.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    if not args.no_sevenn:
-        try:
-            from sevenn.calculator import SevenNetCalculator
-
-            sevenn = SevenNetCalculator("7net-0", device="cpu")
-        except ImportError:
-            sevenn = None
+    missing = any(f"{t['name']}/{t['settings_hash']}" not in cache for t in triples)
+    sevenn = sevenn_calculator() if missing and not args.no_sevenn else None
 
     def evaluate_triples(ts: list[dict]) -> list[dict]:
         rows = []
@@ -239,8 +222,8 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = {v: _stats(test_rows, v) for v in shown}
     train_summary = {v: _stats(fit_rows, v) for v in shown}
-    metals = sorted({h.split("2@")[0] for h in (_host_of(a) for a in train_frames) if "@" in h})
-    motifs = sorted({h.split("@")[1] for h in (_host_of(a) for a in train_frames) if "@" in h})
+    metals = sorted({h.split("2@")[0] for h in train_hosts})
+    motifs = sorted({h.split("@")[1] for h in train_hosts})
     core_h = sum(float(a.info.get("wall_s", 0.0) or 0.0) for a in train_frames) / 3600.0
 
     # ---- figure

@@ -217,6 +217,11 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     settings = LabelSettings()
     calcs: list[Any] = []  # the engine's calculator, made on the first structure not in the cache
 
+    def calculator(a):
+        if engine.has_scf or not calcs:  # SCF engines set per-structure moments; others are reused
+            calcs[:] = [engine.make(a, settings, engine.attempts(settings)[0], None)]
+        return calcs[0]
+
     def relax(atoms, key: str) -> dict[str, Any]:
         """The reference's relaxation from ``atoms`` (the model-relaxed geometry), cached by name."""
         if key in cache:
@@ -248,11 +253,6 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
             sp_cache[key] = float(a.get_potential_energy())
             atomic_write_text(sp_path, json.dumps(sp_cache, indent=1))
         return sp_cache[key]
-
-    def calculator(a):
-        if engine.has_scf or not calcs:  # SCF engines set per-structure moments; others are reused
-            calcs[:] = [engine.make(a, settings, engine.attempts(settings)[0], None)]
-        return calcs[0]
 
     from .dgh import DGConfig, h2_molecule
 

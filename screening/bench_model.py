@@ -95,6 +95,15 @@ def triple_de(post, atoms3, n_samples: int) -> tuple[float, float]:
     return float(e[1] - e[0] - 0.5 * e[2]), dg_sigma_scale(post) * sig
 
 
+def sevenn_calculator():
+    """SevenNet-0 on the CPU, or None when the ``reference`` extra (sevenn) is not installed."""
+    try:
+        from sevenn.calculator import SevenNetCalculator
+    except ImportError:
+        return None
+    return SevenNetCalculator("7net-0", device="cpu")
+
+
 def calc_triple_de(calc, atoms3) -> float:
     """ΔE_H (eV) of an ASE calculator (e.g. SevenNet-0) on (host, host+H, H2) single points."""
     es = []
@@ -186,14 +195,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- ΔE_H against plane-wave DFT at the DFT geometries
     dft_rows = []
     triples = dft_triples(args.dft_db) if Path(args.dft_db).exists() else []
-    sevenn = None
-    if triples and not args.no_sevenn:
-        try:
-            from sevenn.calculator import SevenNetCalculator
-
-            sevenn = SevenNetCalculator("7net-0", device="cpu")
-        except ImportError:
-            sevenn = None
+    sevenn = sevenn_calculator() if triples and not args.no_sevenn else None
     for t in triples:
         de, sig = triple_de(post, t["atoms"], args.samples)
         row = {

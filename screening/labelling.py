@@ -780,13 +780,18 @@ def export_training_set(
 
     Flagged rows (``converged=False``) have no energy and are never exported.
     """
-    frames = [
+    frames = labelled_frames(db_path, engine, settings_hash)
+    write_extxyz_atomic(out, frames)
+    return len(frames)
+
+
+def labelled_frames(db_path: str | os.PathLike, engine: str | None = None, settings_hash: str | None = None):
+    """Converged labels (optionally one engine / settings) as Atoms with energy and forces."""
+    return [
         a
         for a in iter_labels(db_path, engine, converged_only=True, settings_hash=settings_hash)
         if a.calc is not None
     ]
-    write_extxyz_atomic(out, frames)
-    return len(frames)
 
 
 def db_summary(db_path: str | os.PathLike) -> dict[str, Any]:
