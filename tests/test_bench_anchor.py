@@ -115,6 +115,15 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
     # the offset baseline removes the mean training error exactly; fine-tuning fits the DFT labels better
     assert tr["offset"]["mean"] == pytest.approx(0.0, abs=1e-9)
     assert tr["finetune"]["mae"] < 0.5 * tr["base"]["mae"], tr
+    # σ of the anchored variants: leave-one-host-out over the 3 training hosts (one triple each)
+    assert sorted(res["loho_rms"]) == ["finetune", "offset"]
+    assert all(len(r) == 3 for r in res["loho_residuals"].values())
+    for v in ("offset", "finetune"):
+        rms = float(np.sqrt(np.mean(np.square(res["loho_residuals"][v]))))
+        assert res["loho_rms"][v] == pytest.approx(rms)
+        row = res["test"][0]
+        assert row[v + "_sigma"] == pytest.approx(np.hypot(row["base_sigma"], rms))
+    assert "finetune_sigma_laplace" in res["test"][0]
     assert "## anchor" in (tmp_path / "BENCHMARKS.md").read_text()
     assert (tmp_path / "benchmarks" / "figures" / "anchor_parity.png").stat().st_size > 0
 
@@ -147,3 +156,21 @@ def test_stats_errors_coverage_and_top_list_by_hand():
     assert (s["dft_active"], s["recovered"]) == (2, 1)
     no_sigma = _stats([{k: v for k, v in r.items() if k != "m_sigma"} for r in rows], "m")
     assert "cov2" not in no_sigma and no_sigma["recovered"] == 0
+
+
+def test_offset_leave_one_host_out_by_hand():
+    from screening.bench_anchor import anchored_sigma, offset_loho_residuals
+
+    rows = [  # DFT - base offsets: A 1.0 (two triples), B 0.4, C 0.7
+        {"host": "A", "dft_de": 1.0, "base": 0.0},
+        {"host": "A", "dft_de": 0.5, "base": -0.5},
+        {"host": "B", "dft_de": 0.4, "base": 0.0},
+        {"host": "C", "dft_de": 0.2, "base": -0.5},
+    ]
+    res = offset_loho_residuals(rows)
+    # without A: shift (0.4 + 0.7) / 2 = 0.55 -> 0.45, 0.45; without B: shift (1 + 1 + 0.7) / 3 = 0.9 -> -0.5;
+    # without C: shift (1 + 1 + 0.4) / 3 = 0.8 -> -0.1
+    assert res == pytest.approx([0.45, 0.45, -0.5, -0.1])
+    with pytest.raises(ValueError):
+        offset_loho_residuals(rows[:2])
+    assert anchored_sigma(0.3, 0.4) == pytest.approx(0.5)
