@@ -4,4 +4,4 @@
 # Install: apt-get install -y libxc-dev libopenblas-dev libfftw3-dev
 #          GPAW_CONFIG=dft/gpaw_siteconfig.py CC=g++ pip install --no-binary gpaw gpaw
 fftw = True
-libraries = ['xc', 'fftw3', 'openblas']
+libraries = ["xc", "fftw3", "openblas"]
