@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "label": ("screening.cmd_label", "label structures with a reference calculator (GPAW, SevenNet-0, ...)"),
     "import": ("screening.cmd_import", "import finished VASP / QE outputs as labels"),
     "train": ("potentials.cmd_train", "train (or fine-tune) a Bayesian potential"),
+    "anchor": ("screening.cmd_anchor", "anchor a model's ΔGH* to DFT labels (offset + leave-one-host-out σ)"),
     "learn": ("potentials.cmd_learn", "active learning loop (BALD / random / energy uncertainty)"),
     "run": ("screening.cmd_run", "relax hosts and H* states, compute ΔGH* with uncertainty"),
     "report": ("reports.cmd_report", "ranking tables, figures and an HTML report from a results database"),

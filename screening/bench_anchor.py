@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         for t in ts:
             row: dict[str, Any] = {"name": t["name"], "host": t["host"], "dft_de": t["dft_de"]}
             for name, post in posts.items():
-                row[name], row[name + "_sigma"] = triple_de(post, t["atoms"], args.samples)
+                row[name], row[name + "_sigma"] = triple_de(post, t["atoms"], args.samples, anchored=False)
             key = f"{t['name']}/{t['settings_hash']}"
             if key not in cache and sevenn is not None:
                 cache[key] = calc_triple_de(sevenn, t["atoms"])
@@ -268,7 +268,9 @@ def run(args: argparse.Namespace) -> int:
                 post_h = fit_variant(v, [a for a in train_frames if _host_of(a) != h])
                 for t in fit_triples:
                     if t.get("host") == h:
-                        res.append(t["dft_de"] - triple_de(post_h, t["atoms"], args.samples)[0])
+                        res.append(
+                            t["dft_de"] - triple_de(post_h, t["atoms"], args.samples, anchored=False)[0]
+                        )
             loho[v] = res
     loho_sigma = {v: float(np.sqrt(np.mean(np.square(r)))) for v, r in loho.items() if r}
     for v in ("offset", "finetune", "scratch"):

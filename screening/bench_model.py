@@ -74,16 +74,17 @@ def _predict(post, atoms_list, batch_size: int, n_samples: int):
     return cat(e_true), cat(e_pred), cat(e_sig), cat(nat), cat(f_true), cat(f_pred), cat(f_sig)
 
 
-def triple_de(post, atoms3, n_samples: int) -> tuple[float, float]:
+def triple_de(post, atoms3, n_samples: int, anchored: bool = True) -> tuple[float, float]:
     """ΔE_H = E(host+H) - E(host) - E(H2)/2 (eV) of a posterior on ``atoms3`` = (host, host+H, H2) and its
     σ (eV): the posterior draws of the difference (correlations kept, scaled by the recalibration's energy
     factor as in screening.dgh) plus the three aleatoric variances, times the posterior's ΔGH* σ factor, as
-    the screen reports it."""
+    the screen reports it; with ``anchored`` the posterior's DFT anchoring (offset, σ in quadrature, see
+    :func:`screening.dgh.dg_anchor`) too, as the screen applies it; without, the bare network's."""
     import numpy as np
 
     from potentials.data import collate
 
-    from .dgh import dg_sigma_scale, energy_sigma_scale
+    from .dgh import dg_anchor, dg_sigma_scale, energy_sigma_scale
 
     batch = collate(list(atoms3), post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
     pred = post.predict(batch, n_samples=n_samples, forces=False)
@@ -92,7 +93,8 @@ def triple_de(post, atoms3, n_samples: int) -> tuple[float, float]:
     va = pred.energy_var_aleatoric.double().numpy()
     e = pred.energy.double().numpy()
     sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
-    return float(e[1] - e[0] - 0.5 * e[2]), dg_sigma_scale(post) * sig
+    offset, sigma_add = dg_anchor(post) if anchored else (0.0, 0.0)
+    return float(e[1] - e[0] - 0.5 * e[2]) + offset, float(np.hypot(dg_sigma_scale(post) * sig, sigma_add))
 
 
 def sevenn_calculator():

@@ -152,6 +152,20 @@ def dg_sigma_scale(posterior) -> float:
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
+def dg_anchor(posterior) -> tuple[float, float]:
+    """The posterior's DFT anchoring of ΔGH* (``screen anchor``): (offset, σ added in quadrature), eV;
+    (0, 0) when it has none."""
+    recal = getattr(posterior, "recal", None)
+    out = []
+    for name in ("dg_offset", "dg_sigma_add"):
+        try:
+            v = float(getattr(recal, name, 0.0))
+        except (TypeError, ValueError):
+            v = 0.0
+        out.append(v if np.isfinite(v) else 0.0)
+    return out[0], abs(out[1])
+
+
 def energy_sigma_scale(posterior) -> float:
     """The energy sigma factor of the posterior's recalibration (1.0 when it has none)."""
     recal = getattr(posterior, "recal", None)
@@ -171,11 +185,16 @@ def dg_from_stats(
     config: DGConfig = DGConfig(),
     eligible: Sequence[bool] | None = None,
     sigma_scale: float = 1.0,
+    anchor: tuple[float, float] = (0.0, 0.0),
 ) -> DGResult:
     """ΔGH* from host (1 structure), its S H* states and H2 (1 structure) evaluated with shared samples.
 
     ``sigma_scale`` (the posterior's ΔGH* factor, :func:`dg_sigma_scale`) multiplies both σ parts and the
-    spread of the returned samples about the mean; the mean and the site choice do not change."""
+    spread of the returned samples about the mean; the mean and the site choice do not change.
+    ``anchor`` = (offset, σ_add) in eV (:func:`dg_anchor`): the offset shifts every site's ΔGH* and the
+    samples; σ_add, the anchoring's own error, joins the epistemic σ in quadrature (more DFT labels reduce
+    it), so ``dg_std_epistemic`` can exceed the std of ``dg_samples``."""
+    offset, sigma_add = float(anchor[0]), float(anchor[1])
     s = len(labels)
     if s == 0 or states.mean.shape[0] != s:
         raise ValueError(f"need one energy per H* state, got {states.mean.shape[0]} for {s} labels")
@@ -184,7 +203,7 @@ def dg_from_stats(
         ok_pref = ok & np.asarray(eligible, dtype=bool)
         ok = ok_pref if ok_pref.any() else ok
     e_host, e_h2 = float(host.mean[0]), float(h2.mean[0])
-    site_dg = states.mean - e_host - 0.5 * e_h2 + config.correction
+    site_dg = states.mean - e_host - 0.5 * e_h2 + config.correction + offset
     if not ok.any():  # no finite state: report NaN, the nonfinite flag follows
         nan = float("nan")
         k = host.samples.shape[0]
@@ -204,13 +223,15 @@ def dg_from_stats(
         )
     masked = np.where(ok, site_dg, np.inf)
     best = int(np.argmin(masked))
-    samples_dg = states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction  # (K, S)
+    samples_dg = (  # (K, S)
+        states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction + offset
+    )
     keep = finite_sample_mask(host.samples[:, 0], h2.samples[:, 0], states.samples[:, best])
     samples_dg = samples_dg[keep]  # non-finite samples are dropped (and counted via sample_mask)
     dg_k = samples_dg[:, best]
     if sigma_scale != 1.0 and dg_k.size:
         dg_k = dg_k.mean() + sigma_scale * (dg_k - dg_k.mean())
-    std_epi = float(np.std(dg_k)) if dg_k.size else float("nan")
+    std_epi = float(np.hypot(np.std(dg_k), sigma_add)) if dg_k.size else float("nan")
     v_s, v_h = float(states.var_aleatoric[best]), float(host.var_aleatoric[0])
     rho = config.aleatoric_correlation
     var_ale = (
@@ -252,6 +273,7 @@ __all__ = [
     "DGConfig",
     "DGResult",
     "EnergyStats",
+    "dg_anchor",
     "dg_from_stats",
     "dg_sigma_scale",
     "finite_sample_mask",

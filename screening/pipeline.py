@@ -29,7 +29,7 @@ from ase import Atoms
 from structures import keys as SK
 from structures.common import InputError
 
-from .dgh import DGConfig, dg_from_stats, dg_sigma_scale, h2_molecule, predict_energies
+from .dgh import DGConfig, dg_anchor, dg_from_stats, dg_sigma_scale, h2_molecule, predict_energies
 from .flags import FlagConfig, dg_flags, order, structure_flags, to_booleans, to_string
 from .relax import RelaxConfig, relax_many, resolve_device
 from .stability import (
@@ -496,7 +496,14 @@ def _evaluate_chunk(
         mask = np.ones(stats.samples.shape[0], dtype=bool)  # posterior samples kept (finite)
         if state_recs:
             dg = dg_from_stats(
-                host_stats, state_stats, labels, h2, config.dg, eligible, dg_sigma_scale(handle.posterior)
+                host_stats,
+                state_stats,
+                labels,
+                h2,
+                config.dg,
+                eligible,
+                dg_sigma_scale(handle.posterior),
+                dg_anchor(handle.posterior),
             )
             best = state_recs[dg.best_index]
             flags |= set(best.flags) | set(dg_flags(dg.dg, dg.dg_std, config.flags))

@@ -174,3 +174,43 @@ def test_offset_leave_one_host_out_by_hand():
     with pytest.raises(ValueError):
         offset_loho_residuals(rows[:2])
     assert anchored_sigma(0.3, 0.4) == pytest.approx(0.5)
+
+
+def test_anchor_command_writes_an_offset_anchored_posterior(world, tmp_path, capsys):
+    from potentials.bayes import load_posterior
+    from screening.bench_model import dft_triples, triple_de
+
+    tmp, post, db = world
+    out = tmp_path / "anchored.pt"
+    argv = ["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(out)]
+    assert main([*argv, "--exclude-hosts", "Cu2@5Na"]) == 0
+    assert "3 hosts" in capsys.readouterr().out
+    base, anchored = load_posterior(post), load_posterior(out)
+    fit = anchored.recal.anchor
+    assert fit["hosts"] == ["Cu2@4Na", "Ni2@4Na", "Ni2@5Na"] and fit["excluded_hosts"] == ["Cu2@5Na"]
+    sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset("pw500"))
+    triples = {t["host"]: t for t in dft_triples(db, sh)}
+    res = {h: triples[h]["dft_de"] - triple_de(base, triples[h]["atoms"], 4)[0] for h in fit["hosts"]}
+    assert anchored.recal.dg_offset == pytest.approx(np.mean(list(res.values())), abs=1e-9)
+    # leave-one-host-out by hand: each host against the mean residual of the other two
+    loho = [res[h] - np.mean([res[o] for o in res if o != h]) for h in fit["hosts"]]
+    assert anchored.recal.dg_sigma_add == pytest.approx(np.sqrt(np.mean(np.square(loho))), abs=1e-9)
+    # the anchored model reports base + offset, σ in quadrature; the weights are the same
+    held = triples["Cu2@5Na"]["atoms"]
+    (d0, s0), (d1, s1) = triple_de(base, held, 4), triple_de(anchored, held, 4)
+    assert d1 == pytest.approx(d0 + anchored.recal.dg_offset, abs=1e-9)
+    assert s1 == pytest.approx(np.hypot(s0, anchored.recal.dg_sigma_add), abs=1e-9)
+    assert triple_de(anchored, held, 4, anchored=False)[0] == pytest.approx(d0, abs=1e-9)
+
+
+def test_anchor_command_bad_input(world, tmp_path, capsys):
+    tmp, post, db = world
+    out = tmp_path / "a.pt"
+    base = ["anchor", "--model", post, "--dft-db", db, "--out", str(out)]
+    assert main([*base, "--exclude-hosts", "Cu2@4Na,Ni2@4Na,Ni2@5Na"]) == 2  # one host left
+    assert "at least 2 hosts" in capsys.readouterr().err
+    assert main([*base, "--preset", "pw9000"]) == 2
+    assert "'pw9000'" in capsys.readouterr().err
+    assert main(["anchor", "--model", post, "--dft-db", db, "--out", post]) == 2
+    assert "is the input model" in capsys.readouterr().err
+    assert not out.exists()

@@ -187,3 +187,34 @@ def test_dg_sigma_factor_scales_both_sigma_parts_not_the_mean():
     assert dg_sigma_scale(post) == 2.5
     post.recal = RecalibrationPair(dg=float("nan"))
     assert dg_sigma_scale(post) == 1.0
+
+
+def test_dft_anchor_shifts_every_site_and_adds_its_sigma_in_quadrature():
+    host = _stats([[-100.0], [-100.2], [-99.9]], [0.04])
+    states = _stats([[-104.0, -103.5], [-104.1, -103.9], [-103.8, -103.0]], [0.09, 0.01])
+    h2 = _stats([[-6.8], [-6.7], [-6.9]], [0.0016])
+    bare = dg_from_stats(host, states, ["top_M1", "top_X0"], h2, DGConfig())
+    res = dg_from_stats(host, states, ["top_M1", "top_X0"], h2, DGConfig(), anchor=(0.8, 0.3))
+    assert res.best_site == bare.best_site  # a constant shift never changes the site
+    assert res.dg == pytest.approx(bare.dg + 0.8, abs=1e-12)
+    assert res.site_dg["top_X0"] == pytest.approx(bare.site_dg["top_X0"] + 0.8, abs=1e-12)
+    assert np.allclose(res.dg_samples, bare.dg_samples + 0.8)
+    assert res.dg_std_epistemic == pytest.approx(np.hypot(bare.dg_std_epistemic, 0.3), abs=1e-12)
+    assert res.dg_std_aleatoric == pytest.approx(bare.dg_std_aleatoric, abs=1e-12)
+    assert res.dg_std == pytest.approx(np.hypot(bare.dg_std, 0.3), abs=1e-12)
+
+
+def test_dg_anchor_reads_the_posterior_recalibration():
+    from types import SimpleNamespace
+
+    from potentials.bayes.base import RecalibrationPair
+    from screening.dgh import dg_anchor
+
+    assert dg_anchor(SimpleNamespace()) == (0.0, 0.0)
+    rec = RecalibrationPair(dg_offset=0.7, dg_sigma_add=-0.2, anchor={"method": "offset"})
+    assert dg_anchor(SimpleNamespace(recal=rec)) == (0.7, 0.2)
+    back = RecalibrationPair.from_payload({"extra": {"recalibration": rec.to_dict()}})
+    assert (back.dg_offset, back.dg_sigma_add, back.anchor) == (0.7, -0.2, {"method": "offset"})
+    old = RecalibrationPair.from_payload({"extra": {"recalibration": RecalibrationPair().to_dict()}})
+    assert (old.dg_offset, old.dg_sigma_add, old.anchor) == (0.0, 0.0, None)
+    assert "dg_offset" not in RecalibrationPair().to_dict()  # files without anchoring keep their bytes

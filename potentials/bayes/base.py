@@ -125,13 +125,23 @@ class RecalibrationPair:
     energy: Recalibration = field(default_factory=Recalibration)
     forces: Recalibration = field(default_factory=Recalibration)
     dg: float = 1.0
+    #: DFT anchoring of ΔGH* (``screen anchor``): eV added to every ΔGH* / ΔE_H, and eV added in quadrature
+    #: to its σ (the leave-one-host-out error of the anchoring); ``anchor`` records how they were fitted
+    dg_offset: float = 0.0
+    dg_sigma_add: float = 0.0
+    anchor: dict[str, Any] | None = None
 
     def calibration_dict(self) -> dict[str, float]:
         """Sigma factors in the checkpoint's ``calibration`` field (same meaning as for point models)."""
         return {"energy": float(self.energy.scale), "forces": float(self.forces.scale)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"energy": self.energy.to_dict(), "forces": self.forces.to_dict(), "dg": float(self.dg)}
+        out = {"energy": self.energy.to_dict(), "forces": self.forces.to_dict(), "dg": float(self.dg)}
+        if self.anchor is not None or self.dg_offset or self.dg_sigma_add:
+            out.update(
+                dg_offset=float(self.dg_offset), dg_sigma_add=float(self.dg_sigma_add), anchor=self.anchor
+            )
+        return out
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> RecalibrationPair:
@@ -141,6 +151,9 @@ class RecalibrationPair:
                 Recalibration.from_dict(full.get("energy")),
                 Recalibration.from_dict(full.get("forces")),
                 float(full.get("dg", 1.0)),
+                float(full.get("dg_offset", 0.0)),
+                float(full.get("dg_sigma_add", 0.0)),
+                full.get("anchor"),
             )
         cal = payload.get("calibration") or {}
         kind = "scale" if cal else "none"

@@ -1,0 +1,112 @@
+"""``screen anchor``: anchor a model's ΔGH* to plane-wave DFT labels (issue 10).
+
+    screen anchor --model potentials/models/default.pt --dft-db dft/labels.db --preset pw500 \\
+        --exclude-hosts benchmarks/heldout_hosts.txt --out anchored.pt
+
+From every (host, host+H, H2) triple of one DFT settings hash in the label store (hosts named in
+``--exclude-hosts`` left out, so they stay a fair test), it fits
+
+- the offset: the mean of DFT ΔE_H − model ΔE_H at the DFT geometries (eV), added to every ΔGH* the
+  anchored model reports (a constant cannot be absorbed in per-element E0s: the H E0 cancels in ΔE_H);
+- the anchoring's σ: the RMS leave-one-host-out error of that offset (eV), added in quadrature to the
+  model's ΔGH* σ. It needs ≥ 2 DFT hosts and is honest only with several.
+
+It writes a copy of the posterior whose recalibration carries both and the record of how they were fitted
+(hosts, settings, residuals); the network weights are unchanged. ``screen run --model anchored.pt`` then
+reports DFT-anchored ΔGH*; `screen bench anchor` compares this with fine-tuning on the same labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="posterior to anchor (default: the shipped model)")
+    parser.add_argument("--dft-db", default="dft/labels.db", help="DFT label store (default dft/labels.db)")
+    parser.add_argument("--preset", default="pw500", help="DFT settings preset of the labels (default pw500)")
+    parser.add_argument(
+        "--exclude-hosts",
+        default=None,
+        help="hosts never fitted on: comma list or file (e.g. benchmarks/heldout_hosts.txt)",
+    )
+    parser.add_argument("--out", required=True, help="anchored posterior to write (.pt)")
+    parser.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
+
+
+def fit_offset_anchor(rows: list[dict]) -> dict:
+    """Offset anchoring from rows with ``host``, ``dft_de`` and ``base`` (model ΔE_H, eV): offset (eV),
+    leave-one-host-out residuals and their RMS σ (eV). InputError with fewer than 2 hosts."""
+    import numpy as np
+
+    from structures.common import InputError
+
+    from .bench_anchor import offset_loho_residuals
+
+    hosts = sorted({r["host"] for r in rows})
+    if len(hosts) < 2:
+        raise InputError(
+            f"anchoring needs DFT triples of at least 2 hosts outside --exclude-hosts, found {len(hosts)}"
+            f"{' (' + hosts[0] + ')' if hosts else ''}; label more with `screen validate` or `screen label`"
+        )
+    loho = offset_loho_residuals(rows)
+    return {
+        "method": "offset",
+        "offset": float(np.mean([r["dft_de"] - r["base"] for r in rows])),
+        "sigma_add": float(np.sqrt(np.mean(np.square(loho)))),
+        "hosts": hosts,
+        "n_triples": len(rows),
+        "loho_residuals": [float(x) for x in loho],
+        "residuals": {r["name"]: float(r["dft_de"] - r["base"]) for r in rows},
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import datetime
+    from pathlib import Path
+
+    from potentials.bayes import load_posterior
+    from screening import labelling as L
+    from structures.common import InputError, read_host_list
+
+    from .bench_model import dft_triples, triple_de
+    from .pipeline import default_model_path
+
+    model_path = args.model or str(default_model_path())
+    if not Path(args.dft_db).exists():
+        raise InputError(
+            f"--dft-db {args.dft_db!r} does not exist; allowed: a store written by `screen label`"
+        )
+    if args.preset not in L.PRESETS:
+        raise InputError(f"--preset {args.preset!r} unknown; allowed: {', '.join(L.PRESETS)}")
+    if Path(args.out).resolve() == Path(model_path).resolve():
+        raise InputError(f"--out {args.out!r} is the input model; write the anchored model to a new file")
+    if args.samples < 1:
+        raise InputError(f"--samples {args.samples} not allowed; need >= 1")
+    exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
+    post = load_posterior(model_path)
+    sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
+    triples = [t for t in dft_triples(args.dft_db, sh) if t.get("host") not in exclude]
+    rows = []
+    for t in triples:
+        de, sig = triple_de(post, t["atoms"], args.samples, anchored=False)
+        rows.append({"name": t["name"], "host": t["host"], "dft_de": t["dft_de"], "base": de, "sigma": sig})
+    fit = fit_offset_anchor(rows)
+    fit.update(
+        dft_db=str(args.dft_db),
+        settings_hash=sh,
+        preset=args.preset,
+        excluded_hosts=sorted(exclude),
+        source_model=str(model_path),
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+    )
+    post.recal.dg_offset = fit["offset"]
+    post.recal.dg_sigma_add = fit["sigma_add"]
+    post.recal.anchor = fit
+    digest = post.save(args.out)
+    print(
+        f"anchored {model_path} -> {args.out} ({digest[:12]}): ΔGH* offset {fit['offset']:+.3f} eV, "
+        f"σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out RMS) from {fit['n_triples']} DFT triple(s) "
+        f"of {len(fit['hosts'])} hosts: {', '.join(fit['hosts'])}"
+    )
+    return 0
