@@ -116,6 +116,7 @@ class RunSummary:
     wall_s: float
     results: Any = None  # pandas DataFrame (load_results of this model and settings)
     status_counts: dict[str, int] = field(default_factory=dict)  # relaxation status -> structures (selection)
+    anchor: dict[str, Any] | None = None  # the model's DFT anchoring of ΔGH* (screen anchor), if any
 
 
 # ---- model -----------------------------------------------------------------------------------
@@ -617,6 +618,7 @@ def run_screen(
         wall_s=time.perf_counter() - t0,
         results=results,
         status_counts=status_counts,
+        anchor=getattr(getattr(handle.posterior, "recal", None), "anchor", None),
     )
     if out is not None:
         out.write(format_summary(summary, top=top))
@@ -668,6 +670,12 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
         f"{summary.n_dg} ΔGH* rows written, {summary.wall_s:.1f} s",
         f"database {summary.db_path}  model {summary.model_hash}  settings {summary.settings_hash}",
     ]
+    a = summary.anchor
+    if a:
+        lines.append(
+            f"ΔGH* anchored to plane-wave DFT: offset {a['offset']:+.3f} eV, σ_anchor {a['sigma_add']:.3f} eV "
+            f"(leave-one-host-out) from {len(a['hosts'])} DFT hosts ({', '.join(a['hosts'])})"
+        )
     if df is None or len(df) == 0:
         return "\n".join(lines + ["no results"]) + "\n"
     d = df.assign(abs_dg=df["dg"].abs()).sort_values("abs_dg", na_position="last").head(top)

@@ -214,3 +214,35 @@ def test_anchor_command_bad_input(world, tmp_path, capsys):
     assert main(["anchor", "--model", post, "--dft-db", db, "--out", post]) == 2
     assert "is the input model" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the_fit(
+    world, tmp_path, monkeypatch
+):
+    from ase.io import write
+
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    anchored = tmp_path / "anchored.pt"
+    assert main(["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored)]) == 0
+    valid = tmp_path / "valid.extxyz"
+    write(valid, _emt(_queue()[:3]))
+    card = tmp_path / "card" / "MODEL_CARD.md"
+    argv = ["bench", "model", "--model", str(anchored), "--valid", str(valid), "--dft-db", db]
+    assert main([*argv, "--card", str(card), "--no-sevenn", "--samples", "4"]) == 0
+    text = card.read_text()
+    assert "DFT anchoring" in text and "against the training reference" not in text
+    res = json.loads((tmp_path / "benchmarks" / "results" / "model.json").read_text())
+    roles = {r["host"]: r["role"] for r in res["dft"]}
+    assert roles == {h: "anchor fit" for h in ("Cu2@4Na", "Cu2@5Na", "Ni2@4Na", "Ni2@5Na")}  # fitted on all 4
+    assert "Every structure was used to fit the anchoring" in text
+    # fitted on 3, the 4th is the held-out error the card reports
+    assert main(["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored),
+                 "--exclude-hosts", "Ni2@5Na"]) == 0  # fmt: skip
+    assert main([*argv, "--card", str(card), "--no-sevenn", "--samples", "4"]) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "model.json").read_text())
+    held = [r for r in res["dft"] if r["role"] == "held out"]
+    assert [r["host"] for r in held] == ["Ni2@5Na"]
+    err = abs(held[0]["model_de"] - held[0]["dft_de"])
+    assert f"MAE against DFT {err:.3f} eV" in card.read_text()
+    assert "metals Cu, Ni and the motifs 4Na, 5Na only" in card.read_text()

@@ -311,3 +311,13 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, reference_run):
     assert len(uids) == len(set(uids)) == N_STRUCTURES
     a, b = load_results(ref_db), load_results(db)
     assert np.allclose(a.dg, b.dg, atol=1e-9)
+
+
+def test_summary_names_the_dft_anchoring():
+    from screening.pipeline import RunSummary, format_summary
+
+    s = RunSummary("r.db", "m1", "s1", 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    assert "anchored" not in format_summary(s)
+    s.anchor = {"offset": 0.81, "sigma_add": 0.42, "hosts": ["Au2@4Nf", "Pt2@5Na"]}
+    text = format_summary(s)
+    assert "offset +0.810 eV, σ_anchor 0.420 eV" in text and "2 DFT hosts (Au2@4Nf, Pt2@5Na)" in text
