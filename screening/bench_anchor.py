@@ -7,7 +7,8 @@ held-out (host, host+H, H2) triples ΔE_H = E(host+H) - E(host) - E(H2)/2 is com
 (single points, so the ΔGH* correction cancels in the error) for:
 
 - ``base``: the pre-trained model (SevenNet-0 labels), as shipped;
-- ``offset``: base + the mean DFT - base ΔE_H of the training triples (the cheapest correction);
+- ``offset``: base + the mean DFT - base ΔE_H of the training hosts (the cheapest correction);
+- ``pair``: base + a metal-pair offset pooled towards that mean (``screen anchor``, screening.anchoring);
 - ``finetune``: base fine-tuned on the DFT training frames (E0s re-fitted to the DFT reference first,
   then the weights; MSE with a large energy weight because ΔE_H is an energy difference), Laplace
   posterior fitted on the same frames;
@@ -23,7 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("base", "offset", "finetune", "scratch")
+VARIANTS = ("base", "offset", "pair", "finetune", "scratch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force-weight", type=float, default=10.0, help="MSE force weight (default 10)")
     parser.add_argument(
         "--trainable", default="", help="comma list: fine-tune only these parameter groups (default all)"
+    )
+    parser.add_argument(
+        "--kappa", type=float, default=1.0, help="pooling of the `pair` variant's offsets (screen anchor)"
     )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
@@ -89,22 +93,6 @@ def _stats(rows: list[dict], key: str, correction: float = 0.24, window: float =
         r for r in active if abs(r[key] + correction) - 2.0 * float(r.get(key + "_sigma") or 0.0) <= window
     ]
     out.update(dft_active=len(active), recovered=len(kept))
-    return out
-
-
-def offset_loho_residuals(rows: list[dict]) -> list[float]:
-    """Leave-one-host-out residuals of the constant-offset model (eV): for each training host h, DFT ΔE_H
-    minus (base ΔE_H + the mean DFT - base offset of the *other* hosts), over h's triples. ``rows`` carry
-    ``host``, ``dft_de`` and ``base``; needs ≥ 2 hosts."""
-    import numpy as np
-
-    hosts = sorted({r["host"] for r in rows})
-    if len(hosts) < 2:
-        raise ValueError("leave-one-host-out needs at least 2 hosts")
-    out = []
-    for h in hosts:
-        shift = float(np.mean([r["dft_de"] - r["base"] for r in rows if r["host"] != h]))
-        out += [r["dft_de"] - (r["base"] + shift) for r in rows if r["host"] == h]
     return out
 
 
@@ -149,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from screening import labelling as L
     from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
 
+    from .anchoring import fit_anchor, offset_for
     from .bench_model import calc_triple_de, dft_triples, sevenn_calculator, triple_de
     from .pipeline import default_model_path
 
@@ -245,21 +234,26 @@ def run(args: argparse.Namespace) -> int:
     test_rows = evaluate_triples(test)
     fit_rows = evaluate_triples(fit_triples)
     atomic_write_text(cache_path, json.dumps(cache, indent=1) + "\n")
-    if "offset" in variants:
-        shift = float(np.mean([r["dft_de"] - r["base"] for r in fit_rows])) if fit_rows else 0.0
-        spread = float(np.std([r["dft_de"] - r["base"] for r in fit_rows])) if len(fit_rows) > 1 else 0.0
-        for r in test_rows + fit_rows:
-            r["offset"] = r["base"] + shift
-            r["offset_sigma"] = r["base_sigma"]
-    else:
-        shift = spread = float("nan")
-
-    # ---- leave-one-host-out σ of the anchored variants (see loho_residuals)
-    loho: dict[str, list[float]] = {}
+    # ---- offsets (screening.anchoring): one global, or per metal pair pooled towards it
     fit_hosts = sorted({r["host"] for r in fit_rows})
+    anchors: dict[str, dict] = {}
+    for v, kappa in (("offset", None), ("pair", args.kappa)):
+        if v not in variants:
+            continue
+        if len(fit_hosts) >= 2:
+            anchors[v] = fit_anchor(fit_rows, kappa)
+        for r in test_rows + fit_rows:
+            if v in anchors:
+                off, sig = offset_for(anchors[v], r["host"])
+                r[v], r[v + "_sigma"] = r["base"] + off, anchored_sigma(r["base_sigma"], sig)
+            else:  # one training host: its residual, no σ term measurable
+                off = float(np.mean([q["dft_de"] - q["base"] for q in fit_rows])) if fit_rows else 0.0
+                r[v], r[v + "_sigma"] = r["base"] + off, r["base_sigma"]
+    shift = anchors["offset"]["offset"] if "offset" in anchors else float("nan")
+
+    # ---- leave-one-host-out σ of the fitted variants
+    loho: dict[str, list[float]] = {v: a["loho_residuals"] for v, a in anchors.items()}
     if len(fit_hosts) >= 2:
-        if "offset" in variants:
-            loho["offset"] = offset_loho_residuals(fit_rows)
         for v in ("finetune", "scratch"):
             if v not in variants:
                 continue
@@ -273,12 +267,11 @@ def run(args: argparse.Namespace) -> int:
                         )
             loho[v] = res
     loho_sigma = {v: float(np.sqrt(np.mean(np.square(r)))) for v, r in loho.items() if r}
-    for v in ("offset", "finetune", "scratch"):
+    for v in ("finetune", "scratch"):
         if v not in variants:
             continue
         for r in test_rows + fit_rows:
-            if v != "offset":
-                r[v + "_sigma_laplace"] = r.get(v + "_sigma")
+            r[v + "_sigma_laplace"] = r.get(v + "_sigma")
             r[v + "_sigma"] = (
                 anchored_sigma(r["base_sigma"], loho_sigma[v]) if v in loho_sigma else r.get(v + "_sigma")
             )
@@ -299,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
 
     fig, ax = plt.subplots(figsize=(5.2, 4.8))
     dft = np.array([r["dft_de"] for r in test_rows])
-    marks = {"base": "o", "offset": "s", "finetune": "D", "scratch": "v", "sevenn": "x"}
+    marks = {"base": "o", "offset": "s", "pair": "^", "finetune": "D", "scratch": "v", "sevenn": "x"}
     for v in shown:
         y = np.array([r.get(v, np.nan) for r in test_rows])
         yerr = np.array([2 * r.get(v + "_sigma", 0.0) for r in test_rows]) if v != "sevenn" else None
@@ -352,7 +345,7 @@ def run(args: argparse.Namespace) -> int:
     cmd = (
         f"screen bench anchor --model {model_path} --dft-db {args.dft_db} --preset {args.preset} --heldout "
         f"{args.heldout} --variants {','.join(variants)} --epochs {args.epochs} --lr {args.lr:g} "
-        f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g}"
+        f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g} --kappa {args.kappa:g}"
         + (f" --trainable {args.trainable}" if args.trainable else "")
     )
     table = (
@@ -374,7 +367,17 @@ def run(args: argparse.Namespace) -> int:
             "frames alone (read their coverage together with their mean σ).\n\n"
         )
         + summary_table(summary)
-        + f"\nOffset baseline: base + {shift:+.3f} eV (std {spread:.3f} eV over {len(fit_rows)} training triple(s)).\n\n"
+        + "".join(
+            f"\n`{v}`: global offset {a['offset']:+.3f} eV"
+            + (
+                " (pairs: " + ", ".join(f"{p} {o:+.3f}" for p, o in a["pair_offsets"].items()) + ")"
+                if a["pair_offsets"]
+                else ""
+            )
+            + f", leave-one-host-out σ {a['sigma_add']:.3f} eV ({a['sigma_add_covered']:.3f} eV for labelled pairs).\n"
+            for v, a in anchors.items()
+        )
+        + "\n"
         + head
         + body
         + "\nOn the training triples (fit quality, not a test):\n\n"
@@ -391,6 +394,7 @@ def run(args: argparse.Namespace) -> int:
         "train_motifs": motifs,
         "train_core_hours": core_h,
         "offset_shift": shift,
+        "anchors": anchors,
         "loho_rms": loho_sigma,
         "loho_residuals": loho,
         "summary": summary,

@@ -93,7 +93,10 @@ def triple_de(post, atoms3, n_samples: int, anchored: bool = True) -> tuple[floa
     va = pred.energy_var_aleatoric.double().numpy()
     e = pred.energy.double().numpy()
     sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
-    offset, sigma_add = dg_anchor(post) if anchored else (0.0, 0.0)
+    from structures import keys as K
+
+    host = atoms3[0].info.get(K.HOST)
+    offset, sigma_add = dg_anchor(post, host) if anchored else (0.0, 0.0)
     return float(e[1] - e[0] - 0.5 * e[2]) + offset, float(np.hypot(dg_sigma_scale(post) * sig, sigma_add))
 
 
@@ -155,12 +158,15 @@ def dft_triples(db_path: str, settings_hash: str | None = None) -> list[dict]:
                 if host is None:
                     continue
                 e = [host.energy, r.energy, d["h2"].energy]
+                atoms3 = [host.toatoms(), r.toatoms(), d["h2"].toatoms()]
+                for a, src in zip(atoms3, (host, r, d["h2"])):
+                    a.info.update({k: src.get(k) for k in (K.NAME, K.HOST, K.SITE) if src.get(k) is not None})
                 triple = {
                     "name": r.get(K.NAME),
                     "host": r.get(K.HOST),
                     "geometry": geometry,
                     "settings_hash": sh,
-                    "atoms": [host.toatoms(), r.toatoms(), d["h2"].toatoms()],
+                    "atoms": atoms3,
                     "dft_de": e[1] - e[0] - 0.5 * e[2],
                     "core_s": float(host.get("wall_s", 0) + r.get("wall_s", 0)),
                     "_id": max(host.id, r.id),

@@ -6,9 +6,10 @@
 From every (host, host+H, H2) triple of one DFT settings hash in the label store (hosts named in
 ``--exclude-hosts`` left out, so they stay a fair test), it fits
 
-- the offset: the mean of DFT ΔE_H − model ΔE_H at the DFT geometries (eV), added to every ΔGH* the
-  anchored model reports (a constant cannot be absorbed in per-element E0s: the H E0 cancels in ΔE_H);
-- the anchoring's σ: the RMS leave-one-host-out error of that offset (eV), added in quadrature to the
+- the offsets: the mean of DFT ΔE_H − model ΔE_H at the DFT geometries (eV) over the hosts, and one per
+  metal pair with DFT labels, pooled towards it (``--kappa``; ``--global-only`` for one offset), added to
+  every ΔGH* the anchored model reports (see :mod:`screening.anchoring`);
+- the anchoring's σ: the RMS leave-one-host-out error of those offsets (eV), added in quadrature to the
   model's ΔGH* σ. It needs ≥ 2 DFT hosts and is honest only with several.
 
 It writes a copy of the posterior whose recalibration carries both and the record of how they were fitted
@@ -32,33 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="anchored posterior to write (.pt)")
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
-
-
-def fit_offset_anchor(rows: list[dict]) -> dict:
-    """Offset anchoring from rows with ``host``, ``dft_de`` and ``base`` (model ΔE_H, eV): offset (eV),
-    leave-one-host-out residuals and their RMS σ (eV). InputError with fewer than 2 hosts."""
-    import numpy as np
-
-    from structures.common import InputError
-
-    from .bench_anchor import offset_loho_residuals
-
-    hosts = sorted({r["host"] for r in rows})
-    if len(hosts) < 2:
-        raise InputError(
-            f"anchoring needs DFT triples of at least 2 hosts outside --exclude-hosts, found {len(hosts)}"
-            f"{' (' + hosts[0] + ')' if hosts else ''}; label more with `screen validate` or `screen label`"
-        )
-    loho = offset_loho_residuals(rows)
-    return {
-        "method": "offset",
-        "offset": float(np.mean([r["dft_de"] - r["base"] for r in rows])),
-        "sigma_add": float(np.sqrt(np.mean(np.square(loho)))),
-        "hosts": hosts,
-        "n_triples": len(rows),
-        "loho_residuals": [float(x) for x in loho],
-        "residuals": {r["name"]: float(r["dft_de"] - r["base"]) for r in rows},
-    }
+    parser.add_argument(
+        "--kappa",
+        type=float,
+        default=1.0,
+        help="pooling of the metal-pair offsets towards the global one: a pair with n DFT hosts moves "
+        "n/(n+kappa) of the way to its own mean (default 1)",
+    )
+    parser.add_argument(
+        "--global-only", action="store_true", help="one offset for every host (no metal-pair offsets)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from screening import labelling as L
     from structures.common import InputError, read_host_list
 
+    from .anchoring import fit_anchor
     from .bench_model import dft_triples, triple_de
     from .pipeline import default_model_path
 
@@ -83,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out!r} is the input model; write the anchored model to a new file")
     if args.samples < 1:
         raise InputError(f"--samples {args.samples} not allowed; need >= 1")
+    if not (args.kappa >= 0.0 and args.kappa < float("inf")):
+        raise InputError(f"--kappa {args.kappa} not allowed; need a finite number >= 0")
     exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
     post = load_posterior(model_path)
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
@@ -91,7 +78,14 @@ def run(args: argparse.Namespace) -> int:
     for t in triples:
         de, sig = triple_de(post, t["atoms"], args.samples, anchored=False)
         rows.append({"name": t["name"], "host": t["host"], "dft_de": t["dft_de"], "base": de, "sigma": sig})
-    fit = fit_offset_anchor(rows)
+    hosts = sorted({r["host"] for r in rows})
+    if len(hosts) < 2:
+        raise InputError(
+            f"anchoring needs DFT triples of at least 2 hosts outside --exclude-hosts, found {len(hosts)}"
+            f"{' (' + hosts[0] + ')' if hosts else ''}; label more with `screen validate` or `screen label`"
+        )
+    fit = fit_anchor(rows, kappa=None if args.global_only else args.kappa)
+    fit["residuals"] = {r["name"]: float(r["dft_de"] - r["base"]) for r in rows}
     fit.update(
         dft_db=str(args.dft_db),
         settings_hash=sh,
@@ -104,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     post.recal.dg_sigma_add = fit["sigma_add"]
     post.recal.anchor = fit
     digest = post.save(args.out)
+    pairs = ", ".join(f"{p} {o:+.3f}" for p, o in fit["pair_offsets"].items())
     print(
-        f"anchored {model_path} -> {args.out} ({digest[:12]}): ΔGH* offset {fit['offset']:+.3f} eV, "
-        f"σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out RMS) from {fit['n_triples']} DFT triple(s) "
-        f"of {len(fit['hosts'])} hosts: {', '.join(fit['hosts'])}"
+        f"anchored {model_path} -> {args.out} ({digest[:12]}): ΔGH* offset {fit['offset']:+.3f} eV"
+        + (f" (metal pairs: {pairs}; others the global one)" if pairs else "")
+        + f", σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out RMS; {fit['sigma_add_covered']:.3f} eV for "
+        f"labelled pairs) from {fit['n_triples']} DFT triple(s) of {len(fit['hosts'])} hosts: "
+        f"{', '.join(fit['hosts'])}"
     )
     return 0

@@ -152,10 +152,17 @@ def dg_sigma_scale(posterior) -> float:
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
-def dg_anchor(posterior) -> tuple[float, float]:
-    """The posterior's DFT anchoring of ΔGH* (``screen anchor``): (offset, σ added in quadrature), eV;
-    (0, 0) when it has none."""
+def dg_anchor(posterior, host: str | None = None) -> tuple[float, float]:
+    """The posterior's DFT anchoring of ΔGH* (``screen anchor``) for ``host``: (offset, σ added in
+    quadrature), eV; the pair's offset when the anchoring has one for the host's metal pair
+    (:func:`screening.anchoring.offset_for`), else the global one; (0, 0) when it has none."""
     recal = getattr(posterior, "recal", None)
+    anchor = getattr(recal, "anchor", None)
+    if isinstance(anchor, dict) and "offset" in anchor and "sigma_add" in anchor:
+        from .anchoring import offset_for
+
+        offset, sigma = offset_for(anchor, host)
+        return (offset, abs(sigma)) if np.isfinite(offset) and np.isfinite(sigma) else (0.0, 0.0)
     out = []
     for name in ("dg_offset", "dg_sigma_add"):
         try:

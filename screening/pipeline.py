@@ -504,7 +504,7 @@ def _evaluate_chunk(
                 config.dg,
                 eligible,
                 dg_sigma_scale(handle.posterior),
-                dg_anchor(handle.posterior),
+                dg_anchor(handle.posterior, info.get(SK.HOST)),
             )
             best = state_recs[dg.best_index]
             flags |= set(best.flags) | set(dg_flags(dg.dg, dg.dg_std, config.flags))

@@ -97,7 +97,7 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
             "--heldout",
             "Cu2@5Na",
             "--variants",
-            "base,offset,finetune",
+            "base,offset,pair,finetune",
             "--epochs",
             "25",
             "--lr",
@@ -116,7 +116,7 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
     assert tr["offset"]["mean"] == pytest.approx(0.0, abs=1e-9)
     assert tr["finetune"]["mae"] < 0.5 * tr["base"]["mae"], tr
     # σ of the anchored variants: leave-one-host-out over the 3 training hosts (one triple each)
-    assert sorted(res["loho_rms"]) == ["finetune", "offset"]
+    assert sorted(res["loho_rms"]) == ["finetune", "offset", "pair"]
     assert all(len(r) == 3 for r in res["loho_residuals"].values())
     for v in ("offset", "finetune"):
         rms = float(np.sqrt(np.mean(np.square(res["loho_residuals"][v]))))
@@ -158,21 +158,42 @@ def test_stats_errors_coverage_and_top_list_by_hand():
     assert "cov2" not in no_sigma and no_sigma["recovered"] == 0
 
 
-def test_offset_leave_one_host_out_by_hand():
-    from screening.bench_anchor import anchored_sigma, offset_loho_residuals
+def test_anchoring_offsets_and_leave_one_host_out_by_hand():
+    from screening.anchoring import fit_anchor, offset_for, pair_of
+    from screening.bench_anchor import anchored_sigma
 
-    rows = [  # DFT - base offsets: A 1.0 (two triples), B 0.4, C 0.7
-        {"host": "A", "dft_de": 1.0, "base": 0.0},
-        {"host": "A", "dft_de": 0.5, "base": -0.5},
-        {"host": "B", "dft_de": 0.4, "base": 0.0},
-        {"host": "C", "dft_de": 0.2, "base": -0.5},
+    rows = [  # DFT - base residuals: Au2@1 1.0 (mean of two triples), Au2@2 0.6, Pt2@1 0.4, Cu2@1 0.7
+        {"host": "Au2@1", "dft_de": 1.2, "base": 0.0},
+        {"host": "Au2@1", "dft_de": 0.3, "base": -0.5},
+        {"host": "Au2@2", "dft_de": 0.6, "base": 0.0},
+        {"host": "Pt2@1", "dft_de": 0.4, "base": 0.0},
+        {"host": "Cu2@1", "dft_de": 0.2, "base": -0.5},
     ]
-    res = offset_loho_residuals(rows)
-    # without A: shift (0.4 + 0.7) / 2 = 0.55 -> 0.45, 0.45; without B: shift (1 + 1 + 0.7) / 3 = 0.9 -> -0.5;
-    # without C: shift (1 + 1 + 0.4) / 3 = 0.8 -> -0.1
-    assert res == pytest.approx([0.45, 0.45, -0.5, -0.1])
+    assert pair_of("Au2@4Nf") == "Au2" and pair_of("FeCo@3Nb") == "FeCo"
+    g = fit_anchor(rows, kappa=None)
+    assert g["offset"] == pytest.approx((1.0 + 0.6 + 0.4 + 0.7) / 4) and g["pair_offsets"] == {}
+    # leave out Au2@1: mean(0.6, 0.4, 0.7) = 0.5667 -> triples 1.2 - 0.5667, 0.8 - 0.5667; and so on
+    loho = [1.2 - 1.7 / 3, 0.8 - 1.7 / 3, 0.6 - 2.1 / 3, 0.7 - 2.0 / 3, 0.4 - 2.3 / 3]  # hosts sorted
+    assert g["loho_residuals"] == pytest.approx(loho)
+    assert g["sigma_add"] == pytest.approx(np.sqrt(np.mean(np.square(loho))))
+    assert g["sigma_add_covered"] == g["sigma_add"]  # no pair offsets: nothing is "covered"
+    p = fit_anchor(rows, kappa=1.0)
+    b = g["offset"]
+    assert p["pair_offsets"] == pytest.approx(
+        {"Au2": b + 2 / 3 * (0.8 - b), "Pt2": b + 0.5 * (0.4 - b), "Cu2": b + 0.5 * (0.7 - b)}
+    )
+    # covered residuals: only Au2 keeps a host when one of its hosts is left out
+    b1 = (0.6 + 0.4 + 0.7) / 3  # without Au2@1
+    b2 = (1.0 + 0.4 + 0.7) / 3  # without Au2@2
+    cov = [1.2 - (b1 + 0.5 * (0.6 - b1)), 0.8 - (b1 + 0.5 * (0.6 - b1)), 0.6 - (b2 + 0.5 * (1.0 - b2))]
+    assert p["loho_residuals_covered"] == pytest.approx(cov)
+    assert p["sigma_add_covered"] == pytest.approx(np.sqrt(np.mean(np.square(cov))))
+    assert offset_for(p, "Au2@9Zz") == pytest.approx((p["pair_offsets"]["Au2"], p["sigma_add_covered"]))
+    assert offset_for(p, "Fe2@9Zz") == pytest.approx((b, p["sigma_add"]))
+    assert offset_for(p, None) == pytest.approx((b, p["sigma_add"]))
+    assert offset_for(None, "Au2@1") == (0.0, 0.0)
     with pytest.raises(ValueError):
-        offset_loho_residuals(rows[:2])
+        fit_anchor(rows[:2])
     assert anchored_sigma(0.3, 0.4) == pytest.approx(0.5)
 
 
@@ -195,12 +216,22 @@ def test_anchor_command_writes_an_offset_anchored_posterior(world, tmp_path, cap
     # leave-one-host-out by hand: each host against the mean residual of the other two
     loho = [res[h] - np.mean([res[o] for o in res if o != h]) for h in fit["hosts"]]
     assert anchored.recal.dg_sigma_add == pytest.approx(np.sqrt(np.mean(np.square(loho))), abs=1e-9)
-    # the anchored model reports base + offset, σ in quadrature; the weights are the same
+    # pair offsets pooled half-way (kappa 1) for Cu2 (one host), two thirds for Ni2 (two hosts)
+    b = anchored.recal.dg_offset
+    ni = np.mean([res["Ni2@4Na"], res["Ni2@5Na"]])
+    assert fit["pair_offsets"] == pytest.approx(
+        {"Cu2": b + 0.5 * (res["Cu2@4Na"] - b), "Ni2": b + 2 / 3 * (ni - b)}
+    )
+    # the anchored model reports base + its pair's offset, σ in quadrature; the weights are the same
     held = triples["Cu2@5Na"]["atoms"]
     (d0, s0), (d1, s1) = triple_de(base, held, 4), triple_de(anchored, held, 4)
-    assert d1 == pytest.approx(d0 + anchored.recal.dg_offset, abs=1e-9)
-    assert s1 == pytest.approx(np.hypot(s0, anchored.recal.dg_sigma_add), abs=1e-9)
+    assert d1 == pytest.approx(d0 + fit["pair_offsets"]["Cu2"], abs=1e-9)
+    assert s1 == pytest.approx(np.hypot(s0, fit["sigma_add_covered"]), abs=1e-9)
     assert triple_de(anchored, held, 4, anchored=False)[0] == pytest.approx(d0, abs=1e-9)
+    assert main([*argv, "--exclude-hosts", "Cu2@5Na", "--global-only"]) == 0
+    glob = load_posterior(out)
+    assert glob.recal.anchor["pair_offsets"] == {}
+    assert triple_de(glob, held, 4)[0] == pytest.approx(d0 + glob.recal.dg_offset, abs=1e-9)
 
 
 def test_anchor_command_bad_input(world, tmp_path, capsys):
@@ -213,6 +244,8 @@ def test_anchor_command_bad_input(world, tmp_path, capsys):
     assert "'pw9000'" in capsys.readouterr().err
     assert main(["anchor", "--model", post, "--dft-db", db, "--out", post]) == 2
     assert "is the input model" in capsys.readouterr().err
+    assert main([*base, "--kappa", "-1"]) == 2
+    assert "--kappa -1.0 not allowed" in capsys.readouterr().err
     assert not out.exists()
 
 
