@@ -61,6 +61,11 @@ class LabelSettings:
     magnetisation mixed apart, the magnetisation more gently, for moments that slosh; "pulay": Pulay with
     mixer_nmaxold and mixer_weight); mixer_betas: mixing beta of each attempt. The mixer ladder changes how
     the SCF gets there, not the converged answer, so it is not part of the physics hash.
+    scf_eigenstates: GPAW's eigenstate convergence criterion (eV² per valence electron); GPAW's own default,
+    4e-8, kept the Au2@4Nf host iterating for 15+ more iterations after its energy and density had converged
+    while a 0.1 μB moment drifted: it measures wavefunction changes, not the energy or forces labelled here
+    (those follow the energy and density criteria, left at GPAW's defaults). Like the mixer ladder it is
+    not part of the physics hash.
     calc_kwargs: JSON keyword arguments for ase:<mod>:<Class>.
     """
 
@@ -71,6 +76,7 @@ class LabelSettings:
     smearing: float = 0.1
     spinpol: bool = True
     maxiter: int = 120
+    scf_eigenstates: float = 1e-6
     mixer_beta: float = 0.05
     mixer_nmaxold: int = 5
     mixer_weight: float = 50.0
@@ -260,6 +266,7 @@ def _gpaw_make(atoms, s: LabelSettings, attempt: dict[str, Any], txt: str | None
         spinpol=s.spinpol,
         mixer=gpaw_mixer(attempt, s),
         maxiter=s.maxiter,
+        convergence={"eigenstates": s.scf_eigenstates},
         txt=txt,
     )
 
