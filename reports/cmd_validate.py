@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="hosts never selected: comma list or file (e.g. benchmarks/heldout_hosts.txt)",
     )
+    parser.add_argument(
+        "--skip-labelled-pairs",
+        action="store_true",
+        help="leave out every host whose metal pair already has a DFT (host, host+H, H2) triple in --labels "
+        "at these settings: with --select bald:per-metal, the next DFT label for `screen anchor` goes to "
+        "an unlabelled pair",
+    )
     parser.add_argument("--max", type=int, default=2, help="at most this many candidates (default 2)")
     parser.add_argument(
         "--relax", action="store_true", help="short engine relaxation (BFGS) before the single point"
@@ -77,9 +84,16 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     table = rank(load_table(args.db, args.model_hash, args.settings_hash))
-    exclude = read_host_list(args.exclude_hosts, "--exclude-hosts") if args.exclude_hosts else ()
-    chosen = select(table, args.select, limit=args.max, exclude=exclude)
+    exclude = list(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else []
     labels = args.labels or str(default_labels_db(args.db))
+    if args.skip_labelled_pairs:
+        from screening.anchoring import labelled_pairs, pair_of
+        from screening.labelling import settings_hash
+
+        done = labelled_pairs(labels, args.engine, settings_hash(get_engine(args.engine), settings))
+        exclude += [h for h in table["host"] if pair_of(h) in done]
+        print(f"skipping metal pairs with DFT labels in {labels}: {', '.join(sorted(done)) or 'none'}")
+    chosen = select(table, args.select, limit=args.max, exclude=exclude)
     print(
         f"validating {len(chosen)} candidate(s) with {args.engine} "
         f"({args.preset}{', relax' if args.relax else ''}): "

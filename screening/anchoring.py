@@ -101,4 +101,15 @@ def fit_anchor(rows: Sequence[dict], kappa: float | None = 1.0) -> dict[str, Any
     }
 
 
-__all__ = ["fit_anchor", "offset_for", "pair_of"]
+def labelled_pairs(db_path: str, engine: str = "gpaw", settings_hash: str | None = None) -> set[str]:
+    """Metal pairs with at least one complete converged (host, host+H, H2) triple in a label store."""
+    from pathlib import Path
+
+    from .bench_model import dft_triples
+
+    if not Path(db_path).exists():
+        return set()
+    return {pair_of(t["host"]) for t in dft_triples(str(db_path), settings_hash, engine) if t.get("host")}
+
+
+__all__ = ["fit_anchor", "labelled_pairs", "offset_for", "pair_of"]

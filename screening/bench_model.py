@@ -119,8 +119,8 @@ def calc_triple_de(calc, atoms3) -> float:
     return es[1] - es[0] - 0.5 * es[2]
 
 
-def dft_triples(db_path: str, settings_hash: str | None = None) -> list[dict]:
-    """(host, host+H, H2) label rows of one settings hash with converged GPAW energies, on the builder's
+def dft_triples(db_path: str, settings_hash: str | None = None, engine: str = "gpaw") -> list[dict]:
+    """(host, host+H, H2) label rows of one settings hash with converged ``engine`` energies, on the builder's
     geometries and on the model-relaxed geometries of ``screen validate`` (``geometry`` says which; of a
     validated structure labelled with several settings only the most recent triple is kept, unless
     ``settings_hash`` picks the settings)."""
@@ -133,7 +133,7 @@ def dft_triples(db_path: str, settings_hash: str | None = None) -> list[dict]:
     db = ase.db.connect(db_path)
     all_rows = [
         r
-        for r in db.select(engine="gpaw", converged=True)
+        for r in db.select(engine=engine, converged=True)
         if settings_hash is None or r.get("settings_hash") == settings_hash
     ]
     out = []

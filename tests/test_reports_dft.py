@@ -373,3 +373,27 @@ def test_export_bald_selection_leaves_excluded_hosts_out(results_db, tmp_path, c
     assert main([*argv, "--out", str(tmp_path / "bad"), "--exclude-hosts", "Fe2,Co2@2Na"]) == 2
     assert "not a host name: Fe2" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_validate_skip_labelled_pairs_sends_the_next_label_to_an_unlabelled_pair(
+    results_db, tmp_path, capsys
+):
+    from reports.tables import load_table, rank
+    from screening.anchoring import labelled_pairs, pair_of
+
+    labels = tmp_path / "labels.db"
+    df = rank(load_table(results_db))
+    first = df["host"].iloc[0]
+    base = ["validate", "--db", str(results_db), "--engine", "emt", "--labels", str(labels), "--no-progress"]
+    assert main([*base, "--select", f"id:{first}"]) == 0
+    assert labelled_pairs(str(labels), "emt") == {pair_of(first)}
+    capsys.readouterr()
+    assert main([*base, "--select", "bald:per-metal", "--max", "4", "--skip-labelled-pairs"]) == 0
+    out = capsys.readouterr().out
+    assert f"skipping metal pairs with DFT labels in {labels}: {pair_of(first)}" in out
+    assert labelled_pairs(str(labels), "emt") == {pair_of(h) for h in df["host"]}  # the other pair, once
+    chosen = out.split("candidate(s) with emt")[1].split(":", 1)[1].split(";")[0]
+    assert pair_of(first) not in {pair_of(h.strip()) for h in chosen.split(",")}
+    # every pair labelled: nothing left to choose, one clear line, non-zero exit
+    assert main([*base, "--select", "bald:per-metal", "--skip-labelled-pairs"]) == 2
+    assert "matches no candidate" in capsys.readouterr().err
