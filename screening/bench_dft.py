@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--motifs", default="6Na", help="motifs of the settings check (default 6Na)")
     parser.add_argument("--site", default="top_M1", help="H* site of the check (default top_M1)")
     parser.add_argument("--supercell", default="4x4", help="supercell of the check (default 4x4)")
+    parser.add_argument(
+        "--tight-supercell",
+        default=None,
+        help="the cell-size check: the tight triple in this larger supercell (e.g. 5x5; with --frames "
+        "builder), same or other preset (default: --supercell)",
+    )
     parser.add_argument("--base", default="pw400", help="settings preset under test (default pw400)")
     parser.add_argument("--tight", default="pw500k4", help="tighter reference preset (default pw500k4)")
     parser.add_argument(
@@ -58,6 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 GENERATED_FRAMES = (None, "", "base", "reference")
 
 
+#: supercell of the DFT labels (the 30-atom 4x4 cell); triples in other cells carry it in their name
+DEFAULT_SUPERCELL = "4x4"
+
+
+def triple_name(host: str, site: str, supercell: str | None = None) -> str:
+    """``Cu2@4Na+H@top_X0``; ``Cu2@4Na+H@top_X0 (5x5)`` in a cell other than the default 4x4."""
+    cell = supercell or DEFAULT_SUPERCELL
+    return f"{host}+H@{site}" + ("" if cell == DEFAULT_SUPERCELL else f" ({cell})")
+
+
 def delta_e_h(
     db_path: str, engine: str = "gpaw", frames: tuple = GENERATED_FRAMES
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -66,7 +82,8 @@ def delta_e_h(
     the model-relaxed geometries of ``screen validate``).
 
     Returns {settings_hash: {f"{host}+H@{site}": {"dE_H", "E_host", "E_hostH", "E_H2", "core_h", ...}}}.
-    The latest row wins when a structure was labelled more than once.
+    The latest row wins when a structure was labelled more than once. Hosts in different supercells are
+    different triples (:func:`triple_name`).
     """
     import ase.db
 
@@ -77,21 +94,22 @@ def delta_e_h(
         if kv.get("frame") not in frames:
             continue  # relaxation / rattle / validation geometries are not the builder's triple
         d = by_sh.setdefault(kv["settings_hash"], {"h2": None, "host": {}, "ads": {}})
+        cell = kv.get("supercell") or DEFAULT_SUPERCELL
         if kv.get("name") == "H2":
             d["h2"] = row
         elif kv.get("site"):
-            d["ads"][(kv.get("host"), kv["site"])] = row
+            d["ads"][(kv.get("host"), kv["site"], cell)] = row
         elif kv.get("host"):
-            d["host"][kv["host"]] = row
+            d["host"][(kv["host"], cell)] = row
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for sh, d in by_sh.items():
         if d["h2"] is None:
             continue
-        for (host, site), ads in d["ads"].items():
-            if host not in d["host"]:
+        for (host, site, cell), ads in d["ads"].items():
+            if (host, cell) not in d["host"]:
                 continue
-            h, e_h2 = d["host"][host], d["h2"].energy
-            out.setdefault(sh, {})[f"{host}+H@{site}"] = {
+            h, e_h2 = d["host"][(host, cell)], d["h2"].energy
+            out.setdefault(sh, {})[triple_name(host, site, cell)] = {
                 "dE_H": ads.energy - h.energy - 0.5 * e_h2,
                 "E_host": h.energy,
                 "E_hostH": ads.energy,
@@ -124,9 +142,12 @@ def run(args: argparse.Namespace) -> int:
     metals, motifs = resolve_metals(args.hosts), resolve_motifs(args.motifs)
     if args.compute and args.frames != "builder":
         raise InputError("--compute labels the builder geometries only; allowed with --frames builder")
+    tight_cell = args.tight_supercell or args.supercell
+    if tight_cell != args.supercell and args.frames != "builder":
+        raise InputError("--tight-supercell builds its structures: allowed with --frames builder only")
     if args.compute:
-        q = L.build_queue(metals, motifs, supercell=args.supercell, with_h=True, sites=[args.site], h2=True)
-        for s in (base, tight):
+        for s, cell in ((base, args.supercell), (tight, tight_cell)):
+            q = L.build_queue(metals, motifs, supercell=cell, with_h=True, sites=[args.site], h2=True)
             L.label_structures(q, eng, s, args.db, workers=args.workers)
     if not Path(args.db).exists():
         raise InputError(
@@ -135,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     frames = GENERATED_FRAMES if args.frames == "builder" else ("dft_validation",)
     table = delta_e_h(args.db, frames=frames)
     summ = L.db_summary(args.db)
-    wanted = [f"{m}2@{mo.name}+H@{args.site}" for mo in motifs for m in metals]
+    wanted = [(f"{m}2@{mo.name}", args.site) for mo in motifs for m in metals]
     geometry = (
         "Unrelaxed builder geometries"
         if args.frames == "builder"
@@ -146,16 +167,18 @@ def run(args: argparse.Namespace) -> int:
         [
             f"### (a) Settings convergence of ΔE_H = E(host+H) − E(host) − ½E(H2), H on {args.site}",
             "",
-            f"Base `{args.base}` (ecut {base.ecut:.0f} eV, k-density {base.kdens}) vs tight `{args.tight}` "
-            f"(ecut {tight.ecut:.0f} eV, k-density {tight.kdens}); "
+            f"Base `{args.base}` (ecut {base.ecut:.0f} eV, k-density {base.kdens}, {args.supercell} cell) vs "
+            f"tight `{args.tight}` (ecut {tight.ecut:.0f} eV, k-density {tight.kdens}, {tight_cell} cell); "
             f"keep the base when |Δ| ≤ {args.tolerance} eV. {geometry}, single points, GPAW PW PBE spin-polarised.",
             "",
             f"| system | ΔE_H {args.base} (eV) | ΔE_H {args.tight} (eV) | Δ (eV) | verdict |",
             "|---|---|---|---|---|",
         ],
     )
-    for name in wanted:
-        b, t = table.get(sh_base, {}).get(name), table.get(sh_tight, {}).get(name)
+    for host, site in wanted:
+        name = triple_name(host, site, args.supercell)
+        b = table.get(sh_base, {}).get(name)
+        t = table.get(sh_tight, {}).get(triple_name(host, site, tight_cell))
         if b and t:
             diff = t["dE_H"] - b["dE_H"]
             verdict = "keep" if abs(diff) <= args.tolerance else "tighten"
@@ -178,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
             "| system | " + " | ".join(f"ΔE_H {n} (eV)" for n in ladder_names) + " |",
             "|---|" + "---|" * len(ladder_names),
         ]
-        for name in wanted:
+        for host, site in wanted:
+            name = triple_name(host, site, args.supercell)
             vals = [table.get(h, {}).get(name) for h in hashes]
             cells, prev = [], None
             for v in vals:
@@ -243,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         "base": {"name": args.base, "hash": sh_base, **base.to_dict()},
         "tight": {"name": args.tight, "hash": sh_tight, **tight.to_dict()},
         "tolerance_eV": args.tolerance,
+        "supercell": args.supercell,
+        "tight_supercell": tight_cell,
     }
     path = write_bench_result(args.section, result, command.strip(), "\n".join(lines), root=args.root)
     if args.readme:

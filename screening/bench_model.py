@@ -128,7 +128,7 @@ def dft_triples(db_path: str, settings_hash: str | None = None, engine: str = "g
 
     from structures import keys as K
 
-    from .bench_dft import GENERATED_FRAMES
+    from .bench_dft import DEFAULT_SUPERCELL, GENERATED_FRAMES
 
     db = ase.db.connect(db_path)
     all_rows = [
@@ -146,7 +146,7 @@ def dft_triples(db_path: str, settings_hash: str | None = None, engine: str = "g
             if name == "H2":
                 d["h2"] = r if d["h2"] is None or r.id > d["h2"].id else d["h2"]
             elif r.get(K.SITE) in (None, "", "None"):
-                d["hosts"][r.get(K.HOST)] = r
+                d["hosts"][(r.get(K.HOST), r.get(K.SUPERCELL) or DEFAULT_SUPERCELL)] = r
             else:
                 d["h"].append(r)
         found: dict[str, dict] = {}
@@ -154,7 +154,8 @@ def dft_triples(db_path: str, settings_hash: str | None = None, engine: str = "g
             if d["h2"] is None:
                 continue
             for r in d["h"]:
-                host = d["hosts"].get(r.get(K.HOST))
+                cell = r.get(K.SUPERCELL) or DEFAULT_SUPERCELL
+                host = d["hosts"].get((r.get(K.HOST), cell))
                 if host is None:
                     continue
                 e = [host.energy, r.energy, d["h2"].energy]
@@ -162,7 +163,7 @@ def dft_triples(db_path: str, settings_hash: str | None = None, engine: str = "g
                 for a, src in zip(atoms3, (host, r, d["h2"])):
                     a.info.update({k: src.get(k) for k in (K.NAME, K.HOST, K.SITE) if src.get(k) is not None})
                 triple = {
-                    "name": r.get(K.NAME),
+                    "name": r.get(K.NAME) + ("" if cell == DEFAULT_SUPERCELL else f" ({cell})"),
                     "host": r.get(K.HOST),
                     "geometry": geometry,
                     "settings_hash": sh,

@@ -792,3 +792,43 @@ def test_bench_dft_reads_triples_from_store(tmp_path, capsys):
     assert "## dft_kpoints" in md and "## dft\n" in md
     assert (tmp_path / "benchmarks" / "results" / "dft_kpoints.json").exists()
     assert main([*argv, "--root", str(tmp_path), "--section", "../x"]) == 2
+
+
+def test_bench_dft_cell_size_check_keeps_supercells_apart(tmp_path, capsys):
+    """The same host in the 4x4 and the 5x5 cell at the same settings: two triples, never mixed, and the
+    cell-size check (--tight-supercell) compares them."""
+    import ase.db
+
+    from screening.bench_dft import delta_e_h
+    from screening.bench_model import dft_triples
+    from structures.motifs import resolve_motifs
+
+    gp, s = L.get_engine("gpaw"), L.PRESETS["pw500"]
+    db_path = tmp_path / "labels.db"
+    db = ase.db.connect(str(db_path))
+    energies = {
+        "4x4": {"H2": -6.70, "Ni2@6Na": -250.0, "Ni2@6Na+H@top_M1": -253.0},
+        "5x5": {"H2": -6.70, "Ni2@6Na": -410.0, "Ni2@6Na+H@top_M1": -413.03},
+    }
+    for cell, es in energies.items():
+        q = L.build_queue(
+            ["Ni"], resolve_motifs("6Na"), supercell=cell, with_h=True, sites=["top_M1"], h2=True
+        )
+        for a in q:
+            res = {"converged": True, "status": "ok", "energy": es[a.info["name"]],
+                   "forces": np.zeros((len(a), 3)), "wall_s": 600.0, "n_scf": 20}  # fmt: skip
+            L.write_label_row(
+                db, a, L.label_key(a, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res
+            )
+    sh = L.settings_hash(gp, s)
+    table = delta_e_h(str(db_path))[sh]
+    assert table["Ni2@6Na+H@top_M1"]["dE_H"] == pytest.approx(-253.0 + 250.0 + 3.35)
+    assert table["Ni2@6Na+H@top_M1 (5x5)"]["dE_H"] == pytest.approx(-413.03 + 410.0 + 3.35)
+    names = sorted(t["name"] for t in dft_triples(str(db_path), sh))
+    assert names == ["Ni2@6Na+H@top_M1", "Ni2@6Na+H@top_M1 (5x5)"]
+    argv = ["bench", "dft", "--db", str(db_path), "--hosts", "Ni", "--base", "pw500", "--tight", "pw500"]
+    assert main([*argv, "--tight-supercell", "5x5", "--root", str(tmp_path)]) == 0
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| Ni2@6Na+H@top_M1 | +0.350 | +0.320 | -0.030 | keep |" in md and "5x5 cell" in md
+    assert main([*argv, "--tight-supercell", "5x5", "--frames", "validation"]) == 2
+    assert "--frames builder only" in capsys.readouterr().err
