@@ -13,3 +13,8 @@ V="screen validate --db runs/screen4/results.db --engine gpaw --preset pw500 --w
 $V --max 10 --select id:Ru2@2Nf,Mo2@2Nc,Fe2@3Nd,Zr2@4Nf,Cr2@2Nd,Ni2@4Na,Mn2@3Ne > runs/val_test.log 2>&1 &
 $V --max 8 --select id:Ir2@4Nc,Os2@3Ne,Au2@4Nf,Re2@5Nb,Ru2@5Na,Mo2@2Ne,Fe2@2Ne > runs/val_train.log 2>&1 &
 wait
+# Still to run (issue 10's settings check on a second host, and the cell-size check; ~1 and ~4 core-hours):
+#   screen bench dft --frames validation --base pw500 --tight pw600 --hosts Pt --motifs 5Na --site top_X0 --section dft_cutoff2
+#     (needs the pw600 single points of Pt2@5Na and Pt2@5Na+H: `screen validate ... --preset pw600 --select id:Pt2@5Na`)
+#   screen bench dft --compute --base pw500 --tight pw500 --supercell 4x4 --tight-supercell 5x5 --hosts Cu \
+#     --motifs 4Na --site top_X0 --section dft_cell
