@@ -50,15 +50,29 @@ def _offsets(res: dict[str, float], kappa: float | None) -> tuple[float, dict[st
     return b, {p: b + len(v) / (len(v) + kappa) * (float(np.mean(v)) - b) for p, v in by.items()}
 
 
+def _hetero_metals(pair: str) -> tuple[str, str] | None:
+    """``FeCo`` -> (Fe, Co); None for a homonuclear ``Fe2`` or anything else."""
+    import re
+
+    m = re.fullmatch(r"([A-Z][a-z]?)([A-Z][a-z]?)", pair)
+    return (m.group(1), m.group(2)) if m else None
+
+
 def offset_for(anchor: dict[str, Any] | None, host: str | None) -> tuple[float, float]:
-    """(offset, σ_add) in eV that ``anchor`` (a :func:`fit_anchor` record) applies to ``host``; the
-    global pair when the host's pair has no DFT label or the host is unknown; (0, 0) without anchor."""
+    """(offset, σ_add) in eV that ``anchor`` (a :func:`fit_anchor` record) applies to ``host``: its pair's
+    offset when the pair has DFT labels; for a heteronuclear pair without them (``FeCo``) the mean of the
+    two homonuclear pairs' offsets (``Fe2``, ``Co2``) when both have them; else the global offset (also
+    for an unknown host). (0, 0) without anchor."""
     if not anchor:
         return 0.0, 0.0
     pairs = anchor.get("pair_offsets") or {}
+    covered = float(anchor.get("sigma_add_covered", anchor["sigma_add"]))
     p = pair_of(host) if host else None
     if p is not None and p in pairs:
-        return float(pairs[p]), float(anchor.get("sigma_add_covered", anchor["sigma_add"]))
+        return float(pairs[p]), covered
+    hetero = _hetero_metals(p) if p else None
+    if hetero and all(f"{m}2" in pairs for m in hetero):
+        return 0.5 * (float(pairs[f"{hetero[0]}2"]) + float(pairs[f"{hetero[1]}2"])), covered
     return float(anchor["offset"]), float(anchor["sigma_add"])
 
 

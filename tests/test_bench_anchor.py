@@ -190,6 +190,9 @@ def test_anchoring_offsets_and_leave_one_host_out_by_hand():
     assert p["sigma_add_covered"] == pytest.approx(np.sqrt(np.mean(np.square(cov))))
     assert offset_for(p, "Au2@9Zz") == pytest.approx((p["pair_offsets"]["Au2"], p["sigma_add_covered"]))
     assert offset_for(p, "Fe2@9Zz") == pytest.approx((b, p["sigma_add"]))
+    au, pt = p["pair_offsets"]["Au2"], p["pair_offsets"]["Pt2"]  # heteronuclear: mean of the two pairs
+    assert offset_for(p, "AuPt@3Nb") == pytest.approx((0.5 * (au + pt), p["sigma_add_covered"]))
+    assert offset_for(p, "AuFe@3Nb") == pytest.approx((b, p["sigma_add"]))  # Fe2 unlabelled: global
     assert offset_for(p, None) == pytest.approx((b, p["sigma_add"]))
     assert offset_for(None, "Au2@1") == (0.0, 0.0)
     with pytest.raises(ValueError):
