@@ -56,9 +56,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kappa", type=float, default=1.0, help="pooling of the `pair` variant's offsets (screen anchor)"
     )
+    add_prior_arguments(parser)
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
+
+
+def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--prior-sigma`` / ``--prior-weight`` of the anchoring's σ (screening.anchoring.predictive_sigma)."""
+    from .anchoring import PRIOR_SIGMA, PRIOR_WEIGHT
+
+    parser.add_argument(
+        "--prior-sigma",
+        type=float,
+        default=PRIOR_SIGMA,
+        help=f"prior host-to-host spread of the model's DFT error, eV (default {PRIOR_SIGMA})",
+    )
+    parser.add_argument(
+        "--prior-weight",
+        type=float,
+        default=PRIOR_WEIGHT,
+        help=f"weight of that prior in hosts (default {PRIOR_WEIGHT:g}; 0: the leave-one-host-out errors alone)",
+    )
+
+
+def check_prior_arguments(args: argparse.Namespace) -> None:
+    import math
+
+    from structures.common import InputError
+
+    if not (math.isfinite(args.prior_sigma) and args.prior_sigma >= 0):
+        raise InputError(f"--prior-sigma {args.prior_sigma} not allowed; need a finite number >= 0 (eV)")
+    if not (math.isfinite(args.prior_weight) and args.prior_weight >= 0):
+        raise InputError(f"--prior-weight {args.prior_weight} not allowed; need a finite number >= 0")
 
 
 def _host_of(atoms) -> str:
@@ -137,10 +167,11 @@ def run(args: argparse.Namespace) -> int:
     from screening import labelling as L
     from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
 
-    from .anchoring import fit_anchor, offset_for
+    from .anchoring import fit_anchor, offset_for, predictive_sigma
     from .bench_model import calc_triple_de, dft_triples, sevenn_calculator, triple_de
     from .pipeline import default_model_path
 
+    check_prior_arguments(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
@@ -241,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         if v not in variants:
             continue
         if len(fit_hosts) >= 2:
-            anchors[v] = fit_anchor(fit_rows, kappa)
+            anchors[v] = fit_anchor(fit_rows, kappa, args.prior_sigma, args.prior_weight)
         for r in test_rows + fit_rows:
             if v in anchors:
                 off, sig = offset_for(anchors[v], r["host"])
@@ -266,7 +297,11 @@ def run(args: argparse.Namespace) -> int:
                             t["dft_de"] - triple_de(post_h, t["atoms"], args.samples, anchored=False)[0]
                         )
             loho[v] = res
-    loho_sigma = {v: float(np.sqrt(np.mean(np.square(r)))) for v, r in loho.items() if r}
+    loho_sigma = {
+        v: predictive_sigma(r, len(fit_hosts), args.prior_sigma, args.prior_weight) for v, r in loho.items()
+    }
+    loho_sigma.update({v: a["sigma_add"] for v, a in anchors.items()})
+    loho_rms = {v: float(np.sqrt(np.mean(np.square(r)))) for v, r in loho.items() if r}
     for v in ("finetune", "scratch"):
         if v not in variants:
             continue
@@ -345,7 +380,8 @@ def run(args: argparse.Namespace) -> int:
     cmd = (
         f"screen bench anchor --model {model_path} --dft-db {args.dft_db} --preset {args.preset} --heldout "
         f"{args.heldout} --variants {','.join(variants)} --epochs {args.epochs} --lr {args.lr:g} "
-        f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g} --kappa {args.kappa:g}"
+        f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g} --kappa {args.kappa:g} "
+        f"--prior-sigma {args.prior_sigma:g} --prior-weight {args.prior_weight:g}"
         + (f" --trainable {args.trainable}" if args.trainable else "")
     )
     table = (
@@ -356,9 +392,13 @@ def run(args: argparse.Namespace) -> int:
         "the held-out structures with DFT |ΔGH*| ≤ 0.2 eV (ΔGH* = ΔE_H + 0.24 eV), those whose ΔGH* 2σ "
         "interval reaches that window (target ≥ 80 %). "
         + (
-            "σ of the anchored variants = hypot(base model σ, RMS leave-one-host-out error of the anchoring "
-            f"over the {len(fit_hosts)} DFT training hosts: "
-            + ", ".join(f"{v} {x:.3f} eV" for v, x in loho_sigma.items())
+            "σ of the anchored variants = hypot(base model σ, σ_anchor): the leave-one-host-out errors of the "
+            f"anchoring over the {len(fit_hosts)} DFT training hosts, updating a prior host-to-host spread of "
+            f"{args.prior_sigma:g} eV worth {args.prior_weight:g} hosts (screening.anchoring.predictive_sigma): "
+            + ", ".join(
+                f"{v} {x:.3f} eV (LOHO RMS {loho_rms.get(v, float('nan')):.3f})"
+                for v, x in loho_sigma.items()
+            )
             + "); the Laplace σ of the fine-tuned and DFT-only posteriors, fitted on the DFT frames alone, "
             "stay in the JSON (`*_sigma_laplace`).\n\n"
             if loho_sigma
@@ -395,7 +435,8 @@ def run(args: argparse.Namespace) -> int:
         "train_core_hours": core_h,
         "offset_shift": shift,
         "anchors": anchors,
-        "loho_rms": loho_sigma,
+        "loho_rms": loho_rms,
+        "sigma_anchor": loho_sigma,
         "loho_residuals": loho,
         "summary": summary,
         "train_summary": train_summary,

@@ -9,8 +9,9 @@ From every (host, host+H, H2) triple of one DFT settings hash in the label store
 - the offsets: the mean of DFT ΔE_H − model ΔE_H at the DFT geometries (eV) over the hosts, and one per
   metal pair with DFT labels, pooled towards it (``--kappa``; ``--global-only`` for one offset), added to
   every ΔGH* the anchored model reports (see :mod:`screening.anchoring`);
-- the anchoring's σ: the RMS leave-one-host-out error of those offsets (eV), added in quadrature to the
-  model's ΔGH* σ. It needs ≥ 2 DFT hosts and is honest only with several.
+- the anchoring's σ: the leave-one-host-out errors of those offsets updating a prior host-to-host spread
+  (``--prior-sigma``, ``--prior-weight``; :func:`screening.anchoring.predictive_sigma`), added in
+  quadrature to the model's ΔGH* σ. It needs ≥ 2 DFT hosts; with few, the prior dominates.
 
 It writes a copy of the posterior whose recalibration carries both and the record of how they were fitted
 (hosts, settings, residuals); the network weights are unchanged. ``screen run --model anchored.pt`` then
@@ -43,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--global-only", action="store_true", help="one offset for every host (no metal-pair offsets)"
     )
+    from .bench_anchor import add_prior_arguments
+
+    add_prior_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from structures.common import InputError, read_host_list
 
     from .anchoring import fit_anchor
+    from .bench_anchor import check_prior_arguments
     from .bench_model import dft_triples, triple_de
     from .pipeline import default_model_path
 
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples {args.samples} not allowed; need >= 1")
     if not (args.kappa >= 0.0 and args.kappa < float("inf")):
         raise InputError(f"--kappa {args.kappa} not allowed; need a finite number >= 0")
+    check_prior_arguments(args)
     exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
     post = load_posterior(model_path)
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             f"anchoring needs DFT triples of at least 2 hosts outside --exclude-hosts, found {len(hosts)}"
             f"{' (' + hosts[0] + ')' if hosts else ''}; label more with `screen validate` or `screen label`"
         )
-    fit = fit_anchor(rows, kappa=None if args.global_only else args.kappa)
+    fit = fit_anchor(rows, None if args.global_only else args.kappa, args.prior_sigma, args.prior_weight)
     fit["residuals"] = {r["name"]: float(r["dft_de"] - r["base"]) for r in rows}
     fit.update(
         dft_db=str(args.dft_db),
@@ -102,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"anchored {model_path} -> {args.out} ({digest[:12]}): ΔGH* offset {fit['offset']:+.3f} eV"
         + (f" (metal pairs: {pairs}; others the global one)" if pairs else "")
-        + f", σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out RMS; {fit['sigma_add_covered']:.3f} eV for "
+        + f", σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out with a {fit['prior_sigma']:g} eV prior; {fit['sigma_add_covered']:.3f} eV for "
         f"labelled pairs) from {fit['n_triples']} DFT triple(s) of {len(fit['hosts'])} hosts: "
         f"{', '.join(fit['hosts'])}"
     )

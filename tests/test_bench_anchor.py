@@ -118,11 +118,14 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
     # σ of the anchored variants: leave-one-host-out over the 3 training hosts (one triple each)
     assert sorted(res["loho_rms"]) == ["finetune", "offset", "pair"]
     assert all(len(r) == 3 for r in res["loho_residuals"].values())
+    from screening.anchoring import predictive_sigma
+
     for v in ("offset", "finetune"):
-        rms = float(np.sqrt(np.mean(np.square(res["loho_residuals"][v]))))
-        assert res["loho_rms"][v] == pytest.approx(rms)
+        loho = res["loho_residuals"][v]
+        assert res["loho_rms"][v] == pytest.approx(float(np.sqrt(np.mean(np.square(loho)))))
+        assert res["sigma_anchor"][v] == pytest.approx(predictive_sigma(loho, 3))  # with the default prior
         row = res["test"][0]
-        assert row[v + "_sigma"] == pytest.approx(np.hypot(row["base_sigma"], rms))
+        assert row[v + "_sigma"] == pytest.approx(np.hypot(row["base_sigma"], res["sigma_anchor"][v]))
     assert "finetune_sigma_laplace" in res["test"][0]
     assert "## anchor" in (tmp_path / "BENCHMARKS.md").read_text()
     assert (tmp_path / "benchmarks" / "figures" / "anchor_parity.png").stat().st_size > 0
@@ -159,8 +162,16 @@ def test_stats_errors_coverage_and_top_list_by_hand():
 
 
 def test_anchoring_offsets_and_leave_one_host_out_by_hand():
-    from screening.anchoring import fit_anchor, offset_for, pair_of
+    from screening.anchoring import fit_anchor, offset_for, pair_of, predictive_sigma
     from screening.bench_anchor import anchored_sigma
+
+    # predictive σ by hand: residuals (0.3, -0.3) of n = 3 hosts, prior 0.5 eV worth 2 hosts
+    tau2 = (2 * 0.25 + (0.09 + 0.09) / 1.5) / 4
+    assert predictive_sigma([0.3, -0.3], 3, 0.5, 2.0) == pytest.approx(np.sqrt(tau2 * (1 + 1 / 3)))
+    assert predictive_sigma([], 2, 0.5, 2.0) == pytest.approx(0.5 * np.sqrt(1.5))  # the prior alone
+    assert predictive_sigma([0.3, -0.3], 3, 0.5, 0.0) == pytest.approx(np.sqrt(0.18 / 1.5 / 2 * (4 / 3)))
+    with pytest.raises(ValueError):
+        predictive_sigma([], 3, 0.5, 0.0)
 
     rows = [  # DFT - base residuals: Au2@1 1.0 (mean of two triples), Au2@2 0.6, Pt2@1 0.4, Cu2@1 0.7
         {"host": "Au2@1", "dft_de": 1.2, "base": 0.0},
@@ -175,7 +186,8 @@ def test_anchoring_offsets_and_leave_one_host_out_by_hand():
     # leave out Au2@1: mean(0.6, 0.4, 0.7) = 0.5667 -> triples 1.2 - 0.5667, 0.8 - 0.5667; and so on
     loho = [1.2 - 1.7 / 3, 0.8 - 1.7 / 3, 0.6 - 2.1 / 3, 0.7 - 2.0 / 3, 0.4 - 2.3 / 3]  # hosts sorted
     assert g["loho_residuals"] == pytest.approx(loho)
-    assert g["sigma_add"] == pytest.approx(np.sqrt(np.mean(np.square(loho))))
+    assert g["loho_rms"] == pytest.approx(np.sqrt(np.mean(np.square(loho))))
+    assert g["sigma_add"] == pytest.approx(predictive_sigma(loho, 4))
     assert g["sigma_add_covered"] == g["sigma_add"]  # no pair offsets: nothing is "covered"
     p = fit_anchor(rows, kappa=1.0)
     b = g["offset"]
@@ -187,7 +199,12 @@ def test_anchoring_offsets_and_leave_one_host_out_by_hand():
     b2 = (1.0 + 0.4 + 0.7) / 3  # without Au2@2
     cov = [1.2 - (b1 + 0.5 * (0.6 - b1)), 0.8 - (b1 + 0.5 * (0.6 - b1)), 0.6 - (b2 + 0.5 * (1.0 - b2))]
     assert p["loho_residuals_covered"] == pytest.approx(cov)
-    assert p["sigma_add_covered"] == pytest.approx(np.sqrt(np.mean(np.square(cov))))
+    assert p["sigma_add_covered"] == pytest.approx(min(predictive_sigma(cov, 2), p["sigma_add"]))
+    p0 = fit_anchor(rows, 1.0, prior_weight=0.0)  # no prior: the data alone, never above the global term
+    assert p0["sigma_add"] == pytest.approx(predictive_sigma(loho, 4, prior_weight=0.0))
+    assert p0["sigma_add_covered"] == pytest.approx(
+        min(predictive_sigma(cov, 2, prior_weight=0.0), p0["sigma_add"])
+    )
     assert offset_for(p, "Au2@9Zz") == pytest.approx((p["pair_offsets"]["Au2"], p["sigma_add_covered"]))
     assert offset_for(p, "Fe2@9Zz") == pytest.approx((b, p["sigma_add"]))
     au, pt = p["pair_offsets"]["Au2"], p["pair_offsets"]["Pt2"]  # heteronuclear: mean of the two pairs
@@ -218,7 +235,9 @@ def test_anchor_command_writes_an_offset_anchored_posterior(world, tmp_path, cap
     assert anchored.recal.dg_offset == pytest.approx(np.mean(list(res.values())), abs=1e-9)
     # leave-one-host-out by hand: each host against the mean residual of the other two
     loho = [res[h] - np.mean([res[o] for o in res if o != h]) for h in fit["hosts"]]
-    assert anchored.recal.dg_sigma_add == pytest.approx(np.sqrt(np.mean(np.square(loho))), abs=1e-9)
+    from screening.anchoring import predictive_sigma
+
+    assert anchored.recal.dg_sigma_add == pytest.approx(predictive_sigma(loho, 3), abs=1e-9)
     # pair offsets pooled half-way (kappa 1) for Cu2 (one host), two thirds for Ni2 (two hosts)
     b = anchored.recal.dg_offset
     ni = np.mean([res["Ni2@4Na"], res["Ni2@5Na"]])
@@ -249,6 +268,8 @@ def test_anchor_command_bad_input(world, tmp_path, capsys):
     assert "is the input model" in capsys.readouterr().err
     assert main([*base, "--kappa", "-1"]) == 2
     assert "--kappa -1.0 not allowed" in capsys.readouterr().err
+    assert main([*base, "--prior-sigma", "nan"]) == 2
+    assert "--prior-sigma nan not allowed" in capsys.readouterr().err
     assert not out.exists()
 
 
