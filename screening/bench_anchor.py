@@ -57,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kappa", type=float, default=1.0, help="pooling of the `pair` variant's offsets (screen anchor)"
     )
     add_prior_arguments(parser)
+    parser.add_argument(
+        "--pretrain-valid",
+        default=None,
+        help="held-out pre-training frames (extxyz, e.g. runs/d2/valid_all.extxyz): force MAE of each network "
+        "against them, the forgetting check of the fine-tuned and DFT-only models",
+    )
+    parser.add_argument(
+        "--pretrain-n",
+        type=int,
+        default=120,
+        help="frames of --pretrain-valid used (seeded sample, default 120)",
+    )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
@@ -134,6 +146,33 @@ def anchored_sigma(model_sigma: float, loho_rms: float) -> float:
     import math
 
     return math.hypot(float(model_sigma), float(loho_rms))
+
+
+def pretrain_force_mae(posts: dict[str, Any], path: str | None, n: int, seed: int = 0) -> dict[str, float]:
+    """{variant: force MAE (eV/Å) at the mean weights against the labels of ``n`` seeded frames of ``path``}
+    ({} without ``path``): how far fine-tuning moved a network from its pre-training labels."""
+    if not path:
+        return {}
+    import numpy as np
+    from ase.io import read
+
+    from structures.common import InputError
+
+    from .bench_model import _predict
+
+    try:
+        frames = read(path, ":")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--pretrain-valid {path!r} is not a readable extxyz: {exc}") from exc
+    if not frames or n < 1:
+        raise InputError(f"--pretrain-valid {path!r} / --pretrain-n {n}: need >= 1 frame")
+    idx = np.sort(np.random.default_rng(seed).choice(len(frames), min(n, len(frames)), replace=False))
+    sub = [frames[i] for i in idx]
+    out = {}
+    for name, post in posts.items():
+        *_, ft, fp, _ = _predict(post, sub, 16, 1)
+        out[name] = float(np.abs(ft - fp).mean())
+    return out
 
 
 def _train_config(args, epochs: int, lr: float, refit: bool, trainable: tuple[str, ...]):
@@ -315,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
     )
     summary = {v: _stats(test_rows, v) for v in shown}
     train_summary = {v: _stats(fit_rows, v) for v in shown}
+    forgetting = pretrain_force_mae(posts, args.pretrain_valid, args.pretrain_n, args.seed)
     metals = sorted({h.split("2@")[0] for h in train_hosts})
     motifs = sorted({h.split("@")[1] for h in train_hosts})
     core_h = sum(float(a.info.get("wall_s", 0.0) or 0.0) for a in train_frames) / 3600.0
@@ -420,6 +460,14 @@ def run(args: argparse.Namespace) -> int:
         + "\n"
         + head
         + body
+        + (
+            f"\nForgetting check: force MAE against the pre-training labels (SevenNet-0) on {args.pretrain_n} "
+            f"held-out pre-training frames of `{args.pretrain_valid}` (offset and pair share the base network): "
+            + ", ".join(f"{v} {x:.3f} eV/Å" for v, x in forgetting.items())
+            + ". A network that moved far from them relaxes structures outside the DFT set badly.\n"
+            if forgetting
+            else ""
+        )
         + "\nOn the training triples (fit quality, not a test):\n\n"
         + summary_table(train_summary)
         + "\n![anchor parity](benchmarks/figures/anchor_parity.png)\n"
@@ -442,6 +490,7 @@ def run(args: argparse.Namespace) -> int:
         "train_summary": train_summary,
         "test": test_rows,
         "train": fit_rows,
+        "pretrain_force_mae": forgetting,
     }
     write_bench_result("anchor", result, cmd, table)
     print(summary_table(summary))

@@ -53,6 +53,9 @@ def world(tmp_path_factory):
             b.positions += rng.normal(0, 0.04, b.positions.shape)
             rattled.append(b)
     low = emt_low_fidelity(_emt(list(q) + rattled))
+    from ase.io import write
+
+    write(tmp / "pretrain.extxyz", low[:6])
     m, t = tiny_train_configs(epochs=8)
     base = train(low, low[:6], m, t, tmp / "base", progress=False)
     _, payload = load_model(base)
@@ -104,6 +107,10 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
             "5e-3",
             "--out",
             str(tmp_path / "run"),
+            "--pretrain-valid",
+            str(tmp / "pretrain.extxyz"),
+            "--pretrain-n",
+            "4",
         ]
     )
     assert rc == 0
@@ -127,6 +134,10 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
         row = res["test"][0]
         assert row[v + "_sigma"] == pytest.approx(np.hypot(row["base_sigma"], res["sigma_anchor"][v]))
     assert "finetune_sigma_laplace" in res["test"][0]
+    # forgetting check: the base network's force MAE on its own pre-training frames, and the fine-tuned one's
+    assert sorted(res["pretrain_force_mae"]) == ["base", "finetune"]
+    assert all(np.isfinite(v) and v >= 0 for v in res["pretrain_force_mae"].values())
+    assert "Forgetting check" in (tmp_path / "BENCHMARKS.md").read_text()
     assert "## anchor" in (tmp_path / "BENCHMARKS.md").read_text()
     assert (tmp_path / "benchmarks" / "figures" / "anchor_parity.png").stat().st_size > 0
 
