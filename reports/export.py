@@ -194,6 +194,7 @@ def gpaw_parameters(atoms, preset: str) -> dict[str, Any]:
         "spinpol": s.spinpol,
         "mixer": gpaw_mixer(attempt, s),
         "maxiter": s.maxiter,
+        "convergence": {"eigenstates": s.scf_eigenstates},
     }
     return params
 
