@@ -301,7 +301,12 @@ def run(args: argparse.Namespace) -> int:
         hosts = sorted({r["host"] for r in dft_rows if r.get("host")})
         dft_table = head + (
             (
-                f"\nOn the {len(test)} structure(s) not used to fit the anchoring: model ΔE_H MAE against DFT "
+                (
+                    f"\nOn the {len(test)} structure(s) not used to fit the anchoring: "
+                    if anchor
+                    else f"\nOn all {len(test)} structure(s) (the model has no DFT anchoring): "
+                )
+                + "model ΔE_H MAE against DFT "
                 f"{np.abs(err).mean():.3f} eV, errors inside 2σ {np.mean(np.abs(err) <= 2 * sig):.2f}"
                 + (f"; SevenNet-0 MAE {np.mean(s7e):.3f} eV" if s7e else "")
                 + ". "
