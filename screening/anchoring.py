@@ -23,6 +23,7 @@ every host weighs the same.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -131,7 +132,8 @@ def fit_anchor(
             if pair_of(h) in pairs_h:
                 loho_covered.append(e - pairs_h[pair_of(h)])
     sigma = predictive_sigma(loho_global, len(res), prior_sigma, prior_weight)
-    n_cov = len({h for h in res if sum(pair_of(k) == pair_of(h) for k in res) > 1})
+    per_pair = Counter(pair_of(h) for h in res)
+    n_cov = sum(n for n in per_pair.values() if n > 1)  # hosts whose pair keeps another DFT host
     covered = min(sigma, predictive_sigma(loho_covered, n_cov, prior_sigma, prior_weight)) if n_cov else sigma
     return {
         "method": "offset" if kappa is None else "pair-offset",

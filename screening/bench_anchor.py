@@ -28,9 +28,9 @@ VARIANTS = ("base", "offset", "pair", "finetune", "scratch")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="pre-trained posterior (default: the shipped model)")
-    parser.add_argument("--dft-db", default="dft/labels.db", help="DFT label store (default dft/labels.db)")
-    parser.add_argument("--preset", default="pw500", help="DFT settings preset of the labels (default pw500)")
+    from .cmd_anchor import add_dft_source_arguments, add_prior_arguments
+
+    add_dft_source_arguments(parser, "pre-trained posterior")
     parser.add_argument(
         "--heldout",
         required=True,
@@ -72,35 +72,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
-
-
-def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--prior-sigma`` / ``--prior-weight`` of the anchoring's σ (screening.anchoring.predictive_sigma)."""
-    from .anchoring import PRIOR_SIGMA, PRIOR_WEIGHT
-
-    parser.add_argument(
-        "--prior-sigma",
-        type=float,
-        default=PRIOR_SIGMA,
-        help=f"prior host-to-host spread of the model's DFT error, eV (default {PRIOR_SIGMA})",
-    )
-    parser.add_argument(
-        "--prior-weight",
-        type=float,
-        default=PRIOR_WEIGHT,
-        help=f"weight of that prior in hosts (default {PRIOR_WEIGHT:g}; 0: the leave-one-host-out errors alone)",
-    )
-
-
-def check_prior_arguments(args: argparse.Namespace) -> None:
-    import math
-
-    from structures.common import InputError
-
-    if not (math.isfinite(args.prior_sigma) and args.prior_sigma >= 0):
-        raise InputError(f"--prior-sigma {args.prior_sigma} not allowed; need a finite number >= 0 (eV)")
-    if not (math.isfinite(args.prior_weight) and args.prior_weight >= 0):
-        raise InputError(f"--prior-weight {args.prior_weight} not allowed; need a finite number >= 0")
 
 
 def _host_of(atoms) -> str:
@@ -208,17 +179,15 @@ def run(args: argparse.Namespace) -> int:
 
     from .anchoring import fit_anchor, offset_for, predictive_sigma
     from .bench_model import calc_triple_de, dft_triples, sevenn_calculator, triple_de
+    from .cmd_anchor import check_dft_source, check_prior_arguments
     from .pipeline import default_model_path
 
+    check_dft_source(args)
     check_prior_arguments(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise InputError(f"--variants: unknown {bad[0]!r}; allowed: {', '.join(VARIANTS)}")
-    if not Path(args.dft_db).exists():
-        raise InputError(
-            f"--dft-db {args.dft_db!r} does not exist; allowed: a store written by `screen label`"
-        )
     heldout = set(read_host_list(args.heldout, "--heldout"))
     model_path = args.model or str(default_model_path())
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
@@ -307,6 +276,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- offsets (screening.anchoring): one global, or per metal pair pooled towards it
     fit_hosts = sorted({r["host"] for r in fit_rows})
     anchors: dict[str, dict] = {}
+    one_host_offset = float(np.mean([q["dft_de"] - q["base"] for q in fit_rows])) if fit_rows else 0.0
     for v, kappa in (("offset", None), ("pair", args.kappa)):
         if v not in variants:
             continue
@@ -317,8 +287,7 @@ def run(args: argparse.Namespace) -> int:
                 off, sig = offset_for(anchors[v], r["host"])
                 r[v], r[v + "_sigma"] = r["base"] + off, anchored_sigma(r["base_sigma"], sig)
             else:  # one training host: its residual, no σ term measurable
-                off = float(np.mean([q["dft_de"] - q["base"] for q in fit_rows])) if fit_rows else 0.0
-                r[v], r[v + "_sigma"] = r["base"] + off, r["base_sigma"]
+                r[v], r[v + "_sigma"] = r["base"] + one_host_offset, r["base_sigma"]
     shift = anchors["offset"]["offset"] if "offset" in anchors else float("nan")
 
     # ---- leave-one-host-out σ of the fitted variants

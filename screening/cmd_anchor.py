@@ -23,10 +23,60 @@ from __future__ import annotations
 import argparse
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="posterior to anchor (default: the shipped model)")
+def add_dft_source_arguments(parser: argparse.ArgumentParser, model_help: str) -> None:
+    """``--model``, ``--dft-db`` and ``--preset``: the model and the DFT labels it is anchored to or judged on
+    (shared with ``screen bench anchor``)."""
+    parser.add_argument("--model", default=None, help=f"{model_help} (default: the shipped model)")
     parser.add_argument("--dft-db", default="dft/labels.db", help="DFT label store (default dft/labels.db)")
     parser.add_argument("--preset", default="pw500", help="DFT settings preset of the labels (default pw500)")
+
+
+def check_dft_source(args: argparse.Namespace) -> None:
+    """One-line errors for a missing ``--dft-db`` or an unknown ``--preset``."""
+    from pathlib import Path
+
+    from screening.labelling import PRESETS
+    from structures.common import InputError
+
+    if not Path(args.dft_db).exists():
+        raise InputError(
+            f"--dft-db {args.dft_db!r} does not exist; allowed: a store written by `screen label`"
+        )
+    if args.preset not in PRESETS:
+        raise InputError(f"--preset {args.preset!r} unknown; allowed: {', '.join(PRESETS)}")
+
+
+def add_prior_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--prior-sigma`` / ``--prior-weight`` of the anchoring's σ (screening.anchoring.predictive_sigma)."""
+    from .anchoring import PRIOR_SIGMA, PRIOR_WEIGHT
+
+    parser.add_argument(
+        "--prior-sigma",
+        type=float,
+        default=PRIOR_SIGMA,
+        help=f"prior host-to-host spread of the model's DFT error, eV (default {PRIOR_SIGMA})",
+    )
+    parser.add_argument(
+        "--prior-weight",
+        type=float,
+        default=PRIOR_WEIGHT,
+        help=f"weight of that prior in hosts (default {PRIOR_WEIGHT:g}; 0: the leave-one-host-out errors alone)",
+    )
+
+
+def check_prior_arguments(args: argparse.Namespace) -> None:
+    import math
+
+    from structures.common import InputError
+
+    if not (math.isfinite(args.prior_sigma) and args.prior_sigma >= 0):
+        raise InputError(f"--prior-sigma {args.prior_sigma} not allowed; need a finite number >= 0 (eV)")
+    if not (math.isfinite(args.prior_weight) and args.prior_weight >= 0):
+        raise InputError(f"--prior-weight {args.prior_weight} not allowed; need a finite number >= 0")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dft_source_arguments(parser, "posterior to anchor")
     parser.add_argument(
         "--exclude-hosts",
         default=None,
@@ -44,8 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--global-only", action="store_true", help="one offset for every host (no metal-pair offsets)"
     )
-    from .bench_anchor import add_prior_arguments
-
     add_prior_arguments(parser)
 
 
@@ -58,17 +106,11 @@ def run(args: argparse.Namespace) -> int:
     from structures.common import InputError, read_host_list
 
     from .anchoring import fit_anchor
-    from .bench_anchor import check_prior_arguments
     from .bench_model import dft_triples, triple_de
     from .pipeline import default_model_path
 
     model_path = args.model or str(default_model_path())
-    if not Path(args.dft_db).exists():
-        raise InputError(
-            f"--dft-db {args.dft_db!r} does not exist; allowed: a store written by `screen label`"
-        )
-    if args.preset not in L.PRESETS:
-        raise InputError(f"--preset {args.preset!r} unknown; allowed: {', '.join(L.PRESETS)}")
+    check_dft_source(args)
     if Path(args.out).resolve() == Path(model_path).resolve():
         raise InputError(f"--out {args.out!r} is the input model; write the anchored model to a new file")
     if args.samples < 1:
