@@ -73,6 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list: train only parameters whose names contain one of these (e.g. readout), the "
         "rest frozen (default: all)",
     )
+    parser.add_argument(
+        "--replay",
+        default=None,
+        help="frames whose forces are replayed during fine-tuning, energies ignored (energy_weight 0), e.g. "
+        "the pre-training set when fine-tuning on DFT: limits forgetting of the pre-training forces",
+    )
+    parser.add_argument(
+        "--replay-n", type=int, default=60, help="structures drawn from --replay (seeded, default 60)"
+    )
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -120,7 +129,7 @@ def _cap_forces(frames: list, fmax: float) -> tuple[list, int]:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from potentials.data import read_dataset, read_e0s
+    from potentials.data import read_dataset, read_e0s, replay_frames
     from potentials.model import preset, resolve_device
     from potentials.train import evaluate, train, train_preset
     from structures.common import InputError
@@ -136,25 +145,44 @@ def run(args: argparse.Namespace) -> int:
     train_atoms = read_dataset(args.data, **keys)
     valid_atoms = read_dataset(args.valid, **keys) if args.valid else None
     e0s = read_e0s(args.e0s, energy_key=args.energy_key) if args.e0s else None
+    replayed = replay_frames(args.replay, args.replay_n, args.seed, **keys) if args.replay else []
     if args.max_force is not None:
         if not args.max_force > 0:
             raise InputError(f"--max-force {args.max_force} is not allowed; allowed: > 0 eV/Å")
         train_atoms, n_tr = _cap_forces(train_atoms, args.max_force)
         valid_atoms, n_va = _cap_forces(valid_atoms, args.max_force) if valid_atoms else (valid_atoms, 0)
-        print(f"--max-force {args.max_force:g} eV/Å: left out {n_tr} training and {n_va} validation frames")
+        replayed, n_rp = _cap_forces(replayed, args.max_force)
+        print(
+            f"--max-force {args.max_force:g} eV/Å: left out {n_tr} training, {n_va} validation and {n_rp} "
+            "replay frames"
+        )
     if args.refit_e0s and not args.init_from:
         raise InputError("--refit-e0s re-references a pre-trained model; it needs --init-from CHECKPOINT")
     if args.init_from:  # fine-tuning keeps the model's elements: name the file that brings another one
         from potentials.checkpoint import load
 
         known = list(load(args.init_from)["elements"])
-        for path, frames in ((args.data, train_atoms), (args.valid, valid_atoms or [])):
+        for path, frames in (
+            (args.data, train_atoms),
+            (args.valid, valid_atoms or []),
+            (args.replay, replayed),
+        ):
             unknown = sorted({s for a in frames for s in a.get_chemical_symbols()} - set(known))
             if unknown:
                 raise InputError(
                     f"{path} has element(s) {', '.join(unknown)} that the model {args.init_from} does not know; "
                     f"it knows {', '.join(known)}"
                 )
+    if replayed:
+        print(f"--replay: {len(replayed)} frames of {args.replay} train forces only (energy_weight 0)")
+        if valid_atoms is None:  # hold out validation frames from --data alone, never replay frames
+            from potentials.data import split_isolated
+            from potentials.train import split_validation
+
+            structures, isolated = split_isolated(train_atoms)
+            train_atoms, valid_atoms = split_validation(structures, 0.1, args.seed)
+            train_atoms += isolated
+        train_atoms = train_atoms + replayed
     model_config = preset(args.preset, dtype="float64" if args.float64 else "float32")
     if args.repulsion is not None:
         model_config = replace(model_config, repulsion=args.repulsion)

@@ -237,8 +237,8 @@ def _full_stress(value) -> np.ndarray:
 def atoms_to_graph(atoms, elements: Sequence[str], cutoff: float, with_labels: bool = True) -> GraphDict:
     """One structure as a graph dict (float64 geometry, unbatched: ``cell`` is (3, 3), ``pbc`` (3,)).
 
-    Labels (``energy`` () float64, ``forces`` (N, 3), ``stress`` (3, 3), ``weight`` ()) are added
-    when ``with_labels`` and present on the atoms.
+    Labels (``energy`` () float64, ``forces`` (N, 3), ``stress`` (3, 3), ``weight`` (),
+    ``energy_weight`` ()) are added when ``with_labels`` and present on the atoms (weights default to 1).
     """
     pos = torch.as_tensor(np.asarray(atoms.positions), dtype=torch.float64)
     if not torch.isfinite(pos).all():
@@ -266,7 +266,8 @@ def atoms_to_graph(atoms, elements: Sequence[str], cutoff: float, with_labels: b
         stress = stress_label(atoms)
         if stress is not None:
             graph[K.STRESS] = torch.as_tensor(stress)
-        graph[K.WEIGHT] = torch.tensor(float(atoms.info.get(K.WEIGHT, 1.0)), dtype=torch.float64)
+        for key in (K.WEIGHT, K.ENERGY_WEIGHT):
+            graph[key] = torch.tensor(float(atoms.info.get(key, 1.0)), dtype=torch.float64)
     return graph
 
 
@@ -296,7 +297,7 @@ def collate_graphs(
         K.EDGE_INDEX: torch.cat([g[K.EDGE_INDEX] + off for g, off in zip(graphs, offsets.tolist())], dim=1),
         K.EDGE_CELL_SHIFT: torch.cat([g[K.EDGE_CELL_SHIFT] for g in graphs]).to(dtype),
     }
-    for key in (K.ENERGY, K.WEIGHT):
+    for key in (K.ENERGY, K.WEIGHT, K.ENERGY_WEIGHT):
         if all(key in g for g in graphs):
             batch[key] = torch.stack([g[key] for g in graphs]).to(torch.float64)
     if all(K.FORCES in g for g in graphs):
@@ -468,6 +469,22 @@ def read_dataset(
 
 #: a single-atom frame counts as an isolated atom only when no periodic image is closer than this (Å)
 ISOLATED_MIN_IMAGE_DISTANCE = 8.0
+
+
+def replay_frames(path: str | os.PathLike, n: int, seed: int = 0, option: str = "--replay", **keys) -> list:
+    """``n`` seeded structures of ``path`` (isolated atoms and H2 left out) marked ``energy_weight`` 0:
+    their forces train, their energies (on another code's reference, e.g. SevenNet-0 frames while
+    fine-tuning on DFT) do not. Replaying them keeps a fine-tuned network near its pre-training forces."""
+    if n < 1:
+        raise InputError(f"{option}-n {n} is not allowed; allowed: >= 1")
+    frames = [a for a in read_dataset(path, **keys) if len(a) > 2]
+    if not frames:
+        raise InputError(f"{option} {path}: no structure with more than 2 atoms to replay")
+    idx = np.sort(np.random.default_rng(seed).choice(len(frames), min(n, len(frames)), replace=False))
+    out = [frames[i] for i in idx]
+    for a in out:
+        a.info[K.ENERGY_WEIGHT] = 0.0
+    return out
 
 
 def _is_isolated_atom(atoms) -> bool:

@@ -26,6 +26,8 @@ ENERGY = "energy"  # (G,) float, eV (total energy)
 FORCES = "forces"  # (N, 3) float, eV/Å
 STRESS = "stress"  # (G, 3, 3) float, eV/Å^3 (ASE sign convention)
 WEIGHT = "weight"  # (G,) float, optional per-structure loss weight
+ENERGY_WEIGHT = "energy_weight"  # (G,) float, optional weight of the energy term alone: 0 keeps a frame's
+# forces in training but not its energy (replay frames whose energies are on another code's reference)
 
 # ---- model outputs ---------------------------------------------------------------------------
 NODE_FEATURES = "node_features"  # (N, F) e3nn irreps array, last message-passing layer

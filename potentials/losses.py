@@ -2,7 +2,8 @@
 
 All take ``pred`` (model output dict) and ``batch`` (labels, keys.py) and return a scalar plus parts.
 Normalisation: energy terms are averaged over structures, force terms over atoms, so the loss does
-not grow with batch or system size.
+not grow with batch or system size. Per-structure ``weight`` scales both terms; ``energy_weight`` the
+energy term alone (0: a frame trains forces only).
 """
 
 from __future__ import annotations
@@ -78,6 +79,17 @@ def _mean_over_structures(values: torch.Tensor, batch: dict[str, torch.Tensor]) 
     return (w * values).sum() / w.sum()
 
 
+def _mean_energy_term(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Weighted mean over the structures whose energy counts (``weight`` x ``energy_weight``); 0 (with a
+    gradient path) when no structure of the batch has an energy weight, e.g. a batch of replay frames."""
+    w = _structure_weights(batch, values)
+    ew = batch.get(K.ENERGY_WEIGHT)
+    if ew is not None:
+        w = w * ew.to(values.dtype)
+    total = w.sum()
+    return (w * values).sum() / total if float(total) > 0 else (values * 0.0).sum()
+
+
 def _beta_weight(variance: torch.Tensor, beta: float) -> torch.Tensor:
     return variance.detach() ** beta if beta else torch.ones_like(variance)
 
@@ -111,12 +123,10 @@ def compute_loss(
     f_res = pred[K.FORCES] - batch[K.FORCES]
     parts: dict[str, torch.Tensor] = {}
     if kind == "mse":
-        parts["energy"] = _mean_over_structures((e_res / n_atoms.to(dtype)) ** 2, batch)
+        parts["energy"] = _mean_energy_term((e_res / n_atoms.to(dtype)) ** 2, batch)
     else:
         var_e = pred[K.ENERGY_VAR] + cfg.min_variance
-        parts["energy"] = _mean_over_structures(
-            gaussian_nll(e_res, var_e) * _beta_weight(var_e, cfg.beta), batch
-        )
+        parts["energy"] = _mean_energy_term(gaussian_nll(e_res, var_e) * _beta_weight(var_e, cfg.beta), batch)
     if kind == "nll_jef":
         eye = torch.eye(3, dtype=dtype, device=f_res.device)
         cov = pred[K.FORCES_COV] + cfg.min_variance * eye

@@ -176,6 +176,7 @@ def evaluate(
     ``graphs`` (from :func:`potentials.data.atoms_to_graph`) may be passed to skip neighbour lists.
     With ``return_predictions`` the per-structure energies and energy variances are included; with
     ``loss_config`` the structure-weighted mean loss (at ``epoch``) as ``loss``, from the same pass.
+    Energy errors skip structures with ``energy_weight`` 0 (NaN when none is left).
     """
     config = model.config
     if graphs is None:
@@ -193,8 +194,9 @@ def evaluate(
         if loss_config is not None:
             loss_sum += float(compute_loss(out, batch, loss_config, epoch)[0].detach()) * len(chunk)
         diff = (out[K.ENERGY] - batch[K.ENERGY]).detach()
-        e_err.append(diff)
-        e_pa_err.append(diff / batch[K.NUM_ATOMS])
+        counts = batch[K.ENERGY_WEIGHT] > 0 if K.ENERGY_WEIGHT in batch else torch.ones_like(diff, dtype=bool)
+        e_err.append(diff[counts])  # energies on another reference (energy_weight 0) are not errors
+        e_pa_err.append((diff / batch[K.NUM_ATOMS])[counts])
         f_err.append((out[K.FORCES] - batch[K.FORCES]).detach().reshape(-1).double())
         e_pred.append(out[K.ENERGY].detach())
         e_var.append(out[K.ENERGY_VAR].detach().double())
@@ -261,7 +263,8 @@ def prepare_config(
     ).validate()
 
 
-def _split(train_atoms: list, fraction: float, seed: int) -> tuple[list, list]:
+def split_validation(train_atoms: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(training, validation) lists: a seeded ``fraction`` (at least 1) of ``train_atoms`` held out."""
     n_valid = max(1, int(round(fraction * len(train_atoms))))
     if len(train_atoms) < 2:
         raise InputError("need at least 2 training structures to hold one out for validation")
@@ -296,10 +299,15 @@ def refit_e0s(
 
     Used when fine-tuning on labels of another fidelity (e.g. GPAW after SevenNet-0): total energies of two
     codes differ by per-element constants, which this removes before any weight moves. Elements absent
-    from the data keep their E0; an under-determined fit takes the minimum-norm shift."""
+    from the data keep their E0; an under-determined fit takes the minimum-norm shift. Frames with
+    ``energy_weight`` 0 (energies on another reference) are left out of the fit."""
     structures, isolated = split_isolated(list(atoms_list))
     if graphs is None or len(graphs) != len(structures):
         graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
+    keep = [float(a.info.get(K.ENERGY_WEIGHT, 1.0)) > 0 for a in structures]
+    structures = [a for a, k in zip(structures, keep) if k]
+    graphs = [g for g, k in zip(graphs, keep) if k]
+    isolated = [a for a in isolated if float(a.info.get(K.ENERGY_WEIGHT, 1.0)) > 0]
     old = np.asarray(config.e0s or [0.0] * len(config.elements), float)
     e0_now = dict(zip(config.elements, old))
     pred = (
@@ -381,7 +389,7 @@ def train(
         raise InputError("no training structures (only isolated atoms)")
     valid_atoms = list(valid_atoms) if valid_atoms else []
     if not valid_atoms:
-        train_atoms, valid_atoms = _split(train_atoms, cfg.valid_fraction, cfg.seed)
+        train_atoms, valid_atoms = split_validation(train_atoms, cfg.valid_fraction, cfg.seed)
 
     init_payload = checkpoint.load(init_from) if init_from else None
     if init_payload is not None:

@@ -12,6 +12,9 @@ held-out (host, host+H, H2) triples ΔE_H = E(host+H) - E(host) - E(H2)/2 is com
 - ``finetune``: base fine-tuned on the DFT training frames (E0s re-fitted to the DFT reference first,
   then the weights; MSE with a large energy weight because ΔE_H is an energy difference), Laplace
   posterior fitted on the same frames;
+- ``replay``: like ``finetune`` plus ``--replay-n`` frames of the pre-training set (``--replay``) whose
+  forces are replayed with energy_weight 0 (their energies are on SevenNet-0's reference): the network fits
+  the DFT energies without forgetting the pre-training forces;
 - ``scratch``: the same architecture trained on the DFT training frames only (same DFT budget);
 - SevenNet-0 itself, the pre-training labeler.
 
@@ -24,7 +27,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("base", "offset", "pair", "finetune", "scratch")
+VARIANTS = ("base", "offset", "pair", "finetune", "replay", "scratch")
+TRAINED = ("finetune", "replay", "scratch")  # variants whose weights move (leave-one-host-out refits)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=120,
         help="frames of --pretrain-valid used (seeded sample, default 120)",
+    )
+    parser.add_argument(
+        "--replay",
+        default=None,
+        help="pre-training frames (extxyz, e.g. runs/d2/train_all.extxyz) replayed by the `replay` variant, "
+        "forces only",
+    )
+    parser.add_argument(
+        "--replay-n", type=int, default=60, help="frames of --replay used (seeded sample, default 60)"
     )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
@@ -173,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     from potentials.bayes import load_posterior
     from potentials.bayes.fit import fit_posterior
+    from potentials.data import replay_frames
     from potentials.model import ModelConfig, preset
     from screening import labelling as L
     from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
@@ -201,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"no held-out (host, host+H, H2) triple with settings {args.preset} in {args.dft_db}"
         )
-    if n_struct == 0 and any(v in variants for v in ("finetune", "scratch")):
+    if n_struct == 0 and any(v in variants for v in TRAINED):
         raise InputError(f"no DFT training structure with settings {args.preset} outside --heldout")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,20 +230,27 @@ def run(args: argparse.Namespace) -> int:
     posts["base"] = base
     base_config: ModelConfig = base.config
     trainable = tuple(t.strip() for t in args.trainable.split(",") if t.strip())
+    if "replay" in variants and not args.replay:
+        raise InputError("the replay variant needs --replay FILE (pre-training frames, extxyz)")
+    replayed = (
+        replay_frames(args.replay, args.replay_n, args.seed, "--replay") if "replay" in variants else []
+    )
 
     def fit_variant(variant: str, frames: list) -> Any:
-        """Fine-tune (``finetune``) or train from scratch (``scratch``) on ``frames``; the work folder is
-        keyed by the training hosts, so a grown DFT set never resumes a run on other data."""
+        """Fine-tune (``finetune``, ``replay``) or train from scratch (``scratch``) on ``frames``; the work
+        folder is keyed by the training hosts (and replayed set), so a grown DFT set never resumes a run on
+        other data."""
         hosts = sorted({h for h in map(_host_of, frames) if "@" in h})
-        key = hashlib.sha1(f"{sh}:{','.join(hosts)}:{len(frames)}".encode()).hexdigest()[:10]
-        if variant == "finetune":
+        tag = f":{args.replay}:{len(replayed)}:{args.seed}" if variant == "replay" else ""
+        key = hashlib.sha1(f"{sh}:{','.join(hosts)}:{len(frames)}{tag}".encode()).hexdigest()[:10]
+        if variant in ("finetune", "replay"):
             return fit_posterior(
                 "laplace",
-                frames,
+                frames + (replayed if variant == "replay" else []),
                 frames,
                 base_config,
                 "cpu",
-                out / f"finetune-{key}",
+                out / f"{variant}-{key}",
                 train_config=_train_config(args, args.epochs, args.lr, True, trainable),
                 recalibration="none",
                 seed=args.seed,
@@ -247,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )[0]
 
-    for v in ("finetune", "scratch"):
+    for v in TRAINED:
         if v in variants:
             posts[v] = fit_variant(v, train_frames)
 
@@ -293,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     # ---- leave-one-host-out σ of the fitted variants
     loho: dict[str, list[float]] = {v: a["loho_residuals"] for v, a in anchors.items()}
     if len(fit_hosts) >= 2:
-        for v in ("finetune", "scratch"):
+        for v in TRAINED:
             if v not in variants:
                 continue
             res = []
@@ -310,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
     }
     loho_sigma.update({v: a["sigma_add"] for v, a in anchors.items()})
     loho_rms = {v: float(np.sqrt(np.mean(np.square(r)))) for v, r in loho.items() if r}
-    for v in ("finetune", "scratch"):
+    for v in TRAINED:
         if v not in variants:
             continue
         for r in test_rows + fit_rows:
@@ -336,7 +357,15 @@ def run(args: argparse.Namespace) -> int:
 
     fig, ax = plt.subplots(figsize=(5.2, 4.8))
     dft = np.array([r["dft_de"] for r in test_rows])
-    marks = {"base": "o", "offset": "s", "pair": "^", "finetune": "D", "scratch": "v", "sevenn": "x"}
+    marks = {
+        "base": "o",
+        "offset": "s",
+        "pair": "^",
+        "finetune": "D",
+        "replay": "P",
+        "scratch": "v",
+        "sevenn": "x",
+    }
     for v in shown:
         y = np.array([r.get(v, np.nan) for r in test_rows])
         yerr = np.array([2 * r.get(v + "_sigma", 0.0) for r in test_rows]) if v != "sevenn" else None
@@ -392,6 +421,12 @@ def run(args: argparse.Namespace) -> int:
         f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g} --kappa {args.kappa:g} "
         f"--prior-sigma {args.prior_sigma:g} --prior-weight {args.prior_weight:g}"
         + (f" --trainable {args.trainable}" if args.trainable else "")
+        + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
+        + (
+            f" --pretrain-valid {args.pretrain_valid} --pretrain-n {args.pretrain_n}"
+            if args.pretrain_valid
+            else ""
+        )
     )
     table = (
         f"DFT budget: {len(train_frames)} training frames ({n_struct} slabs + H2) at `{args.preset}` "

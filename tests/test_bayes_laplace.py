@@ -96,6 +96,22 @@ def test_ggn_matches_explicit_jacobians_on_toy():
     assert full.theta_sq == pytest.approx(0.7**2 + 0.2**2)
 
 
+def test_ggn_leaves_out_energies_with_energy_weight_zero():
+    """Replay frames (energy_weight 0) add their force Jacobians and residuals, not their energies'."""
+    model, batch = Toy(), _toy_batch(0)
+    masked = {**batch, K.ENERGY_WEIGHT: torch.tensor([0.0, 1.0], dtype=torch.float64)}
+    j_e, j_f = _toy_jacobians(batch)
+    for mode in ("rows", "columns"):
+        stats = accumulate_ggn(model, [masked], ["a", "b"], full=True, jacobian_mode=mode)
+        assert torch.allclose(stats.a_energy, j_e[1:].T @ j_e[1:], rtol=1e-12)
+        assert torch.allclose(stats.a_forces, j_f.T @ j_f, rtol=1e-12)
+    e_res = float(model(batch)[K.ENERGY][1] - batch[K.ENERGY][1])
+    assert (stats.n_energy, stats.n_forces) == (1, 15)
+    assert stats.sse_energy == pytest.approx(e_res**2)
+    mc = accumulate_ggn(model, [masked], ["a", "b"], mode="mc", probes=50)
+    assert torch.allclose(mc.a_energy, torch.diagonal(j_e[1:].T @ j_e[1:]), rtol=1e-12)  # one output: exact
+
+
 def test_monte_carlo_ggn_is_unbiased():
     model, batches = Toy(), [_toy_batch(0), _toy_batch(1, (4,))]
     exact = accumulate_ggn(model, batches, ["a", "b"])

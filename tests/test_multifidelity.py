@@ -117,3 +117,96 @@ def test_fine_tune_with_refit_e0s_and_frozen_layers(tmp_path):
         train(hi[:8], hi[8:], m, replace(t_ft, trainable=("nonsense",)), tmp_path / "bad", init_from=pre)
     with pytest.raises(InputError, match="needs init_from"):
         train(hi[:8], hi[8:], m, replace(t_ft, trainable=()), tmp_path / "bad2", progress=False)
+
+
+def test_replay_of_pretraining_forces_limits_forgetting(tmp_path):
+    """Fine-tuning hard on 2 high-fidelity frames degrades the forces elsewhere; replaying low-fidelity
+    frames with energy_weight 0 (forces only: their energies are on another reference) fits the same
+    energies and keeps the forces on unseen structures closer to the truth."""
+    from dataclasses import replace
+
+    hi = emt_dataset(30, seed=7, with_stress=False)
+    lo = emt_low_fidelity(emt_dataset(40, seed=11, with_stress=False), 1.05, 0.3)
+    m, t = _cfg(epochs=30)
+    pre = train(lo[:30], lo[30:], m, t, tmp_path / "pre", progress=False)
+    m, t = tiny_train_configs(60, 1e-2, energy_weight=1000.0, force_weight=10.0)
+    t = replace(t, refit_e0s=True, early_stopping_patience=10**6)
+    hi_train, hi_test = hi[:2], hi[10:]
+    plain = train(hi_train, hi_train, m, t, tmp_path / "ft", progress=False, init_from=pre)
+    replay = []
+    for a in lo[:12]:
+        b = a.copy()
+        b.calc, b.info["energy_weight"] = a.calc, 0.0
+        replay.append(b)
+    kept = train(hi_train + replay, hi_train, m, t, tmp_path / "rp", progress=False, init_from=pre)
+    err = {
+        name: (
+            evaluate(checkpoint.load_model(p)[0], hi_test),
+            evaluate(checkpoint.load_model(p)[0], hi_train),
+        )
+        for name, p in (("pre", pre), ("plain", plain), ("replay", kept))
+    }
+    f = {k: v[0]["forces_mae"] for k, v in err.items()}
+    e_fit = {k: v[1]["energy_mae"] for k, v in err.items()}
+    assert f["replay"] < 0.9 * f["plain"], f
+    assert e_fit["replay"] < 0.1 * e_fit["pre"] and e_fit["plain"] < 0.1 * e_fit["pre"], e_fit
+
+
+def test_train_command_replays_forces_but_never_their_energies(tmp_path, capsys):
+    """`screen train --init-from --refit-e0s --replay`: replay frames whose energies sit 50 eV/atom away
+    (another code's reference) change neither the E0 refit nor the energy fit; a bad --replay-n is refused."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from cli import main
+
+    hi = emt_dataset(14, seed=3, with_stress=False)
+    lo = emt_low_fidelity(emt_dataset(12, seed=4, with_stress=False))
+    m, t = _cfg(epochs=10)
+    pre = train(lo[:10], lo[10:], m, t, tmp_path / "pre", progress=False)
+    far = []
+    for a in lo:
+        b = a.copy()
+        b.calc = SinglePointCalculator(
+            b, energy=a.get_potential_energy() + 50.0 * len(a), forces=a.get_forces()
+        )
+        far.append(b)
+    write(tmp_path / "hi.extxyz", hi[:10])
+    write(tmp_path / "hi_valid.extxyz", hi[10:])
+    write(tmp_path / "replay.extxyz", far)
+    argv = ["train", "--data", str(tmp_path / "hi.extxyz"), "--valid", str(tmp_path / "hi_valid.extxyz"),
+            "--preset", "tiny", "--init-from", str(pre), "--refit-e0s", "--epochs", "6", "--lr", "5e-3",
+            "--quiet", "--float64"]  # fmt: skip
+    assert (
+        main(
+            [
+                *argv,
+                "--out",
+                str(tmp_path / "rp"),
+                "--replay",
+                str(tmp_path / "replay.extxyz"),
+                "--replay-n",
+                "8",
+            ]
+        )
+        == 0
+    )
+    assert "8 frames of" in capsys.readouterr().out
+    e_pre = evaluate(checkpoint.load_model(pre)[0], hi[10:])["energy_per_atom_mae"]
+    e_rp = evaluate(checkpoint.load_model(tmp_path / "rp" / "best.pt")[0], hi[10:])["energy_per_atom_mae"]
+    assert e_rp < e_pre < 5.0, (e_pre, e_rp)  # a replayed energy would have pulled it towards +50 eV/atom
+    assert (
+        main(
+            [
+                *argv,
+                "--out",
+                str(tmp_path / "bad"),
+                "--replay",
+                str(tmp_path / "replay.extxyz"),
+                "--replay-n",
+                "0",
+            ]
+        )
+        == 2
+    )
+    assert "--replay-n 0" in capsys.readouterr().err

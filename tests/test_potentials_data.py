@@ -193,3 +193,20 @@ def test_file_names_with_at_sign_are_not_file_at_index(tmp_path):
     write(path, frames, format="extxyz")
     got = read_dataset(str(path))
     assert len(got) == 3 and np.allclose(got[2].positions, frames[2].positions)
+
+
+def test_energy_weight_travels_from_extxyz_to_the_batch(tmp_path):
+    """A replay frame's ``energy_weight`` (info key) survives extxyz and reaches the batch; 1 by default."""
+    frames = []
+    for k, w in enumerate((None, 0.0)):
+        a = bulk("Cu", "fcc", a=3.6, cubic=True)
+        a.rattle(0.05, seed=k)
+        a.calc = SinglePointCalculator(a, energy=-1.0 - k, forces=np.zeros((len(a), 3)))
+        if w is not None:
+            a.info[K.ENERGY_WEIGHT] = w
+        frames.append(a)
+    write(tmp_path / "f.extxyz", frames)
+    back = read_dataset(tmp_path / "f.extxyz")
+    batch = collate(back, ("Cu",), 3.0)
+    assert batch[K.ENERGY_WEIGHT].tolist() == [1.0, 0.0]
+    assert batch[K.ENERGY].tolist() == [-1.0, -2.0]

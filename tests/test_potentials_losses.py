@@ -139,3 +139,27 @@ def test_weights_and_unknown_kind():
     assert parts["energy"] == pytest.approx(0.15**2)  # the second structure has weight 0
     with pytest.raises(InputError, match="unknown loss"):
         LossConfig(kind="huber")
+
+
+@pytest.mark.parametrize("kind", ["mse", "nll_e", "nll_jef"])
+def test_energy_weight_zero_keeps_forces_and_drops_the_energy(kind):
+    """A replay frame (energy_weight 0) trains forces only: its energy error moves neither the energy term
+    nor its gradient, while its forces count like any other frame's."""
+    pred, batch, _ = _case()
+    _, ref = compute_loss(pred, batch, LossConfig(kind=kind))
+    batch[K.ENERGY_WEIGHT] = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    loss, parts = compute_loss(pred, batch, LossConfig(kind=kind))
+    assert parts["forces"] == pytest.approx(ref["forces"])
+    weighted = {**batch, K.WEIGHT: torch.tensor([1.0, 0.0], dtype=torch.float64)}
+    del weighted[K.ENERGY_WEIGHT]
+    e_first = compute_loss(pred, weighted, LossConfig(kind=kind))[1]["energy"]  # energy of frame 0 alone
+    assert parts["energy"] == pytest.approx(e_first)
+    loss.backward()
+    assert pred[K.ENERGY].grad[1] == 0.0 and pred[K.ENERGY].grad[0] != 0.0
+    # a batch of replay frames only: energy term 0, forces still train
+    pred, batch, _ = _case()
+    batch[K.ENERGY_WEIGHT] = torch.zeros(2, dtype=torch.float64)
+    loss, parts = compute_loss(pred, batch, LossConfig(kind=kind))
+    assert parts["energy"] == 0.0 and parts["forces"] == pytest.approx(ref["forces"])
+    loss.backward()
+    assert torch.isfinite(pred[K.FORCES].grad).all() and pred[K.FORCES].grad.abs().sum() > 0

@@ -262,8 +262,12 @@ def accumulate_ggn(
     n_e = n_f = 0
     gen = generator or torch.Generator().manual_seed(0)
     for batch in batches:
+        # energies on another code's reference (energy_weight 0, replay frames) inform the forces only
+        ew = batch.get(K.ENERGY_WEIGHT)
+        counts = (ew > 0) if ew is not None else torch.ones(batch[K.ENERGY].shape[0], dtype=torch.bool)
         if mode == "exact":
             j_e, j_f, out = output_jacobians(model, batch, names, jacobian_mode)
+            j_e = j_e[counts]
             if full:
                 a_e += j_e.T @ j_e
                 a_f += j_f.T @ j_f
@@ -273,7 +277,8 @@ def accumulate_ggn(
         elif mode == "mc":
             with torch.enable_grad():
                 out = model(batch, compute_forces=True, create_graph=True)
-                for y, acc in ((out[K.ENERGY], a_e), (out[K.FORCES].reshape(-1), a_f)):
+                energy = out[K.ENERGY] * counts.to(out[K.ENERGY].dtype)
+                for y, acc in ((energy, a_e), (out[K.FORCES].reshape(-1), a_f)):
                     for _ in range(probes):
                         v = (torch.randint(0, 2, y.shape, generator=gen) * 2 - 1).to(y.dtype)
                         g = torch.autograd.grad(
@@ -282,9 +287,9 @@ def accumulate_ggn(
                         acc += _flat_grads(g, params) ** 2 / probes
         else:
             raise InputError(f"unknown GGN mode {mode!r}; choose from {', '.join(GGN_MODES)}")
-        sse_e += float(((out[K.ENERGY].detach() - batch[K.ENERGY]) ** 2).sum())
+        sse_e += float(((out[K.ENERGY].detach() - batch[K.ENERGY])[counts] ** 2).sum())
         sse_f += float(((out[K.FORCES].detach().double() - batch[K.FORCES].double()) ** 2).sum())
-        n_e += int(batch[K.ENERGY].numel())
+        n_e += int(counts.sum())
         n_f += int(batch[K.FORCES].numel())
     theta = torch.cat([p.detach().reshape(-1).double() for p in params])
     return GGNStats(a_e, a_f, sse_e, n_e, sse_f, n_f, float((theta**2).sum()))
