@@ -74,17 +74,16 @@ def _predict(post, atoms_list, batch_size: int, n_samples: int):
     return cat(e_true), cat(e_pred), cat(e_sig), cat(nat), cat(f_true), cat(f_pred), cat(f_sig)
 
 
-def triple_de(post, atoms3, n_samples: int, anchored: bool = True) -> tuple[float, float]:
-    """ΔE_H = E(host+H) - E(host) - E(H2)/2 (eV) of a posterior on ``atoms3`` = (host, host+H, H2) and its
-    σ (eV): the posterior draws of the difference (correlations kept, scaled by the recalibration's energy
-    factor as in screening.dgh) plus the three aleatoric variances, times the posterior's ΔGH* σ factor, as
-    the screen reports it; with ``anchored`` the posterior's DFT anchoring (offset, σ in quadrature, see
-    :func:`screening.dgh.dg_anchor`) too, as the screen applies it; without, the bare network's."""
+def triple_de_parts(post, atoms3, n_samples: int) -> tuple[float, float, float]:
+    """(ΔE_H eV, epistemic σ eV, aleatoric σ eV) of a posterior on ``atoms3`` = (host, host+H, H2), the bare
+    network's (no anchoring): the epistemic part from the posterior draws of the difference (correlations
+    kept, scaled by the recalibration's energy factor as in screening.dgh), the aleatoric one from the three
+    predicted variances; both times the posterior's ΔGH* σ factor, as the screen reports them."""
     import numpy as np
 
     from potentials.data import collate
 
-    from .dgh import dg_anchor, dg_sigma_scale, energy_sigma_scale
+    from .dgh import dg_sigma_scale, energy_sigma_scale
 
     batch = collate(list(atoms3), post.elements, post.cutoff, dtype=post.dtype, with_labels=False)
     pred = post.predict(batch, n_samples=n_samples, forces=False)
@@ -92,12 +91,26 @@ def triple_de(post, atoms3, n_samples: int, anchored: bool = True) -> tuple[floa
     de_k = s[:, 1] - s[:, 0] - 0.5 * s[:, 2]
     va = pred.energy_var_aleatoric.double().numpy()
     e = pred.energy.double().numpy()
-    sig = float(np.sqrt(energy_sigma_scale(post) ** 2 * de_k.var() + va[0] + va[1] + 0.25 * va[2]))
+    scale = dg_sigma_scale(post)
+    ep = scale * energy_sigma_scale(post) * float(np.sqrt(de_k.var()))
+    al = scale * float(np.sqrt(va[0] + va[1] + 0.25 * va[2]))
+    return float(e[1] - e[0] - 0.5 * e[2]), ep, al
+
+
+def triple_de(post, atoms3, n_samples: int, anchored: bool = True) -> tuple[float, float]:
+    """ΔE_H = E(host+H) - E(host) - E(H2)/2 (eV) of a posterior on ``atoms3`` = (host, host+H, H2) and its
+    σ (eV): epistemic and aleatoric parts of :func:`triple_de_parts` in quadrature, as the screen reports
+    it; with ``anchored`` the posterior's DFT anchoring (offset, σ in quadrature, see
+    :func:`screening.dgh.dg_anchor`) too, as the screen applies it; without, the bare network's."""
+    import numpy as np
+
     from structures import keys as K
 
-    host = atoms3[0].info.get(K.HOST)
-    offset, sigma_add = dg_anchor(post, host) if anchored else (0.0, 0.0)
-    return float(e[1] - e[0] - 0.5 * e[2]) + offset, float(np.hypot(dg_sigma_scale(post) * sig, sigma_add))
+    from .dgh import dg_anchor
+
+    de, ep, al = triple_de_parts(post, atoms3, n_samples)
+    offset, sigma_add = dg_anchor(post, atoms3[0].info.get(K.HOST)) if anchored else (0.0, 0.0)
+    return de + offset, float(np.sqrt(ep**2 + al**2 + sigma_add**2))
 
 
 def sevenn_calculator():

@@ -18,6 +18,10 @@ BENCHES: dict[str, tuple[str, str]] = {
         "DFT-anchored model: fine-tuned on plane-wave labels, held-out hosts",
     ),
     "dft": ("screening.bench_dft", "DFT settings convergence and ΔGH* against plane-wave DFT"),
+    "dft-al": (
+        "screening.bench_dft_al",
+        "DFT core-hours saved by uncertainty-driven labelling (retrospective)",
+    ),
 }
 
 

@@ -100,7 +100,11 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
             "--heldout",
             "Cu2@5Na",
             "--variants",
-            "base,offset,pair,finetune",
+            "base,offset,pair,finetune,replay",
+            "--replay",
+            str(tmp / "pretrain.extxyz"),
+            "--replay-n",
+            "4",
             "--epochs",
             "25",
             "--lr",
@@ -122,8 +126,9 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
     # the offset baseline removes the mean training error exactly; fine-tuning fits the DFT labels better
     assert tr["offset"]["mean"] == pytest.approx(0.0, abs=1e-9)
     assert tr["finetune"]["mae"] < 0.5 * tr["base"]["mae"], tr
+    assert tr["replay"]["mae"] < 0.5 * tr["base"]["mae"], tr  # replayed forces do not stop the energy fit
     # σ of the anchored variants: leave-one-host-out over the 3 training hosts (one triple each)
-    assert sorted(res["loho_rms"]) == ["finetune", "offset", "pair"]
+    assert sorted(res["loho_rms"]) == ["finetune", "offset", "pair", "replay"]
     assert all(len(r) == 3 for r in res["loho_residuals"].values())
     from screening.anchoring import predictive_sigma
 
@@ -135,7 +140,7 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
         assert row[v + "_sigma"] == pytest.approx(np.hypot(row["base_sigma"], res["sigma_anchor"][v]))
     assert "finetune_sigma_laplace" in res["test"][0]
     # forgetting check: the base network's force MAE on its own pre-training frames, and the fine-tuned one's
-    assert sorted(res["pretrain_force_mae"]) == ["base", "finetune"]
+    assert sorted(res["pretrain_force_mae"]) == ["base", "finetune", "replay"]
     assert all(np.isfinite(v) and v >= 0 for v in res["pretrain_force_mae"].values())
     assert "Forgetting check" in (tmp_path / "BENCHMARKS.md").read_text()
     assert "## anchor" in (tmp_path / "BENCHMARKS.md").read_text()
@@ -153,6 +158,11 @@ def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     assert main([*base, "--heldout", "Fe2@2Na", "--variants", "base"]) == 2  # nothing held out in the store
     assert "no held-out" in capsys.readouterr().err
     assert main([*base[:-1], "--dft-db", str(tmp_path / "none.db"), "--heldout", "Cu2@5Na"]) == 2
+    assert main([*base, "--heldout", "Cu2@5Na", "--variants", "base,replay"]) == 2
+    assert "needs --replay FILE" in capsys.readouterr().err
+    bad = ["--variants", "replay", "--replay", str(tmp_path / "missing.extxyz")]
+    assert main([*base, "--heldout", "Cu2@5Na", *bad]) == 2
+    assert "missing.extxyz" in capsys.readouterr().err
     assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
@@ -314,3 +324,102 @@ def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the
     err = abs(held[0]["model_de"] - held[0]["dft_de"])
     assert f"MAE against DFT {err:.3f} eV" in card.read_text()
     assert "metals Cu, Ni and the motifs 4Na, 5Na only" in card.read_text()
+
+
+# ---- bench dft-al: the retrospective of DFT labelling strategies ----------------------------------------
+def _host(host, dft, base, ep, bald, core=1.0):
+    from screening.anchoring import pair_of
+
+    return {"host": host, "pair": pair_of(host), "dft_de": dft, "base": base, "sigma_ep": ep, "bald": bald,
+            "core_h": core}  # fmt: skip
+
+
+def test_dft_al_acquisition_orders_and_anchored_mae_by_hand():
+    from screening.bench_dft_al import acquisition_order, anchored_mae, rank_correlation
+
+    pool = [
+        _host("Pt2@4Nd", 0.0, -1.0, 0.3, 2.0),
+        _host("Pt2@5Na", 0.0, -0.8, 0.2, 1.9),
+        _host("Cu2@4Na", 0.0, 0.0, 0.1, 1.0),
+        _host("Fe2@3Nd", 0.5, 0.0, 0.25, 0.5),
+    ]
+    rng = np.random.default_rng(0)
+    assert acquisition_order(pool, "bald", rng) == [0, 1, 2, 3]
+    assert acquisition_order(pool, "sigma", rng) == [0, 3, 1, 2]
+    # pairs first: the second Pt host waits until Cu and Fe have one label each
+    assert acquisition_order(pool, "bald-pair", rng) == [0, 2, 3, 1]
+    for _ in range(5):
+        order = acquisition_order(pool, "pair", rng)
+        assert sorted(order) == [0, 1, 2, 3] and {pool[i]["pair"] for i in order[:3]} == {"Pt2", "Cu2", "Fe2"}
+        assert sorted(acquisition_order(pool, "random", rng)) == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        acquisition_order(pool, "magic", rng)
+    test = [_host("Pt2@3Nc", 0.2, -0.7, 0.2, 1.0), _host("Re2@3Nc", -0.5, -0.3, 0.2, 1.0)]
+    # nothing acquired: the base errors 0.9 and 0.2
+    assert anchored_mae([], test, 1.0) == pytest.approx(0.55)
+    # one host: its residual (+1.0) as a global offset -> errors 0.1 and 1.2
+    assert anchored_mae(pool[:1], test, 1.0) == pytest.approx(0.65)
+    # two Pt hosts (residuals +1.0, +0.8): pair Pt2 and the global offset both +0.9 -> errors 0.0 and 1.1
+    assert anchored_mae(pool[:2], test, 1.0) == pytest.approx(0.55)
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_dft_al_simulation_and_savings():
+    from screening.bench_dft_al import savings, simulate
+
+    rng = np.random.default_rng(1)
+    metals = ["Pt", "Cu", "Fe", "Ir", "Au", "Re"]
+    offsets = dict(zip(metals, [1.0, 0.0, 0.5, 0.9, 1.4, -0.2]))
+    rows = [
+        _host(
+            f"{m}2@{mo}",
+            float(rng.normal(0, 0.3)),
+            0.0,
+            float(rng.uniform(0.1, 0.3)),
+            float(rng.uniform(1, 2)),
+        )
+        for m in metals
+        for mo in ("4Na", "5Na")
+    ]
+    for r in rows:  # the model's error is the metal's offset: labels of a new pair teach the most
+        r["base"] = r["dft_de"] - offsets[r["pair"][:-1]]
+    sim = simulate(rows, ["random", "pair", "bald"], 60, 0.5, 1.0, seed=0)
+    assert sim["n_test"] == 6 and sim["n_pool"] == 6
+    for s in ("random", "pair", "bald"):
+        assert sim["mae"][s].shape == (60, 7)
+        assert np.allclose(sim["core_h"][s][:, -1], 6.0) and np.allclose(sim["core_h"][s][:, 0], 0.0)
+    # with the whole pool labelled every strategy holds the same hosts: the same MAE in every split
+    assert np.allclose(sim["mae"]["random"][:, -1], sim["mae"]["bald"][:, -1])
+    assert np.allclose(sim["mae"]["random"][:, 0], sim["mae"]["pair"][:, 0])
+    # covering the pairs first beats random in this world
+    assert sim["mae"]["pair"][:, 3].mean() < sim["mae"]["random"][:, 3].mean()
+    save = savings(sim, 3)
+    target = save.pop("_target")
+    assert target["mae"] == pytest.approx(sim["mae"]["random"][:, 3].mean())
+    assert save["random"]["labels"] <= 3 and save["pair"]["labels"] <= save["random"]["labels"]
+    assert save["pair"]["saved_core_h"] == pytest.approx(3.0 - save["pair"]["labels"])
+
+
+def test_dft_al_bench_command(world, tmp_path, monkeypatch, capsys):
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "dft-al", "--model", post, "--dft-db", db, "--splits", "20", "--samples", "4"]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "dft_al.json").read_text())
+    assert sorted(r["host"] for r in res["hosts"]) == ["Cu2@4Na", "Cu2@5Na", "Ni2@4Na", "Ni2@5Na"]
+    assert all(r["core_h"] == pytest.approx(1200 / 3600) for r in res["hosts"])  # two 600 s single points
+    assert res["n_pool"] + res["n_test"] == 4 and set(res["savings"]) == {
+        "random",
+        "pair",
+        "sigma",
+        "bald",
+        "bald-pair",
+    }
+    assert "## dft_al" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert (tmp_path / "benchmarks" / "figures" / "dft_al.png").stat().st_size > 0
+    capsys.readouterr()
+    for bad, msg in ((["--strategies", "magic"], "'magic'"), (["--splits", "0"], "--splits 0"),
+                     (["--test-fraction", "1"], "--test-fraction 1"), (["--budget", "9"], "--budget 9")):  # fmt: skip
+        assert main([*argv, *bad]) == 2
+        assert msg in capsys.readouterr().err

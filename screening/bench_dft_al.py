@@ -1,0 +1,327 @@
+"""``screen bench dft-al`` (issue 10): DFT core-hours that uncertainty-driven labelling saves, measured
+retrospectively on the plane-wave labels already in the store.
+
+Every host with a complete (host, host+H, H2) triple at one settings hash is a candidate. Each of
+``--splits`` seeded random splits puts ``--test-fraction`` of the hosts in a test set and the rest in a pool.
+A strategy orders the pool; after each acquired host the model is anchored (``screen anchor``'s pair
+offsets, screening.anchoring) on the acquired hosts and judged on the test hosts (ΔE_H MAE against DFT at the
+DFT geometries, so the ΔGH* error). Strategies, from the model's prediction on each host:
+
+- ``random``: a seeded random order;
+- ``pair``: random, but a host of a metal pair without a DFT label first (diversity without uncertainty);
+- ``sigma``: the largest epistemic σ of ΔE_H first (energy-uncertainty sampling);
+- ``bald``: the largest ½ ln(1 + σ_ep² / σ_al²) first (BALD for a Gaussian predictive; ``--select bald``);
+- ``bald-pair``: the same, but a host of a metal pair without a DFT label first (``--select bald:per-metal``
+  with ``--skip-labelled-pairs``, the rule `screen validate` uses for anchoring labels).
+
+The labels that each strategy needs to reach random labelling's MAE at ``--budget`` hosts, and the DFT
+core-hours of those labels (the measured wall time of their two single points), give the saving. With few
+DFT hosts the numbers are noisy: the table gives the spread over splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from typing import Any
+
+STRATEGIES = ("random", "pair", "sigma", "bald", "bald-pair")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .cmd_anchor import add_dft_source_arguments
+
+    add_dft_source_arguments(parser, "posterior whose uncertainty orders the labels")
+    parser.add_argument("--splits", type=int, default=500, help="random pool/test splits (default 500)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.4, help="hosts per split in the test set (default 0.4)"
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="labels (hosts) of random labelling whose MAE is the target (default: half the pool, rounded up)",
+    )
+    parser.add_argument(
+        "--strategies",
+        default=",".join(STRATEGIES),
+        help=f"comma list of {', '.join(STRATEGIES)} (default all)",
+    )
+    parser.add_argument("--kappa", type=float, default=1.0, help="pooling of the pair offsets (default 1)")
+    parser.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def host_rows(triples: Sequence[dict], post, n_samples: int) -> list[dict[str, Any]]:
+    """One row per host: mean DFT and model ΔE_H over its triples (eV), the model's epistemic and aleatoric
+    σ (eV, root-mean-square over triples), the BALD score and the DFT core-hours of its single points."""
+    import numpy as np
+
+    from .anchoring import pair_of
+    from .bench_model import triple_de_parts
+
+    by_host: dict[str, list] = {}
+    for t in triples:
+        if t.get("host") and "@" in t["host"]:
+            by_host.setdefault(t["host"], []).append(t)
+    rows = []
+    for host in sorted(by_host):
+        parts = [
+            (t["dft_de"], *triple_de_parts(post, t["atoms"], n_samples), t["core_s"]) for t in by_host[host]
+        ]
+        dft, base, ep, al, core_s = (np.array(x, float) for x in zip(*parts))
+        ep_rms, al_rms = float(np.sqrt(np.mean(ep**2))), float(np.sqrt(np.mean(al**2)))
+        rows.append(
+            {
+                "host": host,
+                "pair": pair_of(host),
+                "dft_de": float(dft.mean()),
+                "base": float(base.mean()),
+                "sigma_ep": ep_rms,
+                "sigma_al": al_rms,
+                "bald": 0.5 * math.log1p((ep_rms / max(al_rms, 1e-6)) ** 2),
+                "core_h": float(core_s.max())
+                / 3600.0,  # one triple's single points (repeats are not new labels)
+            }
+        )
+    return rows
+
+
+def anchored_mae(acquired: Sequence[dict], test: Sequence[dict], kappa: float) -> float:
+    """ΔE_H MAE (eV) on ``test`` of the model anchored on ``acquired`` host rows: none, the base model;
+    one, its residual as a global offset; more, screening.anchoring's pair offsets."""
+    import numpy as np
+
+    from .anchoring import fit_anchor, offset_for
+
+    if not acquired:
+        offsets = [0.0] * len(test)
+    elif len(acquired) == 1:
+        offsets = [acquired[0]["dft_de"] - acquired[0]["base"]] * len(test)
+    else:
+        anchor = fit_anchor(list(acquired), kappa)
+        offsets = [offset_for(anchor, r["host"])[0] for r in test]
+    return float(np.mean([abs(r["base"] + o - r["dft_de"]) for r, o in zip(test, offsets)]))
+
+
+def acquisition_order(pool: Sequence[dict], strategy: str, rng) -> list[int]:
+    """Indices of ``pool`` in the order ``strategy`` labels them (ties keep the pool order)."""
+    n = len(pool)
+    if strategy in ("random", "pair"):
+        shuffled = [int(i) for i in rng.permutation(n)]
+        return shuffled if strategy == "random" else _pairs_first(pool, shuffled)
+    if strategy == "sigma":
+        return sorted(range(n), key=lambda i: -pool[i]["sigma_ep"])
+    by_bald = sorted(range(n), key=lambda i: -pool[i]["bald"])
+    if strategy == "bald":
+        return by_bald
+    if strategy == "bald-pair":
+        return _pairs_first(pool, by_bald)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def _pairs_first(pool: Sequence[dict], ranked: Sequence[int]) -> list[int]:
+    """``ranked`` re-ordered greedily: the best-ranked host of a metal pair not yet labelled, else the
+    best-ranked host left."""
+    order: list[int] = []
+    seen: set[str] = set()
+    left = list(ranked)
+    while left:
+        pick = next((i for i in left if pool[i]["pair"] not in seen), left[0])
+        order.append(pick)
+        seen.add(pool[pick]["pair"])
+        left.remove(pick)
+    return order
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation of ``x`` and ``y`` (average ranks for ties); NaN below 3 points."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    if len(x) < 3:
+        return float("nan")
+    return float(spearmanr(np.asarray(x, float), np.asarray(y, float)).statistic)
+
+
+def simulate(
+    rows: Sequence[dict],
+    strategies: Sequence[str],
+    splits: int,
+    test_fraction: float,
+    kappa: float,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Learning curves over seeded splits: ``mae[s]`` (splits, n_pool + 1) eV and ``core_h[s]`` (splits,
+    n_pool + 1) cumulative DFT core-hours after k = 0..n_pool acquired hosts."""
+    import numpy as np
+
+    n = len(rows)
+    n_test = min(max(1, int(round(test_fraction * n))), n - 1)
+    n_pool = n - n_test
+    rng = np.random.default_rng(seed)
+    mae = {s: np.zeros((splits, n_pool + 1)) for s in strategies}
+    core = {s: np.zeros((splits, n_pool + 1)) for s in strategies}
+    for k in range(splits):
+        perm = rng.permutation(n)
+        test = [rows[i] for i in perm[:n_test]]
+        pool = [rows[i] for i in perm[n_test:]]
+        for s in strategies:
+            order = acquisition_order(pool, s, rng)
+            acquired = [pool[i] for i in order]
+            for j in range(n_pool + 1):
+                mae[s][k, j] = anchored_mae(acquired[:j], test, kappa)
+            core[s][k, 1:] = np.cumsum([r["core_h"] for r in acquired])
+    return {"n_test": n_test, "n_pool": n_pool, "mae": mae, "core_h": core}
+
+
+def savings(sim: dict[str, Any], budget: int) -> dict[str, dict[str, float | None]]:
+    """Per strategy: labels and mean core-hours needed to reach random labelling's mean MAE at ``budget``
+    labels (None when the strategy never does), and the core-hours saved against random at ``budget``."""
+
+    target = float(sim["mae"]["random"][:, budget].mean())
+    random_core = float(sim["core_h"]["random"][:, budget].mean())
+    out: dict[str, dict[str, float | None]] = {}
+    for s, m in sim["mae"].items():
+        curve = m.mean(axis=0)
+        hit = [j for j in range(len(curve)) if curve[j] <= target + 1e-12]
+        if not hit:
+            out[s] = {"labels": None, "core_h": None, "saved_core_h": None, "saved_fraction": None}
+            continue
+        j = hit[0]
+        ch = float(sim["core_h"][s][:, j].mean())
+        out[s] = {
+            "labels": j,
+            "core_h": ch,
+            "saved_core_h": random_core - ch,
+            "saved_fraction": (random_core - ch) / random_core if random_core > 0 else None,
+        }
+    out["_target"] = {"mae": target, "budget": budget, "random_core_h": random_core}
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from potentials.bayes import load_posterior
+    from screening import labelling as L
+    from structures.common import InputError, write_bench_result
+
+    from .bench_model import dft_triples
+    from .cmd_anchor import check_dft_source
+    from .pipeline import default_model_path
+
+    check_dft_source(args)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise InputError(f"--strategies: unknown {bad[0] if bad else ''!r}; allowed: {', '.join(STRATEGIES)}")
+    if "random" not in strategies:
+        strategies.insert(0, "random")  # the reference every saving is measured against
+    if args.splits < 1:
+        raise InputError(f"--splits {args.splits} not allowed; allowed: an integer >= 1")
+    if not 0.0 < args.test_fraction < 1.0:
+        raise InputError(f"--test-fraction {args.test_fraction} not allowed; allowed: between 0 and 1")
+    model_path = args.model or str(default_model_path())
+    post = load_posterior(model_path)
+    sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
+    rows = host_rows(dft_triples(args.dft_db, sh), post, args.samples)
+    if len(rows) < 4:
+        raise InputError(
+            f"{len(rows)} host(s) with a complete {args.preset} triple in {args.dft_db}; need >= 4 for a split"
+        )
+    sim = simulate(rows, strategies, args.splits, args.test_fraction, args.kappa, args.seed)
+    n_pool = sim["n_pool"]
+    budget = args.budget if args.budget is not None else math.ceil(n_pool / 2)
+    if not 1 <= budget <= n_pool:
+        raise InputError(f"--budget {budget} not allowed; allowed: 1 to the pool size {n_pool}")
+    save = savings(sim, budget)
+    target = save.pop("_target")
+    abs_err = [abs(r["dft_de"] - r["base"]) for r in rows]
+    rho = {k: rank_correlation([r[k] for r in rows], abs_err) for k in ("sigma_ep", "bald")}
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    ks = np.arange(n_pool + 1)
+    for s in strategies:
+        m = sim["mae"][s]
+        se = m.std(axis=0) / math.sqrt(args.splits)
+        ax1.errorbar(ks, m.mean(axis=0), yerr=se, marker="o", ms=3, capsize=2, label=s)
+        ax2.plot(sim["core_h"][s].mean(axis=0), m.mean(axis=0), marker="o", ms=3, label=s)
+    for ax in (ax1, ax2):
+        ax.axhline(target["mae"], color="k", ls=":", lw=0.8)
+        ax.set_ylabel("ΔE_H MAE on test hosts (eV)")
+        ax.legend(fontsize=7)
+    ax1.set_xlabel("DFT hosts labelled")
+    ax2.set_xlabel("DFT core-hours")
+    fig.suptitle(f"retrospective DFT labelling, {args.splits} splits of {len(rows)} hosts", fontsize=9)
+    fig.tight_layout()
+    fig_path = Path("benchmarks/figures/dft_al.png")
+    fig_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fig_path, dpi=120)
+    plt.close(fig)
+
+    curve = "| hosts labelled | " + " | ".join(strategies) + " |\n|---|" + "---|" * len(strategies) + "\n"
+    for j in range(n_pool + 1):
+        cells = [
+            f"{sim['mae'][s][:, j].mean():.3f} ± {sim['mae'][s][:, j].std():.3f} "
+            f"({sim['core_h'][s][:, j].mean():.1f} h)"
+            for s in strategies
+        ]
+        curve += f"| {j} | " + " | ".join(cells) + " |\n"
+    summ = "| strategy | hosts to reach the target | their core-hours | saved against random (core-h) |\n"
+    summ += "|---|---|---|---|\n"
+    for s in strategies:
+        v = save[s]
+        if v["labels"] is None:
+            summ += f"| {s} | not reached | | |\n"
+        else:
+            frac = f" ({100 * v['saved_fraction']:.0f} %)" if v["saved_fraction"] is not None else ""
+            summ += f"| {s} | {v['labels']} | {v['core_h']:.1f} | {v['saved_core_h']:+.1f}{frac} |\n"
+    hosts = ", ".join(r["host"] for r in rows)
+    table = (
+        f"{len(rows)} hosts with a complete `{args.preset}` triple ({hosts}); {args.splits} seeded splits into "
+        f"{sim['n_test']} test and {n_pool} pool hosts. After each acquired host the model `{model_path}` is "
+        f"anchored with pair offsets (κ {args.kappa:g}) on the acquired hosts and judged on the test hosts "
+        "(ΔE_H MAE against DFT at the DFT geometries = the ΔGH* error). Target: random labelling's mean MAE "
+        f"with {budget} hosts, {target['mae']:.3f} eV at {target['random_core_h']:.1f} core-hours. "
+        "Curves: mean ± spread over splits (mean core-hours of the labels in parentheses). A retrospective on "
+        "the labels that exist: the pool is small, so read the spread. Does the model's uncertainty know "
+        f"its DFT error? Spearman rank correlation with |DFT − model| over the {len(rows)} hosts: epistemic σ "
+        f"{rho['sigma_ep']:+.2f}, BALD {rho['bald']:+.2f} (epistemic σ "
+        f"{min(r['sigma_ep'] for r in rows):.2f}–{max(r['sigma_ep'] for r in rows):.2f} eV, errors "
+        f"{min(abs_err):.2f}–{max(abs_err):.2f} eV).\n\n"
+        + summ
+        + "\n"
+        + curve
+        + "\n![dft al](benchmarks/figures/dft_al.png)\n"
+    )
+    cmd = (
+        f"screen bench dft-al --model {model_path} --dft-db {args.dft_db} --preset {args.preset} "
+        f"--splits {args.splits} --test-fraction {args.test_fraction:g} --budget {budget} "
+        f"--strategies {','.join(strategies)} --kappa {args.kappa:g} --seed {args.seed}"
+    )
+    result = {
+        "model": model_path,
+        "settings_hash": sh,
+        "hosts": rows,
+        "n_test": sim["n_test"],
+        "n_pool": n_pool,
+        "budget": budget,
+        "target": target,
+        "savings": save,
+        "spearman_abs_error": rho,
+        "mae_mean": {s: sim["mae"][s].mean(axis=0).tolist() for s in strategies},
+        "mae_std": {s: sim["mae"][s].std(axis=0).tolist() for s in strategies},
+        "core_h_mean": {s: sim["core_h"][s].mean(axis=0).tolist() for s in strategies},
+    }
+    write_bench_result("dft_al", result, cmd, table)
+    print(summ)
+    return 0
