@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--select",
         default="uncertain",
         help="uncertain, bald (largest information gain about ΔGH* first: DFT as the active-learning "
-        "oracle), bald:per-metal, top:N, id:HOST[,HOST] or all (default uncertain)",
+        "oracle), bald:per-metal, random, random:per-metal (one host per metal pair, seeded: representative "
+        "labels for `screen anchor`), top:N, id:HOST[,HOST] or all (default uncertain)",
     )
     parser.add_argument(
         "--exclude-hosts",
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--skip-labelled-pairs",
         action="store_true",
         help="leave out every host whose metal pair already has a DFT (host, host+H, H2) triple in --labels "
-        "at these settings: with --select bald:per-metal, the next DFT label for `screen anchor` goes to "
+        "at these settings: with --select random:per-metal, the next DFT label for `screen anchor` goes to "
         "an unlabelled pair",
     )
     parser.add_argument("--max", type=int, default=2, help="at most this many candidates (default 2)")

@@ -34,7 +34,7 @@ TABLE_COLUMNS = (
     "flags", "converged", "dft_dg", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
     "code_version", "id",
 )  # fmt: skip
-SELECTION_HELP = "uncertain, bald, bald:per-metal, top:N, id:HOST[,HOST] or all"
+SELECTION_HELP = "uncertain, bald, bald:per-metal, random, random:per-metal, top:N, id:HOST[,HOST] or all"
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,9 @@ def select(
     ``bald``: the largest expected information gain about ΔGH* first, BALD for a Gaussian predictive,
     ½ ln(1 + σ_epistemic² / σ_aleatoric²) (active learning with DFT as the oracle); ``bald:per-metal``: the
     most informative host of each metal pair, pairs ordered by that score (spreads DFT labels over metals);
+    ``random`` / ``random:per-metal``: a seeded random order (seed 0) of the rows with a finite ΔGH* / of one
+    host per metal pair (representative anchoring labels: `screen bench dft-al` measured BALD-ordered DFT
+    labels anchoring worse than random ones, because the model's σ does not track its DFT error);
     ``top:N``: the N best by |ΔGH*|; ``id:HOST[,HOST]``: those hosts, in the order given; ``all``: every row.
     ``exclude``: hosts never selected (e.g. held-out hosts that must stay out of DFT training).
     """
@@ -242,6 +245,12 @@ def select(
             pair = out["metal"].astype(str) + "-" + out["metal2"].astype(str)
             out = out[~pair.duplicated()]
         out = out.drop(columns="_bald")
+    elif spec in ("random", "random:per-metal"):
+        out = df[np.isfinite(df["dg"].to_numpy(float))]
+        out = out.iloc[np.random.default_rng(0).permutation(len(out))]
+        if spec == "random:per-metal":
+            pair = out["metal"].astype(str) + "-" + out["metal2"].astype(str)
+            out = out[~pair.duplicated()]
     elif spec.startswith("top:"):
         n = spec[4:]
         if not n.isdigit() or int(n) < 1:

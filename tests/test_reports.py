@@ -290,6 +290,14 @@ def test_selections(results_db):
         assert score[h] == max(score[x] for x in same)
     with pytest.raises(InputError):
         select(df, "id:" + top, exclude=[top])
+    # random orders: seeded (the same twice), every finite row once; per metal pair one host of each pair
+    r1, r2 = select(df, "random"), select(df, "random")
+    assert list(r1["host"]) == list(r2["host"]) and sorted(r1["host"]) == sorted(df["host"])
+    assert list(r1["host"]) != list(df["host"])
+    rp = select(df, "random:per-metal", exclude=[top])
+    pairs = list(zip(rp["metal"], rp["metal2"]))
+    assert len(pairs) == len(set(pairs)) and top not in set(rp["host"])
+    assert set(pairs) == set(zip(df[df["host"] != top]["metal"], df[df["host"] != top]["metal2"]))
 
 
 def test_bad_input_is_one_line(tmp_path, capsys, results_db):
