@@ -114,6 +114,8 @@ def test_stale_lock_takeover_is_race_free(tmp_path):
         r, w = os.pipe()
         go = time.time() + 0.15
         pids = []
+        done = tmp_path / f"attempted-{trial}"  # one line per child that has tried; under CPU load a late
+        done.write_text("")  # child must not find the lock already released by the winner
         for _ in range(3):
             pid = os.fork()
             if pid == 0:
@@ -132,10 +134,16 @@ def test_stale_lock_takeover_is_race_free(tmp_path):
                     try:
                         store.open()
                         code = b"1"
-                        time.sleep(0.1)
+                        with open(done, "a") as fh:
+                            fh.write("1\n")
+                        deadline = time.time() + 30
+                        while done.read_text().count("\n") < 3 and time.time() < deadline:
+                            time.sleep(0.01)  # hold the lock until every child has tried
                         store.close()
                     except InputError:
                         code = b"0"
+                        with open(done, "a") as fh:
+                            fh.write("0\n")
                 finally:
                     os.write(w, code)
                     os._exit(0)
