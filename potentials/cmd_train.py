@@ -73,14 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma list: train only parameters whose names contain one of these (e.g. readout), the "
         "rest frozen (default: all)",
     )
-    parser.add_argument(
-        "--replay",
-        default=None,
-        help="frames whose forces are replayed during fine-tuning, energies ignored (energy_weight 0), e.g. "
+    add_replay_arguments(
+        parser,
+        "frames whose forces are replayed during fine-tuning, energies ignored (energy_weight 0), e.g. "
         "the pre-training set when fine-tuning on DFT: limits forgetting of the pre-training forces",
-    )
-    parser.add_argument(
-        "--replay-n", type=int, default=60, help="structures drawn from --replay (seeded, default 60)"
     )
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,6 +86,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the network trains: cpu, cuda, cuda:N or auto (default cpu; checkpoints resume anywhere)",
     )
     add_method_arguments(parser)
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser, replay_help: str) -> None:
+    """``--replay FILE`` and ``--replay-n N`` (potentials.data.replay_frames), shared with bench anchor."""
+    parser.add_argument("--replay", default=None, help=replay_help)
+    parser.add_argument(
+        "--replay-n", type=int, default=60, help="structures drawn from --replay (seeded, default 60)"
+    )
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:

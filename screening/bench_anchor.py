@@ -32,6 +32,8 @@ TRAINED = ("finetune", "replay", "scratch")  # variants whose weights move (leav
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from potentials.cmd_train import add_replay_arguments
+
     from .cmd_anchor import add_dft_source_arguments, add_prior_arguments
 
     add_dft_source_arguments(parser, "pre-trained posterior")
@@ -73,14 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=120,
         help="frames of --pretrain-valid used (seeded sample, default 120)",
     )
-    parser.add_argument(
-        "--replay",
-        default=None,
-        help="pre-training frames (extxyz, e.g. runs/d2/train_all.extxyz) replayed by the `replay` variant, "
+    add_replay_arguments(
+        parser,
+        "pre-training frames (extxyz, e.g. runs/d2/train_all.extxyz) replayed by the `replay` variant, "
         "forces only",
-    )
-    parser.add_argument(
-        "--replay-n", type=int, default=60, help="frames of --replay used (seeded sample, default 60)"
     )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
