@@ -35,6 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for training and timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="structures per step (default: the preset's)"
+    )
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    parser.add_argument(
+        "--force-weight", type=float, default=None, help="force term weight (default: the preset's, 10)"
+    )
+    parser.add_argument("--section", default=None, help="BENCHMARKS.md section (default: potential[_cuda])")
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        choices=("plateau", "cosine", "none"),
+        help="learning-rate schedule (default: the preset's; cosine suits a fixed --epochs budget)",
+    )
     parser.add_argument("--no-sevennet", action="store_true", help="skip the SevenNet-0 timing")
     parser.add_argument("--speed-only", action="store_true", help="only the speed comparison")
     parser.add_argument(
@@ -148,12 +162,23 @@ def accuracy(args: argparse.Namespace, device=None) -> dict:
     e0s = read_e0s(data / "isolated_atoms.xyz")
     warmup = args.mse_warmup if args.mse_warmup is not None else (2 * args.epochs) // 3
     base = train_preset(args.preset)
+    overrides = {
+        k: v
+        for k, v in (("batch_size", args.batch_size), ("lr", args.lr), ("scheduler", args.scheduler))
+        if v is not None
+    }
     train_config = replace(
         base,
         epochs=args.epochs,
         max_minutes=args.max_minutes,
         seed=args.seed,
-        loss=replace(base.loss, kind="nll_jef", mse_warmup_epochs=warmup),
+        loss=replace(
+            base.loss,
+            kind="nll_jef",
+            mse_warmup_epochs=warmup,
+            force_weight=base.loss.force_weight if args.force_weight is None else args.force_weight,
+        ),
+        **overrides,
     )
     best = train(
         frames, None, preset(args.preset), train_config, args.work_dir, e0s=e0s, progress=True, device=device
@@ -249,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     }
     command = " ".join(["screen bench potential", *sys.argv[3:]])
     md = table(result)
-    out = write_bench_result(device_section("potential", device), result, command, md)
+    out = write_bench_result(args.section or device_section("potential", device), result, command, md)
     print(md)
     print(f"wrote {out}")
     return 0

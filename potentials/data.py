@@ -271,6 +271,24 @@ def atoms_to_graph(atoms, elements: Sequence[str], cutoff: float, with_labels: b
     return graph
 
 
+def all_pairs_graph(graph: GraphDict) -> GraphDict:
+    """The graph of an open (non-periodic) structure with every ordered pair i != j as an edge.
+
+    Pairs beyond the cutoff get a zero radial envelope, so the model's energy and forces are those of the
+    cutoff neighbour list; what changes is that the edge count depends only on the atom count. Batches of
+    same-size molecules then have static shapes, which a captured CUDA graph needs
+    (benchmarks/gpu_graph_train.py). Edges E = N (N - 1), (2, E) long; shifts (E, 3) zeros.
+    """
+    if bool(graph[K.PBC].any()):
+        raise InputError("all_pairs_graph is for open structures; periodic cells need the neighbour list")
+    n = graph[K.POSITIONS].shape[0]
+    sender, receiver = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    keep = sender != receiver
+    edge_index = torch.stack([sender[keep], receiver[keep]])
+    shifts = torch.zeros(edge_index.shape[1], 3, dtype=graph[K.EDGE_CELL_SHIFT].dtype)
+    return {**graph, K.EDGE_INDEX: edge_index, K.EDGE_CELL_SHIFT: shifts}
+
+
 def collate_graphs(
     graphs: Sequence[GraphDict],
     dtype: torch.dtype | None = None,

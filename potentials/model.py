@@ -201,7 +201,9 @@ class RACEEnergy(nn.Module):
         edge_sh = self.spherical_harmonics(vectors)
         edge_radial, edge_env = self.radial(lengths)
 
-        onehot = torch.nn.functional.one_hot(species, self.num_species).to(dtype)
+        # comparison instead of F.one_hot, whose CUDA range check synchronises (no CUDA-graph capture)
+        classes = torch.arange(self.num_species, device=species.device)
+        onehot = (species.unsqueeze(-1) == classes).to(dtype)
         a0 = self.embedding(onehot)
         h = a0
         readout_sum = torch.zeros(species.shape[0], dtype=dtype, device=pos.device)

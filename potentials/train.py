@@ -277,9 +277,18 @@ def _make_scheduler(optimizer, cfg: TrainConfig):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
         )
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
-    return None
+    return (
+        None  # "cosine" is set per epoch by _cosine_lr (it follows the time budget too), "none" is constant
+    )
+
+
+def _cosine_lr(base_lr: float, cfg: TrainConfig, epochs_done: int, elapsed_s: float) -> float:
+    """Cosine decay from ``base_lr`` to ``cfg.min_lr`` over whichever runs out first: the epochs or the
+    wall-time budget (``max_minutes``), so a budget-limited run still ends at the small learning rate."""
+    progress = epochs_done / cfg.epochs
+    if cfg.max_minutes > 0:
+        progress = max(progress, elapsed_s / (60.0 * cfg.max_minutes))
+    return cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def default_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -486,8 +495,10 @@ def train(
         valid_loss = metrics.pop("loss")
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(valid_loss)
-        elif scheduler is not None:
-            scheduler.step()
+        elif cfg.scheduler == "cosine":
+            for group in optimizer.param_groups:  # "initial_lr" travels in the optimizer state on resume
+                base_lr = group.setdefault("initial_lr", group["lr"])
+                group["lr"] = _cosine_lr(base_lr, cfg, epoch + 1, time.perf_counter() - t_start)
         record = {
             "epoch": epoch,
             "phase": phase,

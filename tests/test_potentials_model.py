@@ -195,3 +195,42 @@ def test_both_parities_model_is_e3_invariant():
     b = m(collate([mirror], ELEMENTS, cfg.cutoff, dtype=torch.float64))[K.ENERGY].detach()
     assert float((a - b).abs()) < 1e-10
     assert np.isfinite(float(a))
+
+
+def test_all_pairs_graph_gives_the_cutoff_graph_results(model):
+    """Edges beyond the cutoff have a zero envelope: static all-pairs graphs (CUDA-graph training) change
+    nothing but the edge count."""
+    from potentials.data import all_pairs_graph, atoms_to_graph, collate_graphs
+
+    mols = [molecule("C6H6"), molecule("CH3CONH2")]
+    for m in mols:
+        m.rattle(0.05, seed=4)
+    graphs = [atoms_to_graph(m, ELEMENTS, model.config.cutoff, with_labels=False) for m in mols]
+    full = [all_pairs_graph(g) for g in graphs]
+    n_atoms = [len(m) for m in mols]
+    assert [g[K.EDGE_INDEX].shape[1] for g in full] == [n * (n - 1) for n in n_atoms]
+    assert full[0][K.EDGE_INDEX].shape[1] > graphs[0][K.EDGE_INDEX].shape[1]  # benzene has pairs beyond 4 Å
+    a = model(collate_graphs(graphs, dtype=torch.float64))
+    b = model(collate_graphs(full, dtype=torch.float64))
+    for key in (K.ENERGY, K.FORCES, K.ENERGY_VAR, K.FORCES_COV):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
+    with pytest.raises(InputError, match="open structures"):
+        all_pairs_graph(atoms_to_graph(_bulk(), ELEMENTS, model.config.cutoff, with_labels=False))
+
+
+def test_expm_sym3_matches_matrix_exp_and_rotates():
+    """The branch-free exponential of the covariance head (CUDA-graph safe) equals matrix_exp in float64
+    over the head's bounded range and beyond, and keeps exp(R S R^T) = R exp(S) R^T."""
+    from potentials.nn.heads import expm_sym3
+
+    basis = sym_matrix_basis(torch.float64)
+    g = torch.Generator().manual_seed(0)
+    for norm in (0.0, 1.0, 4.0, 8.0):
+        c = torch.randn(200, 6, generator=g, dtype=torch.float64)
+        c[:, 1:] *= norm / c[:, 1:].norm(dim=1, keepdim=True)
+        c[:, 0] = 6.0 * torch.tanh(c[:, 0])
+        s = torch.einsum("nk,kij->nij", c, basis)
+        ref = torch.linalg.matrix_exp(s)
+        torch.testing.assert_close(expm_sym3(s), ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+    rot = o3.rand_matrix(dtype=torch.float64)
+    torch.testing.assert_close(expm_sym3(rot @ s @ rot.T), rot @ expm_sym3(s) @ rot.T, rtol=1e-12, atol=1e-10)

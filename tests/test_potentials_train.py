@@ -179,3 +179,33 @@ def test_max_force_cap_leaves_out_only_frames_above_it(data, tmp_path):
     keep, n_out = _cap_forces(frames, cut)
     assert n_out == sum(f > cut for f in fmax) > 0 and len(keep) + n_out == len(frames)
     assert all(np.abs(a.arrays["forces"]).max() <= cut for a in keep)
+
+
+def test_cosine_schedule_follows_epochs_or_the_time_budget(data):
+    from dataclasses import replace
+    from math import cos, pi
+
+    from potentials.train import _cosine_lr
+
+    _, cfg = _cfgs(epochs=10, lr=1e-2)
+    cfg = replace(cfg, min_lr=1e-4)
+    assert _cosine_lr(1e-2, cfg, 0, 0.0) == pytest.approx(1e-2)
+    assert _cosine_lr(1e-2, cfg, 5, 0.0) == pytest.approx(1e-4 + 0.5 * (1e-2 - 1e-4))
+    assert _cosine_lr(1e-2, cfg, 10, 0.0) == pytest.approx(1e-4)
+    budget = replace(cfg, max_minutes=1.0)  # 60 s: 45 s elapsed outruns 1 epoch of 10
+    assert _cosine_lr(1e-2, budget, 1, 45.0) == pytest.approx(
+        1e-4 + 0.5 * (1e-2 - 1e-4) * (1 + cos(0.75 * pi))
+    )
+    assert _cosine_lr(1e-2, budget, 1, 600.0) == pytest.approx(1e-4)  # past the budget: the floor
+
+
+def test_cosine_learning_rates_in_the_history(data, tmp_path):
+    from math import cos, pi
+
+    train_atoms, valid_atoms = data
+    model_cfg, train_cfg = _cfgs(epochs=4, lr=2e-2)
+    train(train_atoms, valid_atoms, model_cfg, train_cfg, tmp_path, progress=False)
+    lrs = [h["lr"] for h in json.loads((tmp_path / "history.json").read_text())]
+    lo = train_cfg.min_lr
+    expected = [lo + 0.5 * (2e-2 - lo) * (1 + cos(pi * (e + 1) / 4)) for e in range(4)]
+    assert lrs == pytest.approx(expected)

@@ -24,6 +24,25 @@ def sym_matrix_basis(dtype: torch.dtype | None = None) -> torch.Tensor:
 
 #: Soft bounds (smooth, invariant) on the log-variance scale: without them the NLL phase of training can
 #: push exp() to overflow and the covariance to inf/NaN. exp(±10) spans 9 orders of magnitude.
+def expm_sym3(s: torch.Tensor, squarings: int = 6, order: int = 10) -> torch.Tensor:
+    """exp(S) of symmetric 3x3 matrices (..., 3, 3) without data-dependent branches.
+
+    exp(S) = e^a exp(A), a = tr S / 3, A = S - a I traceless; exp(A) = (T(A / 2^k))^(2^k) with T the Taylor
+    polynomial of degree ``order``. torch.linalg.matrix_exp picks its degree from the matrix norm, which on
+    CUDA copies host constants to the device: that breaks CUDA-graph capture. Here the head bounds |A|_F by
+    COV_ANISO_BOUND (4), so |A| / 64 <= 1/16 and the Taylor tail (1/16)^11 / 11! is below 1e-20: float64 exact.
+    """
+    eye = torch.eye(3, dtype=s.dtype, device=s.device)
+    a = torch.diagonal(s, dim1=-2, dim2=-1).mean(-1)
+    x = (s - a[..., None, None] * eye) / float(2**squarings)
+    out = eye + x / order
+    for n in range(order - 1, 0, -1):  # Horner: I + x (I + x/2 (I + x/3 (...)))
+        out = eye + (x @ out) / n
+    for _ in range(squarings):
+        out = out @ out
+    return torch.exp(a)[..., None, None] * out
+
+
 LOGVAR_BOUND = 10.0
 COV_TRACE_BOUND = 6.0  # bound on the 0e coefficient of S
 COV_ANISO_BOUND = 4.0  # bound on the norm of the 2e coefficients of S
@@ -72,4 +91,4 @@ class ForceCovarianceHead(nn.Module):
         aniso = aniso * COV_ANISO_BOUND / torch.sqrt(COV_ANISO_BOUND**2 + norm2)  # rotation-invariant shrink
         coeffs = torch.cat([iso, aniso], dim=-1)
         s = torch.einsum("nk,kij->nij", coeffs, self.basis.to(coeffs.dtype))
-        return torch.linalg.matrix_exp(s)
+        return expm_sym3(s)
