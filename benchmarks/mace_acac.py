@@ -97,6 +97,76 @@ def _epochs_run(work: Path) -> int:
     return max(done) + 1 if done else 0
 
 
+def _section(device: str) -> str:
+    return "potential_mace" + ("" if device == "cpu" else f"_{device.split(':')[0]}")
+
+
+def _race_rows(args) -> list[tuple[str, dict]]:
+    """RACE results to show beside MACE: ``--race-json`` files (bench potential or gpu_graph_train JSON)."""
+    paths = args.race_json or [ROOT / "benchmarks" / "results" / _section(args.device).replace("_mace", "")]
+    rows = []
+    for path in map(Path, paths):
+        path = path if path.suffix == ".json" else path.with_suffix(".json")
+        if not path.exists():
+            continue
+        race = json.loads(path.read_text())
+        wall = race["train_wall_s"] if "train_wall_s" in race else race["train"]["wall_s"]
+        loss = race.get("train_config", {}).get("loss", {})
+        how = (
+            f", loss {loss['kind']} after {loss['mse_warmup_epochs']} MSE epochs, w_F {loss['force_weight']:g}"
+            if loss
+            else ""
+        )
+        epochs = race.get("epochs_run", race.get("train", {}).get("epochs", "?"))
+        rows.append(
+            (f"RACE {race['preset']} ({path.name}: {epochs} epochs in {wall / 60:.1f} min{how})", race)
+        )
+    return rows
+
+
+def table(result: dict, race_rows: list[tuple[str, dict]]) -> str:
+    """Markdown: MACE's acac test errors (meV, meV/Å) beside the RACE runs given."""
+    rows = [
+        (
+            f"MACE, mace-torch {result['mace_version']} ({result['epochs_run']} epochs in {result['wall_s'] / 60:.1f} min)",
+            result,
+        )
+    ]
+    md = [
+        "| model | 300K E MAE (meV) | 300K F MAE (meV/Å) | 600K E MAE (meV) | 600K F MAE (meV/Å) | 300K F RMSE | 600K F RMSE |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in rows + race_rows:
+        vals = [
+            r["300K"]["energy_mae"],
+            r["300K"]["forces_mae"],
+            r["600K"]["energy_mae"],
+            r["600K"]["forces_mae"],
+        ]
+        vals += [r["300K"]["forces_rmse"], r["600K"]["forces_rmse"]]
+        md.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
+    st = result["settings"]
+    md += [
+        "",
+        f"MACE ({st['hidden_irreps']}, L={st['max_l']}, 2 interactions, correlation 3, r_max {st['r_max']} Å, batch "
+        f"{st['batch_size']}, lr {st['lr']}, EMA 0.99, AMSGrad, float32) trained {result['epochs_run']} epochs in "
+        f"{result['wall_s'] / 60:.1f} min of wall time on {result['device']} ({result['threads']} thread(s)), best "
+        f"validation epoch {result['best_epoch']}. mace-torch lives in its own environment (it pins e3nn 0.4.4); it "
+        "is a benchmark baseline, never a dependency.",
+    ]
+    return "\n".join(md)
+
+
+def rebuild(args) -> int:
+    """Rewrite the section from the stored MACE JSON with the RACE rows of ``--race-json`` (no training)."""
+    from structures.common import write_bench_payload
+
+    payload = json.loads((ROOT / "benchmarks" / "results" / f"{_section(args.device)}.json").read_text())
+    note = f"\n\n{args.note}" if args.note else ""
+    print(write_bench_payload(payload, table(payload, _race_rows(args)) + note, ROOT))
+    return 0
+
+
 def main() -> int:
     from structures.common import write_bench_result
 
@@ -104,7 +174,9 @@ def main() -> int:
     p.add_argument("--mace-python", default="/work/mace_env/bin/python")
     p.add_argument("--data-dir", default=str(ROOT.parent / "shared/data/botnet/acac"))
     p.add_argument("--work-dir", type=Path, default=ROOT / "runs/mace_acac")
-    p.add_argument("--minutes", type=float, required=True, help="wall-time budget (RACE's training time)")
+    p.add_argument("--minutes", type=float, default=None, help="wall-time budget (RACE's training time)")
+    p.add_argument("--table-only", action="store_true", help="rebuild the section from the stored JSON")
+    p.add_argument("--note", default="", help="a paragraph under the table (with --table-only)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hidden-irreps", default="64x0e + 64x1o")
@@ -116,10 +188,15 @@ def main() -> int:
     p.add_argument(
         "--race-json",
         type=Path,
+        nargs="+",
         default=None,
-        help="RACE result to show beside (default: potential[_cuda].json)",
+        help="RACE results to show beside (default: potential[_cuda].json)",
     )
     args = p.parse_args()
+    if args.table_only:
+        return rebuild(args)
+    if args.minutes is None:
+        p.error("--minutes is required to train")
     data = Path(args.data_dir)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
@@ -154,11 +231,6 @@ def main() -> int:
         [args.mace_python, "-c", "import mace; print(mace.__version__)"], capture_output=True, text=True
     ).stdout.strip()
 
-    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
-    race_path = args.race_json or ROOT / "benchmarks" / "results" / f"potential{suffix}.json"
-    race = json.loads(race_path.read_text()) if race_path.exists() else None
-    if race is not None and "train_wall_s" not in race and "train" in race:  # benchmarks/gpu_graph_train.py
-        race = {**race, "train_wall_s": race["train"]["wall_s"]}
     result = {
         "mace_version": version,
         "device": args.device,
@@ -172,32 +244,10 @@ def main() -> int:
         },
         **errors,
     }
-    rows = [("MACE, mace-torch " + version + " (this run)", errors)]
-    if race is not None:
-        rows.append((f"RACE {race['preset']} ({race_path.name}, {race['train_wall_s'] / 60:.1f} min)", race))
-    md = [
-        "| model | 300K E MAE (meV) | 300K F MAE (meV/Å) | 600K E MAE (meV) | 600K F MAE (meV/Å) | 300K F RMSE | 600K F RMSE |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, r in rows:
-        vals = [
-            r["300K"]["energy_mae"],
-            r["300K"]["forces_mae"],
-            r["600K"]["energy_mae"],
-            r["600K"]["forces_mae"],
-        ]
-        vals += [r["300K"]["forces_rmse"], r["600K"]["forces_rmse"]]
-        md.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in vals) + " |")
-    md += [
-        "",
-        f"MACE ({args.hidden_irreps}, L={args.max_l}, 2 interactions, correlation 3, r_max {args.r_max} Å, batch "
-        f"{args.batch_size}, lr {args.lr}, EMA 0.99, AMSGrad, float32) trained {epochs} epochs in {wall / 60:.1f} min "
-        f"of wall time on {args.device} ({args.threads} thread(s)), best validation epoch {best}. mace-torch lives "
-        "in its own environment (it pins e3nn 0.4.4); it is a benchmark baseline, never a dependency.",
-    ]
+    md = table(result, _race_rows(args))
     command = "python benchmarks/mace_acac.py " + " ".join(sys.argv[1:])
-    path = write_bench_result("potential_mace" + suffix, result, command, "\n".join(md), root=ROOT)
-    print("\n".join(md))
+    path = write_bench_result(_section(args.device), result, command, md, root=ROOT)
+    print(md)
     print(f"wrote {path}")
     return 0
 

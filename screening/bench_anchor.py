@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
 
     from .anchoring import fit_anchor, offset_for, predictive_sigma
-    from .bench_model import calc_triple_de, dft_triples, sevenn_calculator, triple_de
+    from .bench_model import calc_triple_de, dft_triples, left_out_note, sevenn_calculator, triple_de
     from .cmd_anchor import check_dft_source, check_prior_arguments
     from .pipeline import default_model_path
 
@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
     train_frames = [a for a in L.labelled_frames(args.dft_db, "gpaw", sh) if _host_of(a) not in heldout]
     train_hosts = sorted({h for h in map(_host_of, train_frames) if "@" in h})
-    triples = dft_triples(args.dft_db, sh)
+    left_out: list[dict] = []
+    triples = dft_triples(args.dft_db, sh, left_out=left_out)
     test = [t for t in triples if t.get("host") in heldout]
     fit_triples = [t for t in triples if t.get("host") not in heldout]
     n_struct = sum(len(a) > 2 for a in train_frames)
@@ -433,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
         "ΔE_H single points at the DFT geometries, so the error equals the ΔGH* error. DFT-active kept: of "
         "the held-out structures with DFT |ΔGH*| ≤ 0.2 eV (ΔGH* = ΔE_H + 0.24 eV), those whose ΔGH* 2σ "
         "interval reaches that window (target ≥ 80 %). "
+        + (left_out_note(left_out) + " " if left_out else "")
         + (
             "σ of the anchored variants = hypot(base model σ, σ_anchor): the leave-one-host-out errors of the "
             f"anchoring over the {len(fit_hosts)} DFT training hosts, updating a prior host-to-host spread of "

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     from screening import labelling as L
     from structures.common import InputError, write_bench_result
 
-    from .bench_model import dft_triples
+    from .bench_model import dft_triples, left_out_note
     from .cmd_anchor import check_dft_source
     from .pipeline import default_model_path
 
@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     model_path = args.model or str(default_model_path())
     post = load_posterior(model_path)
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
-    rows = host_rows(dft_triples(args.dft_db, sh), post, args.samples)
+    left_out: list[dict] = []
+    rows = host_rows(dft_triples(args.dft_db, sh, left_out=left_out), post, args.samples)
     if len(rows) < 4:
         raise InputError(
             f"{len(rows)} host(s) with a complete {args.preset} triple in {args.dft_db}; need >= 4 for a split"
@@ -314,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
         f"{rho['sigma_ep']:+.2f}, BALD {rho['bald']:+.2f} (epistemic σ "
         f"{min(r['sigma_ep'] for r in rows):.2f}–{max(r['sigma_ep'] for r in rows):.2f} eV, errors "
         f"{min(abs_err):.2f}–{max(abs_err):.2f} eV).\n\n"
+        + (left_out_note(left_out) + "\n\n" if left_out else "")
         + summ
         + "\nThe same at every budget of random labelling (hosts each order needs to reach random's MAE):\n\n"
         + by_budget

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from structures.common import InputError, read_host_list
 
     from .anchoring import fit_anchor
-    from .bench_model import dft_triples, triple_de
+    from .bench_model import MAX_H_FORCE, dft_triples, triple_de
     from .pipeline import default_model_path
 
     model_path = args.model or str(default_model_path())
@@ -121,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
     exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
     post = load_posterior(model_path)
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
-    triples = [t for t in dft_triples(args.dft_db, sh) if t.get("host") not in exclude]
+    left_out: list[dict] = []
+    triples = [t for t in dft_triples(args.dft_db, sh, left_out=left_out) if t.get("host") not in exclude]
+    for t in left_out:
+        print(
+            f"left out {t['name']}: DFT force on H {t['h_force']:.1f} eV/Å > {MAX_H_FORCE:g} at the model "
+            "geometry (no ΔE_H truth)"
+        )
     rows = []
     for t in triples:
         de, sig = triple_de(post, t["atoms"], args.samples, anchored=False)

@@ -832,3 +832,33 @@ def test_bench_dft_cell_size_check_keeps_supercells_apart(tmp_path, capsys):
     assert "| Ni2@6Na+H@top_M1 | +0.350 | +0.320 | -0.030 | keep |" in md and "5x5 cell" in md
     assert main([*argv, "--tight-supercell", "5x5", "--frames", "validation"]) == 2
     assert "--frames builder only" in capsys.readouterr().err
+
+
+def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
+    """A host+H single point with a large DFT force on H (a broken model geometry) is no ΔE_H truth."""
+    import ase.db
+
+    from screening.bench_model import MAX_H_FORCE, dft_triples, left_out_note
+    from structures.motifs import resolve_motifs
+
+    gp, s = L.get_engine("gpaw"), L.PRESETS["pw500"]
+    db_path = tmp_path / "labels.db"
+    db = ase.db.connect(str(db_path))
+    energies = {"H2": -6.70, "Ni2@6Na": -250.0, "Ni2@6Na+H@top_M1": -253.0, "Co2@6Na": -260.0,
+                "Co2@6Na+H@top_M1": -260.1}  # fmt: skip
+    q = L.build_queue(["Ni", "Co"], resolve_motifs("6Na"), with_h=True, sites=["top_M1"], h2=True)
+    for a in q:
+        forces = np.zeros((len(a), 3))
+        if a.info["name"].startswith("Co2@6Na+H"):
+            forces[[i for i, z in enumerate(a.numbers) if z == 1], 2] = 2.0 * MAX_H_FORCE
+        res = {"converged": True, "status": "ok", "energy": energies[a.info["name"]], "forces": forces,
+               "wall_s": 600.0, "n_scf": 20}  # fmt: skip
+        L.write_label_row(db, a, L.label_key(a, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res)
+    sh = L.settings_hash(gp, s)
+    left_out: list = []
+    kept = dft_triples(str(db_path), sh, left_out=left_out)
+    assert [t["name"] for t in kept] == ["Ni2@6Na+H@top_M1"] and kept[0]["h_force"] == 0.0
+    assert [t["name"] for t in left_out] == ["Co2@6Na+H@top_M1"]
+    assert left_out[0]["h_force"] == pytest.approx(2.0 * MAX_H_FORCE)
+    assert "Co2@6Na+H@top_M1 (10.0 eV/Å)" in left_out_note(left_out)
+    assert len(dft_triples(str(db_path), sh, max_h_force=None)) == 2
