@@ -397,3 +397,20 @@ def test_validate_skip_labelled_pairs_sends_the_next_label_to_an_unlabelled_pair
     # every pair labelled: nothing left to choose, one clear line, non-zero exit
     assert main([*base, "--select", "bald:per-metal", "--skip-labelled-pairs"]) == 2
     assert "matches no candidate" in capsys.readouterr().err
+
+
+def test_validate_warns_when_the_chosen_site_moved(tmp_path, capsys):
+    """A best site the screen flagged h_migrated is a doubtful single point: validate says so (and how to
+    relax first) before spending DFT on it."""
+    import ase.db
+
+    from reports.tables import load_table, rank
+
+    db_path = make_results_db(tmp_path / "r.db", metals=("Cu",), motifs=("0Na",), hetero=())
+    top = rank(load_table(db_path)).iloc[0]
+    with ase.db.connect(str(db_path)) as db:
+        db.update(int(top["id"]), flags="high_variance,h_migrated", flag_h_migrated=True)
+    argv = ["validate", "--db", str(db_path), "--engine", "emt", "--select", "top:1"]
+    assert main([*argv, "--labels", str(tmp_path / "labels.db"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: {top['host']} H@{top['best_site']} is flagged h_migrated" in out and "--relax" in out
