@@ -154,7 +154,7 @@ def dft_triples(
     db_path: str,
     settings_hash: str | None = None,
     engine: str = "gpaw",
-    max_h_force: float | None = MAX_H_FORCE,
+    max_h_force: float | None = None,
     left_out: list | None = None,
 ) -> list[dict]:
     """(host, host+H, H2) label rows of one settings hash with converged ``engine`` energies, on the builder's
@@ -162,8 +162,8 @@ def dft_triples(
     validated structure labelled with several settings only the most recent triple is kept, unless
     ``settings_hash`` picks the settings).
 
-    Triples whose DFT force on H exceeds ``max_h_force`` (eV/Å; None keeps all) are left out: appended to
-    ``left_out`` when a list is given, each with its ``h_force``."""
+    Triples whose DFT force on H exceeds ``max_h_force`` (eV/Å; None: ``MAX_H_FORCE``; inf keeps all) are
+    left out: appended to ``left_out`` when a list is given, each with its ``h_force``."""
     import ase.db
 
     from structures import keys as K
@@ -218,7 +218,7 @@ def dft_triples(
                     found[key] = triple
         for t in found.values():
             t = {k: v for k, v in t.items() if k != "_id"}
-            if max_h_force is not None and t["h_force"] > max_h_force:
+            if t["h_force"] > (MAX_H_FORCE if max_h_force is None else max_h_force):
                 if left_out is not None:
                     left_out.append(t)
                 continue

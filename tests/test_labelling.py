@@ -861,4 +861,4 @@ def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
     assert [t["name"] for t in left_out] == ["Co2@6Na+H@top_M1"]
     assert left_out[0]["h_force"] == pytest.approx(2.0 * MAX_H_FORCE)
     assert "Co2@6Na+H@top_M1 (10.0 eV/Å)" in left_out_note(left_out)
-    assert len(dft_triples(str(db_path), sh, max_h_force=None)) == 2
+    assert len(dft_triples(str(db_path), sh, max_h_force=float("inf"))) == 2
