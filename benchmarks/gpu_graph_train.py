@@ -149,7 +149,11 @@ def import_session(paths: list[str], command: str, note: str) -> None:
         "name": "gpu_graph_cuda",
         "command": command,
         "date": time.strftime("%Y-%m-%d", time.localtime(Path(paths[-1]).stat().st_mtime)),
-        "hardware": {"cpu": "16-core host", "threads": 16, "gpu": f"{parts[-1]['device']} (torch {parts[-1]['torch']})"},
+        "hardware": {
+            "cpu": "16-core host",
+            "threads": 16,
+            "gpu": f"{parts[-1]['device']} (torch {parts[-1]['torch']})",
+        },
         "parts": parts,
     }
     print(write_bench_payload(payload, table(payload) + (f"\n\n{note}" if note else ""), ROOT))
