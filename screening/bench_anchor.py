@@ -309,6 +309,13 @@ def run(args: argparse.Namespace) -> int:
             else:  # one training host: its residual, no σ term measurable
                 r[v], r[v + "_sigma"] = r["base"] + one_host_offset, r["base_sigma"]
     shift = anchors["offset"]["offset"] if "offset" in anchors else float("nan")
+    # ---- the same pair offsets on SevenNet-0's ΔE_H: what anchoring does for a base closer to DFT
+    if len(fit_hosts) >= 2 and test_rows and all("sevenn" in r for r in test_rows + fit_rows):
+        s_rows = [{**r, "base": r["sevenn"]} for r in fit_rows]
+        anchors["sevenn-pair"] = fit_anchor(s_rows, args.kappa, args.prior_sigma, args.prior_weight)
+        for r in test_rows + fit_rows:
+            off, sig = offset_for(anchors["sevenn-pair"], r["host"])
+            r["sevenn-pair"], r["sevenn-pair_sigma"] = r["sevenn"] + off, sig
 
     # ---- leave-one-host-out σ of the fitted variants
     loho: dict[str, list[float]] = {v: a["loho_residuals"] for v, a in anchors.items()}
@@ -338,8 +345,10 @@ def run(args: argparse.Namespace) -> int:
             r[v + "_sigma"] = (
                 anchored_sigma(r["base_sigma"], loho_sigma[v]) if v in loho_sigma else r.get(v + "_sigma")
             )
-    shown = [v for v in VARIANTS if v in variants] + (
-        ["sevenn"] if any("sevenn" in r for r in test_rows) else []
+    shown = (
+        [v for v in VARIANTS if v in variants]
+        + (["sevenn"] if any("sevenn" in r for r in test_rows) else [])
+        + (["sevenn-pair"] if "sevenn-pair" in anchors else [])
     )
     summary = {v: _stats(test_rows, v) for v in shown}
     train_summary = {v: _stats(fit_rows, v) for v in shown}
@@ -364,6 +373,7 @@ def run(args: argparse.Namespace) -> int:
         "replay": "P",
         "scratch": "v",
         "sevenn": "x",
+        "sevenn-pair": "*",
     }
     for v in shown:
         y = np.array([r.get(v, np.nan) for r in test_rows])
@@ -460,6 +470,12 @@ def run(args: argparse.Namespace) -> int:
             )
             + f", leave-one-host-out σ {a['sigma_add']:.3f} eV ({a['sigma_add_covered']:.3f} eV for labelled pairs).\n"
             for v, a in anchors.items()
+        )
+        + (
+            "`sevenn-pair` is SevenNet-0's ΔE_H with pair offsets fitted the same way on the same training hosts "
+            "(its σ is the anchoring σ alone: SevenNet-0 has none).\n"
+            if "sevenn-pair" in anchors
+            else ""
         )
         + "\n"
         + head

@@ -432,3 +432,19 @@ def test_dft_al_bench_command(world, tmp_path, monkeypatch, capsys):
                      (["--test-fraction", "1"], "--test-fraction 1"), (["--budget", "9"], "--budget 9")):  # fmt: skip
         assert main([*argv, *bad]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_anchor_bench_anchors_the_reference_model_too(world, tmp_path, monkeypatch):
+    """`sevenn-pair`: pair offsets fitted to the reference model's ΔE_H. With EMT standing in for both DFT
+    and the reference model, every residual is 0, so the anchored reference equals DFT exactly."""
+    import screening.bench_model
+
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(screening.bench_model, "sevenn_calculator", lambda: EMT())
+    argv = ["bench", "anchor", "--model", post, "--dft-db", db, "--samples", "4", "--heldout", "Cu2@5Na"]
+    assert main([*argv, "--variants", "base,pair", "--out", str(tmp_path / "run")]) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    assert res["test"] and all(r["sevenn-pair"] == pytest.approx(r["dft_de"], abs=1e-9) for r in res["test"])
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| sevenn-pair | " in md and "`sevenn-pair` is SevenNet-0's ΔE_H" in md
