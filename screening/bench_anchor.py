@@ -24,6 +24,7 @@ Writes ``benchmarks/results/anchor.json``, a BENCHMARKS.md section and a parity 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "names (# comments), e.g. benchmarks/heldout_hosts.txt",
     )
     parser.add_argument("--out", default="runs/anchor", help="work folder (models, SevenNet-0 cache)")
+    parser.add_argument(
+        "--section", default="anchor", help="BENCHMARKS.md section and results JSON name (default anchor)"
+    )
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)} (default all)"
     )
@@ -197,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
     check_dft_source(args)
     check_prior_arguments(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.section):
+        raise InputError(f"--section {args.section!r} is not allowed; allowed: letters, digits, '_' and '-'")
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise InputError(f"--variants: unknown {bad[0]!r}; allowed: {', '.join(VARIANTS)}")
@@ -389,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig_path = Path("benchmarks/figures/anchor_parity.png")
+    fig_path = Path(f"benchmarks/figures/{args.section}_parity.png")
     fig_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_path, dpi=120)
     plt.close(fig)
@@ -490,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
         )
         + "\nOn the training triples (fit quality, not a test):\n\n"
         + summary_table(train_summary)
-        + "\n![anchor parity](benchmarks/figures/anchor_parity.png)\n"
+        + f"\n![anchor parity](benchmarks/figures/{args.section}_parity.png)\n"
     )
     result = {
         "settings_hash": sh,
@@ -512,6 +518,8 @@ def run(args: argparse.Namespace) -> int:
         "train": fit_rows,
         "pretrain_force_mae": forgetting,
     }
-    write_bench_result("anchor", result, cmd, table)
+    if args.section != "anchor":
+        cmd += f" --section {args.section}"
+    write_bench_result(args.section, result, cmd, table)
     print(summary_table(summary))
     return 0

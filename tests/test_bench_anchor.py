@@ -160,6 +160,8 @@ def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     tmp, post, db = world
     monkeypatch.chdir(tmp_path)
     base = ["bench", "anchor", "--model", post, "--dft-db", db, "--no-sevenn"]
+    assert main([*base, "--heldout", "Cu2@5Na", "--section", "../x"]) == 2
+    assert "--section '../x' is not allowed" in capsys.readouterr().err
     assert main([*base, "--heldout", "Cu2@5Na", "--variants", "base,magic"]) == 2
     assert "'magic'" in capsys.readouterr().err
     assert main([*base, "--heldout", "Cu5Na"]) == 2
@@ -443,8 +445,12 @@ def test_anchor_bench_anchors_the_reference_model_too(world, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(screening.bench_model, "sevenn_calculator", lambda: EMT())
     argv = ["bench", "anchor", "--model", post, "--dft-db", db, "--samples", "4", "--heldout", "Cu2@5Na"]
-    assert main([*argv, "--variants", "base,pair", "--out", str(tmp_path / "run")]) == 0
-    res = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    assert (
+        main([*argv, "--variants", "base,pair", "--out", str(tmp_path / "run"), "--section", "anchor_x"]) == 0
+    )
+    res = json.loads((tmp_path / "benchmarks" / "results" / "anchor_x.json").read_text())
+    assert (tmp_path / "benchmarks" / "figures" / "anchor_x_parity.png").exists()
     assert res["test"] and all(r["sevenn-pair"] == pytest.approx(r["dft_de"], abs=1e-9) for r in res["test"])
     md = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "| sevenn-pair | " in md and "`sevenn-pair` is SevenNet-0's ΔE_H" in md
+    assert "| sevenn-pair | " in md and "`sevenn-pair` is SevenNet-0's ΔE_H" in md and "## anchor_x" in md
+    assert "--section anchor_x" in md
