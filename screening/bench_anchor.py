@@ -95,6 +95,11 @@ def _host_of(atoms) -> str:
     return str(atoms.info.get(K.HOST) or "")
 
 
+def _cache_key(triple: dict) -> str:
+    """SevenNet-0 cache key: name, settings and geometry (a builder and a validate triple share a name)."""
+    return f"{triple['name']}/{triple['settings_hash']}/{triple.get('geometry', '')}"
+
+
 def _stats(rows: list[dict], key: str, correction: float = 0.24, window: float = 0.2) -> dict[str, Any]:
     """Errors of ``key`` against ``dft_de`` (eV) and, for the top-list target, how many of the structures
     that DFT puts inside the HER window (|ΔGH*| = |ΔE_H + correction| ≤ window) the model keeps on its list
@@ -213,7 +218,14 @@ def run(args: argparse.Namespace) -> int:
     train_hosts = sorted({h for h in map(_host_of, train_frames) if "@" in h})
     left_out: list[dict] = []
     triples = dft_triples(args.dft_db, sh, left_out=left_out)
-    test = [t for t in triples if t.get("host") in heldout]
+    # one held-out triple per host: the model-relaxed (validate) geometry where one exists, so a host with a
+    # settings-check triple on the builder's geometry as well is not counted twice
+    validated = {t["host"] for t in triples if t.get("geometry") == "validate"}
+    test = [
+        t
+        for t in triples
+        if t.get("host") in heldout and (t.get("geometry") == "validate" or t.get("host") not in validated)
+    ]
     fit_triples = [t for t in triples if t.get("host") not in heldout]
     n_struct = sum(len(a) > 2 for a in train_frames)
     if not test:
@@ -279,16 +291,17 @@ def run(args: argparse.Namespace) -> int:
 
     cache_path = out / "sevenn_de.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    missing = any(f"{t['name']}/{t['settings_hash']}" not in cache for t in triples)
+    missing = any(_cache_key(t) not in cache for t in triples)
     sevenn = sevenn_calculator() if missing and not args.no_sevenn else None
 
     def evaluate_triples(ts: list[dict]) -> list[dict]:
         rows = []
         for t in ts:
-            row: dict[str, Any] = {"name": t["name"], "host": t["host"], "dft_de": t["dft_de"]}
+            label = t["name"] + (" [builder]" if t.get("geometry") == "builder" else "")
+            row: dict[str, Any] = {"name": label, "host": t["host"], "dft_de": t["dft_de"]}
             for name, post in posts.items():
                 row[name], row[name + "_sigma"] = triple_de(post, t["atoms"], args.samples, anchored=False)
-            key = f"{t['name']}/{t['settings_hash']}"
+            key = _cache_key(t)
             if key not in cache and sevenn is not None:
                 cache[key] = calc_triple_de(sevenn, t["atoms"])
             if key in cache:

@@ -454,3 +454,33 @@ def test_anchor_bench_anchors_the_reference_model_too(world, tmp_path, monkeypat
     md = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| sevenn-pair | " in md and "`sevenn-pair` is SevenNet-0's ΔE_H" in md and "## anchor_x" in md
     assert "--section anchor_x" in md
+
+
+def test_anchor_bench_counts_each_heldout_host_once(world, tmp_path, monkeypatch):
+    """A held-out host with a builder-geometry triple (a settings check) besides its validate triple is
+    tested once, on the validate (model-relaxed) geometry."""
+    import shutil
+
+    import ase.db
+
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    copy = tmp_path / "labels.db"
+    shutil.copy(db, copy)
+    gp, s = L.get_engine("gpaw"), L.PRESETS["pw500"]
+    con = ase.db.connect(str(copy))
+    for a in _emt([q for q in _queue() if q.info.get("host") == "Cu2@5Na" or q.info.get("name") == "H2"]):
+        b = a.copy()
+        b.positions[-1] += (0.0, 0.0, 0.01)  # another geometry: another label key
+        b.info.update(frame="base")
+        res = {"converged": True, "status": "ok", "energy": a.get_potential_energy() + 0.5,
+               "forces": a.get_forces(), "wall_s": 600.0, "n_scf": 20}  # fmt: skip
+        L.write_label_row(con, b, L.label_key(b, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res)
+    from screening.bench_model import dft_triples
+
+    both = [t["geometry"] for t in dft_triples(str(copy)) if t["host"] == "Cu2@5Na"]
+    assert sorted(both) == ["builder", "validate"]
+    argv = ["bench", "anchor", "--model", post, "--dft-db", str(copy), "--no-sevenn", "--samples", "2"]
+    assert main([*argv, "--heldout", "Cu2@5Na", "--variants", "base", "--out", str(tmp_path / "run")]) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    assert [r["host"] for r in res["test"]] == ["Cu2@5Na"] and "[builder]" not in res["test"][0]["name"]
