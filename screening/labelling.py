@@ -184,6 +184,30 @@ class Engine:
     check: Callable[[Sequence[Any]], None] = lambda structures: None
     attempts: Callable[[LabelSettings], list[dict[str, Any]]] = lambda s: [{}]
     has_scf: bool = False
+    # SCF checkpoints (GPAW): ``converge(atoms, calc, path)`` runs the SCF and writes its state to ``path``
+    # every few iterations; ``restart(path, txt)`` is a calculator that continues from such a file
+    converge: Callable[..., None] | None = None
+    restart: Callable[[Path, str | None], Any] | None = None
+
+
+SCF_CHECKPOINT_EVERY = 5  # SCF iterations between two checkpoints of a long single point
+
+
+def _gpaw_converge(atoms, calc, path: Path | None, every: int | None = None) -> None:
+    """Iterate GPAW's SCF; every ``every`` iterations write the state (density and wave functions) to
+    ``path`` atomically, so a single point killed with its session continues where it stopped."""
+    every = SCF_CHECKPOINT_EVERY if every is None else every
+    for i, _ in enumerate(calc.iconverge(atoms), 1):
+        if path is not None and i % every == 0:
+            tmp = path.with_name(path.name + ".tmp")
+            calc.write(str(tmp), mode="all")
+            os.replace(tmp, path)
+
+
+def _gpaw_restart(path: Path, txt: str | None):
+    from gpaw import GPAW
+
+    return GPAW(str(path), txt=txt)
 
 
 def _gpaw_check(structures: Sequence[Any]) -> None:
@@ -355,7 +379,15 @@ def _calc_kwargs(s: LabelSettings) -> dict[str, Any]:
 
 ENGINES: dict[str, Engine] = {
     "gpaw": Engine(
-        "gpaw", _gpaw_make, _gpaw_version, _gpaw_physics, _gpaw_check, _gpaw_attempts, has_scf=True
+        "gpaw",
+        _gpaw_make,
+        _gpaw_version,
+        _gpaw_physics,
+        _gpaw_check,
+        _gpaw_attempts,
+        has_scf=True,
+        converge=_gpaw_converge,
+        restart=_gpaw_restart,
     ),
     "sevenn": Engine(
         "sevenn", _sevenn_make, lambda: _ase_version_of("sevenn"), lambda s: {"model": s.model}, _sevenn_check
@@ -435,6 +467,10 @@ def compute_label(
 
     Keys: converged, status ("ok" | "unconverged" | "error"), energy, forces, stress, magmom, magmoms,
     n_scf, attempts (list of dicts: attempt settings, converged, n_scf, wall_s, error), wall_s, error, kpts.
+
+    Engines with SCF checkpoints (GPAW) write ``<log_dir>/<key>.a<i>.gpw`` every few iterations; a run
+    killed mid-SCF continues from it next time (the attempt records ``restarted``; its ``n_scf`` and
+    ``wall_s`` then count the last run only, the earlier logs stay as ``.part<n>.txt``).
     """
     engine = get_engine(engine) if isinstance(engine, str) else engine
     t0 = time.perf_counter()
@@ -444,15 +480,32 @@ def compute_label(
         out["kpts"] = list(kpts_for(atoms, settings))
     for i, attempt in enumerate(engine.attempts(settings)):
         work = atoms.copy()
-        txt = None
+        txt = ckpt = None
         if log_dir is not None and engine.has_scf:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             txt = str(Path(log_dir) / f"{key or structure_hash(atoms)}.a{i}.txt")
+            if engine.converge is not None:
+                ckpt = Path(txt).with_suffix(".gpw")  # never committed: dft/.gitignore
         ta = time.perf_counter()
         rec: dict[str, Any] = {**attempt, "converged": False}
         try:
-            calc = engine.make(work, settings, attempt, txt)
+            calc = None
+            if ckpt is not None and ckpt.exists() and engine.restart is not None:
+                n = 1 + len(list(Path(txt).parent.glob(Path(txt).stem + ".part*.txt")))
+                if Path(txt).exists():  # keep the log of the interrupted run
+                    os.replace(txt, Path(txt).with_suffix(f".part{n}.txt"))
+                try:
+                    calc = engine.restart(ckpt, txt)
+                    work = calc.get_atoms()
+                    rec["restarted"] = n
+                except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: start afresh
+                    rec["restart_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                    calc, work = None, atoms.copy()
+            if calc is None:
+                calc = engine.make(work, settings, attempt, txt)
             work.calc = calc
+            if engine.converge is not None:
+                engine.converge(work, calc, ckpt)
             energy = float(work.get_potential_energy())
             forces = np.asarray(work.get_forces(), dtype=float)
             conv_flag = getattr(calc, "converged", True)
@@ -484,6 +537,8 @@ def compute_label(
             out.update(status="unconverged", error=rec["error"])
         rec["wall_s"] = time.perf_counter() - ta
         attempts.append(rec)
+        if ckpt is not None and ckpt.exists():
+            ckpt.unlink()  # the attempt ended (an interrupt re-raises above and keeps it for the restart)
         if out["converged"]:
             break
     out["attempts"] = attempts

@@ -862,3 +862,47 @@ def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
     assert left_out[0]["h_force"] == pytest.approx(2.0 * MAX_H_FORCE)
     assert "Co2@6Na+H@top_M1 (10.0 eV/Å)" in left_out_note(left_out)
     assert len(dft_triples(str(db_path), sh, max_h_force=float("inf"))) == 2
+
+
+def test_gpaw_single_point_killed_mid_scf_continues_from_its_checkpoint(tmp_path):
+    """A long single point killed with its session (here: an interrupt after the first checkpoint) continues
+    from its SCF checkpoint: same energy as an uninterrupted run, fewer SCF iterations the second time, the
+    checkpoint removed at the end and the interrupted log kept."""
+    pytest.importorskip("gpaw", reason="GPAW is not installed (optional extra: CC=g++ pip install gpaw)")
+    from dataclasses import replace
+
+    h2 = molecule("H2")
+    h2.center(vacuum=2.0)
+    h2.pbc = True
+    settings = L.LabelSettings(ecut=250.0, kpts=(1, 1, 1), maxiter=60)
+    fresh = L.compute_label(h2, "gpaw", settings, str(tmp_path / "fresh"), "k")
+    assert fresh["converged"] and not list((tmp_path / "fresh").glob("*.gpw"))
+
+    def converge_then_die(atoms, calc, path):
+        L._gpaw_converge(atoms, _Dying(calc), path, every=3)
+
+    class _Dying:  # the session ends one SCF iteration after the first checkpoint
+        def __init__(self, calc):
+            self.calc, self.written = calc, False
+
+        def iconverge(self, atoms):
+            for ctx in self.calc.iconverge(atoms):
+                if self.written:
+                    raise KeyboardInterrupt
+                yield ctx
+
+        def write(self, *args, **kwargs):
+            self.calc.write(*args, **kwargs)
+            self.written = True
+
+    logs = tmp_path / "logs"
+    dying = replace(L.get_engine("gpaw"), converge=converge_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        L.compute_label(h2, dying, settings, str(logs), "k")
+    assert (logs / "k.a0.gpw").exists()
+    again = L.compute_label(h2, "gpaw", settings, str(logs), "k")
+    assert again["converged"] and again["attempts"][0]["restarted"] == 1
+    assert again["energy"] == pytest.approx(fresh["energy"], abs=1e-4)
+    np.testing.assert_allclose(again["forces"], fresh["forces"], atol=1e-3)
+    assert again["n_scf"] < fresh["n_scf"]
+    assert not (logs / "k.a0.gpw").exists() and (logs / "k.a0.part1.txt").exists()
