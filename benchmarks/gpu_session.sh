@@ -10,13 +10,7 @@
 # acac/ (a copy of ../shared/data/botnet/acac, which does not travel).
 # Outputs in $OUT (the device tool brings them back): logs, best.pt / last.pt / history.json, screen_cuda.json.
 # The Laplace fit, ΔGH* recalibration and held-out tests then run on the CPU (build_default_model.sh).
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.gpu/out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-stamp() { echo "=== $1 at +$(($(date +%s) - t0)) s"; }
+source "$(dirname "$0")/gpu_common.sh"
 stamp check
 python3 benchmarks/gpu_check.py --device "${DEV:-cuda}" 2>&1 | grep -v "^ \+[0-9]\|^rank\|^database\|^$" | tee "$OUT/check.log"
 stamp data

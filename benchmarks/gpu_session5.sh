@@ -10,13 +10,7 @@
 # Part 1 found that capture fails (a host-to-device copy inside torch.linalg.matrix_exp on CUDA); part 2
 # (PART=2), after the covariance head switched to the branch-free expm_sym3, repeats step 1 at batch 32.
 # Outputs in $OUT: graph_train.json/.log, potential_mace_cuda.json, mace.log.
-set -u
-cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.gpu/out}
-mkdir -p "$OUT"
-t0=$(date +%s)
-stamp() { echo "=== $1 at +$(($(date +%s) - t0)) s"; }
+source "$(dirname "$0")/gpu_common.sh"
 stamp install
 pipi() { python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$@"; }
 pipi /tmp/site .gpu/whl/*.whl || exit 1

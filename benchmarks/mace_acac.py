@@ -103,10 +103,9 @@ def _section(device: str) -> str:
 
 def _race_rows(args) -> list[tuple[str, dict]]:
     """RACE results to show beside MACE: ``--race-json`` files (bench potential or gpu_graph_train JSON)."""
-    paths = args.race_json or [ROOT / "benchmarks" / "results" / _section(args.device).replace("_mace", "")]
+    default = ROOT / "benchmarks" / "results" / (_section(args.device).replace("_mace", "") + ".json")
     rows = []
-    for path in map(Path, paths):
-        path = path if path.suffix == ".json" else path.with_suffix(".json")
+    for path in map(Path, args.race_json or [default]):
         if not path.exists():
             continue
         race = json.loads(path.read_text())

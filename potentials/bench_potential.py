@@ -259,8 +259,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from potentials.model import resolve_device
-    from structures.common import device_section, write_bench_result
+    from structures.common import check_section_name, device_section, write_bench_result
 
+    if args.section is not None:
+        check_section_name(args.section)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     result: dict = {"preset": args.preset}

@@ -277,9 +277,8 @@ def _make_scheduler(optimizer, cfg: TrainConfig):
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
         )
-    return (
-        None  # "cosine" is set per epoch by _cosine_lr (it follows the time budget too), "none" is constant
-    )
+    # "cosine" is set per epoch by _cosine_lr (it follows the time budget too); "none" keeps the rate
+    return None
 
 
 def _cosine_lr(base_lr: float, cfg: TrainConfig, epochs_done: int, elapsed_s: float) -> float:

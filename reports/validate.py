@@ -145,13 +145,15 @@ def validate(
     settings = settings if settings is not None else L.get_preset(config.preset)
     cands: list[Candidate] = load_candidates(db_path, selected)
     if echo is not None and not config.relax and "flags" in selected:
+        from screening.bench_model import MAX_H_FORCE
+
         for _, r in selected.iterrows():
             moved = [f for f in ("h_migrated", "h_desorbed") if f in str(r["flags"]).split(",")]
             if moved:
                 echo(
                     f"warning: {r['host']} H@{r['best_site']} is flagged {moved[0]}: a single point at that "
                     "model geometry can sit far from any DFT minimum (the DFT benchmarks leave out a triple "
-                    "whose force on H exceeds 5 eV/Å); --relax runs a short engine relaxation first"
+                    f"whose force on H exceeds {MAX_H_FORCE:g} eV/Å); --relax runs a short engine relaxation first"
                 )
     states: list[State] = []
     for c in cands:

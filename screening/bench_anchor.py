@@ -24,7 +24,6 @@ Writes ``benchmarks/results/anchor.json``, a BENCHMARKS.md section and a parity 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
     from potentials.data import replay_frames
     from potentials.model import ModelConfig, preset
     from screening import labelling as L
-    from structures.common import InputError, atomic_write_text, read_host_list, write_bench_result
+    from structures.common import (
+        InputError,
+        atomic_write_text,
+        check_section_name,
+        read_host_list,
+        write_bench_result,
+    )
 
     from .anchoring import fit_anchor, offset_for, predictive_sigma
     from .bench_model import calc_triple_de, dft_triples, left_out_note, sevenn_calculator, triple_de
@@ -206,8 +211,7 @@ def run(args: argparse.Namespace) -> int:
     check_dft_source(args)
     check_prior_arguments(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.section):
-        raise InputError(f"--section {args.section!r} is not allowed; allowed: letters, digits, '_' and '-'")
+    check_section_name(args.section)
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise InputError(f"--variants: unknown {bad[0]!r}; allowed: {', '.join(VARIANTS)}")

@@ -124,18 +124,16 @@ def delta_e_h(
 
 
 def run(args: argparse.Namespace) -> int:
-    import re
     import shlex
     import sys
     from pathlib import Path
 
     from screening import labelling as L
-    from structures.common import InputError, write_bench_result
+    from structures.common import InputError, check_section_name, write_bench_result
     from structures.metals import resolve_metals
     from structures.motifs import resolve_motifs
 
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", args.section):
-        raise InputError(f"--section {args.section!r} is not allowed; allowed: letters, digits, '_' and '-'")
+    check_section_name(args.section)
     eng = L.get_engine("gpaw")
     base, tight = L.get_preset(args.base), L.get_preset(args.tight)
     sh_base, sh_tight = L.settings_hash(eng, base), L.settings_hash(eng, tight)

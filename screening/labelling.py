@@ -485,7 +485,7 @@ def compute_label(
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             txt = str(Path(log_dir) / f"{key or structure_hash(atoms)}.a{i}.txt")
             if engine.converge is not None:
-                ckpt = Path(txt).with_suffix(".gpw")  # never committed: dft/.gitignore
+                ckpt = Path(txt).with_suffix(".gpw")  # git-ignored (*.gpw)
         ta = time.perf_counter()
         rec: dict[str, Any] = {**attempt, "converged": False}
         try:

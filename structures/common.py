@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -89,6 +90,13 @@ def device_section(name: str, device: Any) -> str:
     screen_cuda), so GPU figures stand beside the CPU ones instead of replacing them."""
     kind = str(device).split(":")[0]
     return name if kind == "cpu" else f"{name}_{kind}"
+
+
+def check_section_name(name: str, option: str = "--section") -> str:
+    """A BENCHMARKS.md section / results file name: letters, digits, '_' and '-' (no path), else InputError."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        raise InputError(f"{option} {name!r} is not allowed; allowed: letters, digits, '_' and '-'")
+    return name
 
 
 def write_bench_result(

@@ -22,8 +22,6 @@ def sym_matrix_basis(dtype: torch.dtype | None = None) -> torch.Tensor:
     return basis.to(dtype or previous)
 
 
-#: Soft bounds (smooth, invariant) on the log-variance scale: without them the NLL phase of training can
-#: push exp() to overflow and the covariance to inf/NaN. exp(±10) spans 9 orders of magnitude.
 def expm_sym3(s: torch.Tensor, squarings: int = 6, order: int = 10) -> torch.Tensor:
     """exp(S) of symmetric 3x3 matrices (..., 3, 3) without data-dependent branches.
 
@@ -43,6 +41,8 @@ def expm_sym3(s: torch.Tensor, squarings: int = 6, order: int = 10) -> torch.Ten
     return torch.exp(a)[..., None, None] * out
 
 
+#: Soft bounds (smooth, invariant) on the log-variance scale: without them the NLL phase of training can
+#: push exp() to overflow and the covariance to inf/NaN. exp(±10) spans 9 orders of magnitude.
 LOGVAR_BOUND = 10.0
 COV_TRACE_BOUND = 6.0  # bound on the 0e coefficient of S
 COV_ANISO_BOUND = 4.0  # bound on the norm of the 2e coefficients of S
