@@ -160,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
         if args.frames == "builder"
         else "Model-relaxed geometries of `screen validate`"
     )
+    # the same preset on two cells (the cell-size check) is told apart by the cell
+    base_label, tight_label = args.base, args.tight
+    if args.base == args.tight:
+        base_label, tight_label = f"{args.base} {args.supercell}", f"{args.tight} {tight_cell}"
     conv_rows, lines = (
         [],
         [
@@ -169,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             f"tight `{args.tight}` (ecut {tight.ecut:.0f} eV, k-density {tight.kdens}, {tight_cell} cell); "
             f"keep the base when |Δ| ≤ {args.tolerance} eV. {geometry}, single points, GPAW PW PBE spin-polarised.",
             "",
-            f"| system | ΔE_H {args.base} (eV) | ΔE_H {args.tight} (eV) | Δ (eV) | verdict |",
+            f"| system | ΔE_H {base_label} (eV) | ΔE_H {tight_label} (eV) | Δ (eV) | verdict |",
             "|---|---|---|---|---|",
         ],
     )
