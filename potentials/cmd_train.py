@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="cpu",
         help="where the network trains: cpu, cuda, cuda:N or auto (default cpu; checkpoints resume anywhere)",
     )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="replay each training step from a captured CUDA graph (CUDA device; open molecules of one "
+        "size, e.g. an MD trajectory; several times faster for launch-bound models, docs/gpu.md)",
+    )
     add_method_arguments(parser)
 
 
@@ -216,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         loss = replace(loss, stress_weight=max(loss.stress_weight, 1.0))
     trainable = tuple(t.strip() for t in (args.trainable or "").split(",") if t.strip())
     train_config = replace(train_config, loss=loss, refit_e0s=args.refit_e0s, trainable=trainable)
+    if args.cuda_graphs and args.method != "point":
+        raise InputError(f"--cuda-graphs works with --method point only, not {args.method!r}")
     if args.method != "point":
         if args.init_from and args.method != "laplace":
             raise InputError(f"--init-from works with --method point or laplace only, not {args.method!r}")
@@ -235,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         e0s=e0s,
         init_from=args.init_from,
         device=device,
+        cuda_graphs=args.cuda_graphs,
     )
     from potentials.checkpoint import load_model
 

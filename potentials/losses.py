@@ -56,12 +56,19 @@ def gaussian_nll_3d(residual: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     c = cov.double()
     c = 0.5 * (c + c.transpose(-1, -2))
     chol, info = torch.linalg.cholesky_ex(c)
-    if bool((info > 0).any()):
-        eps = 1e-9 * c.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
-        chol = torch.linalg.cholesky(c + eps[:, None, None] * torch.eye(3, dtype=c.dtype, device=c.device))
+    eps = 1e-9 * c.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
+    eye = torch.eye(3, dtype=c.dtype, device=c.device)
+    if _capturing(c):  # no host sync inside a CUDA graph: the jitter goes where the factorisation failed
+        chol, _ = torch.linalg.cholesky_ex(c + torch.where(info > 0, eps, 0.0)[:, None, None] * eye)
+    elif bool((info > 0).any()):
+        chol = torch.linalg.cholesky(c + eps[:, None, None] * eye)
     z = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return (0.5 * ((z**2).sum(-1) + logdet + 3.0 * LOG_2PI)).to(residual.dtype)
+
+
+def _capturing(t: torch.Tensor) -> bool:
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
 def _structure_weights(batch: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -87,7 +94,8 @@ def _mean_energy_term(values: torch.Tensor, batch: dict[str, torch.Tensor]) -> t
     if ew is not None:
         w = w * ew.to(values.dtype)
     total = w.sum()
-    return (w * values).sum() / total if float(total) > 0 else (values * 0.0).sum()
+    # branch-free (a captured CUDA graph cannot read ``total``): with no energy weight the sum is 0 too
+    return (w * values).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
 def _beta_weight(variance: torch.Tensor, beta: float) -> torch.Tensor:
@@ -107,14 +115,19 @@ def active_kind(cfg: LossConfig, epoch: int | None) -> str:
 
 
 def compute_loss(
-    pred: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], cfg: LossConfig, epoch: int | None = None
+    pred: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    cfg: LossConfig,
+    epoch: int | None = None,
+    floats: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of ``pred`` against the labels in ``batch``; MSE while ``epoch < cfg.mse_warmup_epochs``.
 
     - mse:     w_E mean_g ((E - Ê)/N)^2 + w_F mean_i |F - F̂|^2 / 3 [+ w_S mean |σ - σ̂|^2]
     - nll_e:   w_E mean_g NLL(E; Ê, var_E) + w_F mean_i |F - F̂|^2 / 3
     - nll_jef: w_E mean_g NLL(E; Ê, var_E) + w_F mean_i NLL_3(F; F̂, Sigma_F)
-    Returns (loss, parts as floats). Energies are compared in float64, the loss is in the force dtype.
+    Returns (loss, parts as floats; as detached tensors with ``floats=False``, which reads nothing back
+    from the device, as a captured CUDA graph needs). Energies are compared in float64, the loss is in the force dtype.
     """
     kind = active_kind(cfg, epoch)
     dtype = pred[K.FORCES].dtype
@@ -139,4 +152,4 @@ def compute_loss(
     if stress is not None:
         parts["stress"] = stress
         loss = loss + cfg.stress_weight * stress
-    return loss, {k: float(v.detach()) for k, v in parts.items()}
+    return loss, {k: float(v.detach()) if floats else v.detach() for k, v in parts.items()}

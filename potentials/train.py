@@ -33,6 +33,7 @@ from potentials.data import (
     scaling_statistics,
     split_isolated,
 )
+from potentials.graph_step import portable_optimizer_state
 from potentials.losses import LossConfig, active_kind, compute_loss
 from potentials.model import DTYPES, ModelConfig, build_model
 from structures.common import InputError, atomic_write_text
@@ -378,6 +379,7 @@ def train(
     on_epoch_end: Callable[[int, torch.nn.Module], bool | None] | None = None,
     method: str = "point",
     device: str | torch.device | None = None,
+    cuda_graphs: bool = False,
 ) -> Path:
     """Train a RACE potential and return the path of its best checkpoint (``out_dir/best.pt``).
 
@@ -387,7 +389,9 @@ def train(
     ``sampled_params`` such as IVON is stepped inside that context). ``on_epoch_end(epoch, model)``
     runs after each epoch with the raw (non-EMA) model; returning True stops training. ``device``: where
     the model trains (default cpu; checkpoints are always written on the CPU, so a run started on a GPU
-    resumes anywhere).
+    resumes anywhere). ``cuda_graphs``: replay each training step from a captured CUDA graph
+    (:mod:`potentials.graph_step`; needs a CUDA device and open molecules of one size); the validation,
+    the checkpoints and the result are those of an eager run, so a run may resume in either mode.
     """
     cfg = train_config
     out_dir = Path(out_dir)
@@ -424,6 +428,16 @@ def train(
             raise InputError("refit_e0s re-references a pre-trained model: it needs init_from")
         model_config = refit_e0s(model, model_config, train_atoms + isolated, train_graphs)
     freeze_parameters(model, cfg.trainable)
+    if cuda_graphs:
+        from .graph_step import static_graphs
+
+        if device.type != "cuda":
+            raise InputError(f"--cuda-graphs needs a CUDA device, got {device}")
+        if optimizer_factory is not None:
+            raise InputError(
+                "--cuda-graphs trains with the default AdamW only (not IVON or another optimizer)"
+            )
+        train_graphs = static_graphs(train_graphs)
 
     optimizer = optimizer_factory(model) if optimizer_factory else default_optimizer(model, cfg)
     scheduler = _make_scheduler(optimizer, cfg)
@@ -449,6 +463,11 @@ def train(
             scheduler.load_state_dict(saved["scheduler"])
         ema.shadow = {k: v.to(device) for k, v in saved["ema"].items()}
         state = json.loads(saved["state"])
+    if cuda_graphs:
+        from .graph_step import make_capturable
+
+        make_capturable(optimizer, device)
+    stepper = None  # the captured step of the current loss phase
     atomic_write_text(out_dir / "config.json", json.dumps(json.loads(settings), indent=2) + "\n")
 
     bar = None
@@ -469,24 +488,36 @@ def train(
             len(train_graphs), generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         )
         model.train()
-        train_loss, n_seen = 0.0, 0
+        train_loss, n_seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for chunk in _batches(train_graphs, cfg.batch_size, order.tolist()):
             batch = collate_graphs(chunk, dtype=dtype, device=device)
-            sampled = getattr(optimizer, "sampled_params", None)
-            with sampled(train=True) if sampled is not None else nullcontext():
-                optimizer.zero_grad(set_to_none=True)
-                out = model(batch, compute_stress=_wants_stress(batch, cfg.loss))
-                loss, parts = compute_loss(out, batch, cfg.loss, epoch)
-                loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if cfg.ema_decay > 0:
-                ema.update(model)
-            train_loss += float(loss.detach()) * len(chunk)
+            if cuda_graphs and len(chunk) == cfg.batch_size:
+                if stepper is None or active_kind(cfg.loss, stepper.epoch) != phase:
+                    from .graph_step import CapturedStep
+
+                    del stepper
+                    stepper = CapturedStep(model, optimizer, ema, cfg.loss, epoch, cfg.grad_clip, batch)
+                stepper.load(batch)
+                loss = stepper.replay()
+            else:  # eager (and the short last batch of a captured run)
+                sampled = getattr(optimizer, "sampled_params", None)
+                with sampled(train=True) if sampled is not None else nullcontext():
+                    optimizer.zero_grad(set_to_none=not cuda_graphs)
+                    out = model(batch, compute_stress=_wants_stress(batch, cfg.loss))
+                    loss, _ = compute_loss(out, batch, cfg.loss, epoch, floats=False)
+                    loss.backward()
+                    loss = loss.detach()  # drop the autograd graph before a capture may follow
+                    del out
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                if cfg.ema_decay > 0:
+                    ema.update(model)
+            train_loss += loss.detach().double() * len(chunk)
             n_seen += len(chunk)
-            if bar is not None:
+            if bar is not None and not cuda_graphs:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}", refresh=False)
+        train_loss = float(train_loss)
         with ema.applied(model):
             metrics = evaluate(
                 model, valid_atoms, cfg.valid_batch_size, valid_graphs, loss_config=cfg.loss, epoch=epoch
@@ -496,14 +527,19 @@ def train(
             scheduler.step(valid_loss)
         elif cfg.scheduler == "cosine":
             for group in optimizer.param_groups:  # "initial_lr" travels in the optimizer state on resume
-                base_lr = group.setdefault("initial_lr", group["lr"])
-                group["lr"] = _cosine_lr(base_lr, cfg, epoch + 1, time.perf_counter() - t_start)
+                base_lr = float(group.setdefault("initial_lr", float(group["lr"])))
+                lr = _cosine_lr(base_lr, cfg, epoch + 1, time.perf_counter() - t_start)
+                if torch.is_tensor(group["lr"]):  # a captured AdamW reads this tensor
+                    group["lr"].fill_(lr)
+                else:
+                    group["lr"] = lr
         record = {
             "epoch": epoch,
             "phase": phase,
             "train_loss": train_loss / max(n_seen, 1),
             "valid_loss": valid_loss,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "elapsed_s": time.perf_counter() - t_start,  # wall time since the run began (resumes included)
             **{k: v for k, v in metrics.items() if k != "n_structures"},
         }
         state["history"].append(record)
@@ -525,8 +561,8 @@ def train(
         train_state = {
             "settings": settings,
             "raw_state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": _to_cpu(optimizer.state_dict()),
-            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "optimizer": portable_optimizer_state(_to_cpu(optimizer.state_dict())),
+            "scheduler": _to_cpu(scheduler.state_dict()) if scheduler is not None else {},
             "ema": {k: v.detach().cpu().clone() for k, v in ema.shadow.items()},
             "state": json.dumps(state),
         }
