@@ -149,6 +149,11 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
         out["DFT validation"] = (
             f"n = {stats['n']}, MAE {stats['mae']:.3f} eV, RMSE {stats['rmse']:.3f} eV, "
             f"inside 1σ {stats['within_1sigma']:.0%}, inside 2σ {stats['within_2sigma']:.0%}"
+            + (
+                f" (hosts the DFT anchoring was not fitted to; {stats['n_anchor_fit']} more fitted it)"
+                if stats.get("n_anchor_fit")
+                else ""
+            )
         )
     return out
 

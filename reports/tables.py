@@ -146,12 +146,38 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
         mh, sh = runs.index[0]
         df = df[(df["model_hash"] == mh) & (df["settings_hash"] == sh)].reset_index(drop=True)
     df.attrs["runs"] = [{"model_hash": m, "settings_hash": s, "rows": int(n)} for (m, s), n in runs.items()]
+    df["anchor_fit"] = df["host"].isin(anchor_hosts(db_path, str(df["model_hash"].iloc[0])))
     dft = read_dft_columns(db_path, df["id"].tolist())
     for c in DFT_COLUMNS:
         df[c] = [dft.get(int(i), {}).get(c) for i in df["id"]]
     for c in ("dft_dg", "dft_de", "dft_wall_s"):
         df[c] = np.asarray([np.nan if v is None else float(v) for v in df[c]], dtype=float)
     return df
+
+
+def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
+    """Hosts whose DFT labels fitted the DFT anchoring (``screen anchor``) of the model that wrote the run
+    ``model_hash``, read from the checkpoint its run record names; empty when the model has no anchoring or
+    its file is gone. Their DFT values are no test of the anchored ΔGH*."""
+    import ase.db
+
+    from potentials import checkpoint
+
+    db = ase.db.connect(str(db_path), type="db")
+    for row in db.select(kind="run", model_hash=model_hash, include_data=False):
+        path = Path(str(row.get("model_path", "")))
+        if not path.is_file():
+            continue
+        try:
+            recal = checkpoint.load(path).get("extra", {}).get("recalibration") or {}
+        except Exception:  # noqa: BLE001 - an unreadable model only costs the marking
+            continue
+        if checkpoint.model_hash(path)[:16] != model_hash.removeprefix("m"):
+            continue  # the file was replaced since the run: its anchoring is another's
+        anchor = recal.get("anchor") if isinstance(recal, dict) else None
+        if isinstance(anchor, dict):
+            return {str(h) for h in anchor.get("hosts", ())}
+    return set()
 
 
 def read_dft_columns(db_path: str | os.PathLike, ids: Sequence[int]) -> dict[int, dict[str, Any]]:

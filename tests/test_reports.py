@@ -331,3 +331,42 @@ def test_bad_input_is_one_line(tmp_path, capsys, results_db):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "error:" in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "r").exists() and not (tmp_path / "e").exists()
+
+
+def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
+    """A run whose model carries a DFT anchoring (screen anchor): its anchoring hosts are marked in the
+    table, drawn apart in the parity plot and left out of the validation statistics; a model file replaced
+    since the run marks nothing."""
+    import ase.db
+    import torch
+
+    from potentials import checkpoint
+    from potentials.model import build_model, preset
+    from reports.figures import parity, validation_stats
+    from reports.tables import ReportConfig, anchor_hosts, load_table
+
+    cfg = preset("tiny", elements=("H", "C", "N", "Cu", "Ni"), avg_num_neighbors=6.0, e0s=(0.0,) * 5)
+    torch.manual_seed(0)
+    model_path = tmp_path / "anchored.pt"
+    anchor = {"offset": 0.5, "sigma_add": 0.3, "hosts": ["Cu2@3Nb", "Ni2@6Na"]}
+    digest = checkpoint.save(model_path, build_model(cfg), cfg, extra={"recalibration": {"anchor": anchor}})
+    db_path = make_results_db(tmp_path / "results.db", metals=("Cu", "Ni"), motifs=("3Nb", "6Na"), hetero=())
+    mh = "m" + digest[:16]
+    db = ase.db.connect(str(db_path), type="db")
+    for row in list(db.select()):  # the fixture's run as if this model had written it
+        if row.get("model_hash") == "mtest":
+            db.update(row.id, model_hash=mh)
+    db.update(next(db.select(kind="run")).id, model_path=str(model_path))
+    assert anchor_hosts(db_path, mh) == {"Cu2@3Nb", "Ni2@6Na"}
+
+    df = load_table(db_path)
+    assert sorted(df.loc[df["anchor_fit"], "host"]) == ["Cu2@3Nb", "Ni2@6Na"]
+    df["dft_dg"] = df["dg"] + np.where(df["anchor_fit"], 0.0, 0.2)  # held-out hosts 0.2 eV off
+    st = validation_stats(df)
+    assert st["n"] == 2 and st["n_anchor_fit"] == 2 and st["mae"] == pytest.approx(0.2)
+    files = parity(df, tmp_path / "fig", ReportConfig())
+    assert files["png"].stat().st_size > 0
+
+    torch.manual_seed(1)  # other weights, same anchoring, under the same path: the run's model is gone
+    checkpoint.save(model_path, build_model(cfg), cfg, extra={"recalibration": {"anchor": anchor}})
+    assert anchor_hosts(db_path, mh) == set()
