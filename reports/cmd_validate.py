@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--settings-hash", default=None, help="use this settings hash (default: the largest run)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="compute nothing: attach the labels --labels already holds for these exact geometries (e.g. a "
+        "screen repeated with an anchored copy of the same network); rows without them stay unvalidated",
+    )
     add_settings_arguments(parser)
 
 
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         fmax=args.fmax,
         steps=args.steps,
         workers=args.workers,
+        reuse_only=args.reuse_only,
     )
     table = rank(load_table(args.db, args.model_hash, args.settings_hash))
     exclude = list(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else []
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         echo=lambda m: print(m, flush=True),
     )
-    failed = 0
+    failed = missing = 0
     for r in results:
         if math.isfinite(r.dft_dg):
             print(
@@ -119,8 +126,14 @@ def run(args: argparse.Namespace) -> int:
                 f"error {r.dg_model - r.dft_dg:+.3f} eV ({abs(r.dg_model - r.dft_dg) / r.dg_std:.1f}σ), "
                 f"{r.wall_s:.0f} s"
             )
+        elif args.reuse_only and r.status == "error":
+            missing += 1
+            print(f"{r.host} ({r.site}): not validated, no label in the store ({r.error})")
         else:
             failed += 1
             print(f"{r.host} ({r.site}): {r.status}: {r.error}")
-    print(f"{len(results) - failed}/{len(results)} validated; dft_dg written to {args.db}")
+    print(
+        f"{len(results) - failed - missing}/{len(results)} validated; dft_dg written to {args.db}"
+        + (f" ({missing} without labels left as they were)" if missing else "")
+    )
     return 1 if failed else 0

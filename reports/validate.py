@@ -35,7 +35,9 @@ from .export import Candidate, State, load_candidates
 @dataclass(frozen=True)
 class ValidateConfig:
     """engine: labelling engine name. preset: name recorded in ``dft_settings``. relax: short engine
-    relaxation before the single point; fmax (eV/Å) and steps bound it. workers: processes for the labels."""
+    relaxation before the single point; fmax (eV/Å) and steps bound it. workers: processes for the labels.
+    reuse_only: compute nothing; attach the labels the label store already holds for these geometries (a
+    screen repeated with the same network, e.g. after ``screen anchor``), and leave the other rows as they are."""
 
     engine: str = "gpaw"
     preset: str = "pw500"
@@ -43,6 +45,7 @@ class ValidateConfig:
     fmax: float = 0.05
     steps: int = 30
     workers: int = 1
+    reuse_only: bool = False
 
 
 @dataclass
@@ -166,6 +169,8 @@ def validate(
     tag = "dft_relaxed" if config.relax else "dft_validation"
     structures: dict[str, Any] = {}
     relax_info: dict[str, dict[str, Any]] = {}
+    if config.reuse_only and config.relax:
+        raise InputError("--reuse-only attaches finished labels; it cannot --relax")
     for s in states:
         a = s.atoms.copy()
         a.calc = None
@@ -185,6 +190,7 @@ def validate(
         workers=config.workers,
         progress=progress,
         log_dir=log_dir,
+        max_labels=0 if config.reuse_only else None,
     )
     key_of = dict(zip(order, rep.keys))
     got = _label_energies(labels_db, rep.keys)
@@ -224,7 +230,8 @@ def validate(
             )
             res.error = "; ".join(bad)
         results.append(res)
-    write_back(db_path, results, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
+    done = [r for r in results if not (config.reuse_only and r.status == "error")]  # missing: left as is
+    write_back(db_path, done, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
     return results
 
 

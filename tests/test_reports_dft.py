@@ -215,6 +215,28 @@ def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_p
     capsys.readouterr()
 
 
+def test_validate_reuse_only_attaches_existing_labels_and_computes_none(tmp_path, capsys):
+    """A second store with the same geometries (a screen repeated with an anchored copy of the network):
+    --reuse-only attaches the labels of the first one's hosts and leaves the others unvalidated."""
+    import ase.db
+
+    from reports.tables import load_table, rank
+
+    first = make_results_db(tmp_path / "a.db", metals=("Cu", "Pd"), motifs=("0Na",), hetero=())
+    second = make_results_db(tmp_path / "b.db", metals=("Cu", "Pd"), motifs=("0Na",), hetero=())
+    labels = tmp_path / "labels.db"
+    base = ["validate", "--engine", "emt", "--labels", str(labels), "--no-progress"]
+    assert main([*base, "--db", str(first), "--select", "id:Cu2@0Na"]) == 0
+    n_labels = ase.db.connect(str(labels)).count()
+    assert main([*base, "--db", str(second), "--select", "id:Cu2@0Na,Pd2@0Na", "--reuse-only"]) == 0
+    assert ase.db.connect(str(labels)).count() == n_labels  # nothing computed
+    a, b = (rank(load_table(p)).set_index("host") for p in (first, second))
+    assert b.loc["Cu2@0Na", "dft_dg"] == pytest.approx(a.loc["Cu2@0Na", "dft_dg"], abs=1e-12)
+    assert np.isnan(b.loc["Pd2@0Na", "dft_dg"]) and np.isnan(b.loc["Pd2@0Na", "dft_status"] or np.nan)
+    assert "Pd2@0Na" in capsys.readouterr().out  # named as not validated
+    assert main([*base, "--db", str(second), "--select", "id:Cu2@0Na", "--reuse-only", "--relax"]) == 2
+
+
 def test_validate_relax_lowers_the_energy(results_db, tmp_path):
     import ase.db
 
