@@ -189,6 +189,7 @@ def test_stats_errors_coverage_and_top_list_by_hand():
     assert s["n"] == 3 and s["mae"] == pytest.approx(1.3 / 3) and s["mean"] == pytest.approx(-1.3 / 3)
     assert s["max"] == pytest.approx(0.7) and s["cov2"] == pytest.approx(1 / 3)
     assert (s["dft_active"], s["recovered"]) == (2, 1)
+    assert s["list_fraction"] == pytest.approx(1 / 3)  # only the kept one; the third is 0.5 eV out
     no_sigma = _stats([{k: v for k, v in r.items() if k != "m_sigma"} for r in rows], "m")
     assert "cov2" not in no_sigma and no_sigma["recovered"] == 0
 
