@@ -152,3 +152,20 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]
 def model_hash(path: str | os.PathLike) -> str:
     """The content hash stored in (and verified against) a checkpoint; identifies a model in result stores."""
     return load(path)["hash"]
+
+
+# what `screen anchor` writes into a posterior's recalibration: offsets and σ of ΔGH*, nothing the network or
+# its relaxations see
+ANCHOR_KEYS = ("anchor", "dg_offset", "dg_sigma_add")
+
+
+def network_hash(payload: dict[str, Any]) -> str:
+    """The content hash of a checkpoint payload without its DFT anchoring (:data:`ANCHOR_KEYS` of
+    ``extra["recalibration"]``): equal for a posterior and its anchored copies, so a screen can reuse the
+    relaxations of the unanchored model. Equal to ``payload["hash"]`` when there is no anchoring."""
+    recal = (payload.get("extra") or {}).get("recalibration")
+    if not isinstance(recal, dict) or not any(k in recal for k in ANCHOR_KEYS):
+        return payload["hash"]
+    extra = dict(payload["extra"])
+    extra["recalibration"] = {k: v for k, v in recal.items() if k not in ANCHOR_KEYS}
+    return content_hash({**payload, "extra": extra})

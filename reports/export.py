@@ -110,7 +110,7 @@ def load_candidates(db_path: str | os.PathLike, selected) -> list[Candidate]:
     out: list[Candidate] = []
     h2_cache: dict[tuple[str, str], State] = {}
     for _, r in selected.iterrows():
-        mh, rh = str(r["model_hash"]), str(r["relax_hash"])
+        mh, rh = str(r.get("structure_model_hash") or r["model_hash"]), str(r["relax_hash"])
         rows = load_structures(db_path, state="relaxed", host=str(r["host"]), model_hash=mh, relax_hash=rh)
         if rows.empty:
             raise InputError(

@@ -208,7 +208,7 @@ def run(args: argparse.Namespace, handle: Any = None) -> int:
     hosts = [f"{m}2@{x}" for m, x in pairs]
     res = load_results(db, model_hash=model_hash, settings_hash=settings_hash)
     res = res[res.host.isin(hosts)].set_index("host")
-    structs = load_structures(db, model_hash=model_hash)
+    structs = load_structures(db, model_hash=handle.structure_hash)
     structs = structs[structs.host.isin(hosts)]
 
     # ---- 2. the reference relaxations, cached

@@ -98,6 +98,13 @@ class ModelHandle:
     posterior: Any
     model_hash: str
     path: str = ""
+    net_hash: str = ""  # the network's hash without DFT anchoring (checkpoint.network_hash); "" = model_hash
+
+    @property
+    def structure_hash(self) -> str:
+        """The hash that keys relaxed structures and references: a model and its anchored copies (`screen
+        anchor` changes ΔGH* offsets and σ only) share their relaxations; ΔG rows keep ``model_hash``."""
+        return self.net_hash or self.model_hash
 
 
 @dataclass
@@ -151,7 +158,8 @@ def load_model(path: str | os.PathLike | None) -> ModelHandle:
     from potentials import checkpoint
 
     try:
-        digest = checkpoint.model_hash(p)
+        payload = checkpoint.load(p)
+        digest, net = payload["hash"], checkpoint.network_hash(payload)
         loader = functools.partial(load_checkpoint_posterior, str(p))
         posterior = loader()
     except InputError as exc:
@@ -160,7 +168,9 @@ def load_model(path: str | os.PathLike | None) -> ModelHandle:
         raise InputError(
             f"cannot use model '{p}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
-    return ModelHandle(loader=loader, posterior=posterior, model_hash="m" + digest[:16], path=str(p))
+    return ModelHandle(
+        loader=loader, posterior=posterior, model_hash="m" + digest[:16], path=str(p), net_hash="m" + net[:16]
+    )
 
 
 def handle_from_loader(loader: Callable[[], Any]) -> ModelHandle:
@@ -219,7 +229,7 @@ def check_model_covers(posterior: Any, groups: list[HostGroup]) -> None:
 # ---- stages ----------------------------------------------------------------------------------
 def _uid(atoms: Atoms, handle: ModelHandle, config: ScreenConfig) -> str:
     return structure_uid(
-        atoms.info[SK.NAME], atoms.info.get(SK.SUPERCELL, ""), handle.model_hash, config.relax_hash
+        atoms.info[SK.NAME], atoms.info.get(SK.SUPERCELL, ""), handle.structure_hash, config.relax_hash
     )
 
 
@@ -240,7 +250,7 @@ def _reference_structures(groups: list[HostGroup], config: ScreenConfig) -> tupl
 
 
 def _ref_uid(name: str, handle: ModelHandle, config: ScreenConfig) -> str:
-    return structure_uid(name, "", handle.model_hash, config.relax_hash, kind="reference")
+    return structure_uid(name, "", handle.structure_hash, config.relax_hash, kind="reference")
 
 
 def compute_references(
@@ -248,21 +258,21 @@ def compute_references(
 ) -> int:
     """Relax / scan the references that the store lacks; returns how many were computed."""
     to_relax, bulks = _reference_structures(groups, config)
-    done = store.uids(kind="reference", model_hash=handle.model_hash, relax_hash=config.relax_hash)
+    done = store.uids(kind="reference", model_hash=handle.structure_hash, relax_hash=config.relax_hash)
     to_relax = [a for a in to_relax if _ref_uid(a.info[SK.NAME], handle, config) not in done]
     bulks = [a for a in bulks if _ref_uid(a.info[SK.NAME], handle, config) not in done]
     post = handle.posterior
     n = 0
     for r in relax_many(to_relax, post.mean_forward, config=config.relax, device=device):
         atoms = to_relax[r.index]
-        store.write_reference(atoms, r, handle.model_hash, config.relax_hash, atoms.info["ref_kind"])
+        store.write_reference(atoms, r, handle.structure_hash, config.relax_hash, atoms.info["ref_kind"])
         n += 1
     scanned = [scan_bulk(post, b, config.stability.bulk_scales, device=device) for b in bulks]
     fixed = replace(config.relax, max_steps=0)
     for r in relax_many(scanned, post.mean_forward, config=fixed, device=device):
         atoms = scanned[r.index]
         r.atoms.info["lattice_scale"] = atoms.info["lattice_scale"]
-        store.write_reference(atoms, r, handle.model_hash, config.relax_hash, "bulk")
+        store.write_reference(atoms, r, handle.structure_hash, config.relax_hash, "bulk")
         n += 1
     return n
 
@@ -315,7 +325,7 @@ def rebuild_states(store: Store, groups: list[HostGroup], handle: ModelHandle, c
         [_uid(g.host, handle, config) for g in groups],
         kind="structure",
         state="relaxed",
-        model_hash=handle.model_hash,
+        model_hash=handle.structure_hash,
         relax_hash=config.relax_hash,
     )
     for g in groups:
@@ -344,7 +354,7 @@ def _relax_pending(
     from .executors import RelaxTask, relax_task, seed_model, worker_threads
 
     done = store.uids(
-        kind="structure", state="relaxed", model_hash=handle.model_hash, relax_hash=config.relax_hash
+        kind="structure", state="relaxed", model_hash=handle.structure_hash, relax_hash=config.relax_hash
     )
     pending = [a for a in everything if _uid(a, handle, config) not in done]
     skipped = len(everything) - len(pending)
@@ -380,7 +390,7 @@ def _relax_pending(
         bar.update(1)
 
     def flush() -> None:
-        store.write_structures(buffer, handle.model_hash, config.relax_hash)
+        store.write_structures(buffer, handle.structure_hash, config.relax_hash)
         buffer.clear()
 
     try:
@@ -424,10 +434,11 @@ def evaluate_hosts(
         return 0
     # positions only (not Atoms) for the whole selection; Atoms are rebuilt per chunk on the group's own
     # structures (same numbers, cell and info), so memory stays ~1 KB per structure
-    geometries = store.relaxed_geometries(kind="structure", state="relaxed", model_hash=mh, relax_hash=rh)
+    net = handle.structure_hash
+    geometries = store.relaxed_geometries(kind="structure", state="relaxed", model_hash=net, relax_hash=rh)
     refs = {
         rec.atoms.info[SK.NAME]: rec
-        for rec in store.relaxed(kind="reference", model_hash=mh, relax_hash=rh).values()
+        for rec in store.relaxed(kind="reference", model_hash=net, relax_hash=rh).values()
     }
     ready = []
     for g in todo:
@@ -553,6 +564,7 @@ def _evaluate_chunk(
             n_samples_dropped=int((~mask).sum()),
             correction=config.dg.correction,
             model_hash=handle.model_hash,
+            structure_model_hash=handle.structure_hash,
             relax_hash=config.relax_hash,
             settings_hash=config.settings_hash,
             code_version=version,
@@ -634,7 +646,7 @@ def relax_status_counts(
     rows = store.db.select(
         kind="structure",
         state="relaxed",
-        model_hash=handle.model_hash,
+        model_hash=handle.structure_hash,
         relax_hash=config.relax_hash,
         include_data=False,
     )

@@ -289,6 +289,38 @@ def test_anchor_command_writes_an_offset_anchored_posterior(world, tmp_path, cap
     assert triple_de(glob, held, 4)[0] == pytest.approx(d0 + glob.recal.dg_offset, abs=1e-9)
 
 
+def test_screen_with_an_anchored_copy_reuses_the_relaxations(world, tmp_path, capsys):
+    """`screen anchor` changes ΔGH* offsets and σ only: a screen with the anchored copy finds every
+    relaxation of the unanchored model's screen in the store, writes its own ΔG rows, and those are the
+    unanchored ones plus the pair's offset (export still finds their structures)."""
+    from potentials.bayes import load_posterior
+    from screening.pipeline import ScreenConfig, load_model, run_screen
+    from screening.relax import RelaxConfig
+    from screening.store import load_results
+
+    tmp, post, db = world
+    anchored = tmp_path / "anchored.pt"
+    assert main(["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored)]) == 0
+    results = tmp_path / "results.db"
+    cfg = ScreenConfig(metals="Cu,Ni", motifs="4Na", relax=RelaxConfig(max_steps=15), progress=False)
+    first = run_screen(cfg, results, model=load_model(post), out=None)
+    second = run_screen(cfg, results, model=load_model(str(anchored)), out=None)
+    assert first.n_relaxed > 0 and second.n_relaxed == 0 and second.n_skipped == first.n_relaxed
+    assert second.n_references == 0 and second.n_dg == first.n_dg == 2
+    assert second.model_hash != first.model_hash
+    a = load_results(results, model_hash=first.model_hash).set_index("host")
+    b = load_results(results, model_hash=second.model_hash).set_index("host")
+    assert (b["structure_model_hash"] == first.model_hash).all()
+    pairs = load_posterior(anchored).recal.anchor["pair_offsets"]
+    for host in ("Cu2@4Na", "Ni2@4Na"):
+        assert b.loc[host, "dg"] == pytest.approx(a.loc[host, "dg"] + pairs[host[:3]], abs=1e-9)
+        assert b.loc[host, "dg_std"] > a.loc[host, "dg_std"]
+    out = tmp_path / "export"
+    argv = ["export", "--db", str(results), "--select", "top:1", "--format", "extxyz", "--out", str(out)]
+    assert main([*argv, "--model-hash", second.model_hash]) == 0
+    capsys.readouterr()
+
+
 def test_anchor_command_bad_input(world, tmp_path, capsys):
     tmp, post, db = world
     out = tmp_path / "a.pt"
