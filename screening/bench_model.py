@@ -384,11 +384,19 @@ def run(args: argparse.Namespace) -> int:
     h = model_hash(args.model)
     heldout_md = heldout_section(args.heldout, h)
     if anchor:
+        pairs = anchor.get("pair_offsets") or {}
+        shift = (
+            "by its metal pair's offset ("
+            + ", ".join(f"{k} {float(v):+.3f}" for k, v in sorted(pairs.items()))
+            + f" eV) or, for the other pairs, by {anchor['offset']:+.3f} eV, the mean"
+            if pairs
+            else f"by {anchor['offset']:+.3f} eV, the mean"
+        )
         reference_md = (
-            f"- **DFT anchoring** (`screen anchor`): every ΔGH* is shifted by {anchor['offset']:+.3f} eV, the mean "
+            f"- **DFT anchoring** (`screen anchor`): every ΔGH* is shifted {shift} "
             f"plane-wave DFT − model ΔE_H of {anchor['n_triples']} DFT triple(s) on the hosts "
             f"{', '.join(anchor['hosts'])} ({anchor.get('preset', '?')} labels), and its σ carries "
-            f"{anchor['sigma_add']:.3f} eV in quadrature, the leave-one-host-out error of that offset. The network "
+            f"{anchor['sigma_add']:.3f} eV in quadrature, the leave-one-host-out error of those offsets. The network "
             "weights are those of the SevenNet-0-trained model; the energy and force errors below say how well "
             "it learned those pre-training labels, not how right it is. Its accuracy is the DFT section."
         )

@@ -169,7 +169,11 @@ def load_model(path: str | os.PathLike | None) -> ModelHandle:
             f"cannot use model '{p}': {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from exc
     return ModelHandle(
-        loader=loader, posterior=posterior, model_hash="m" + digest[:16], path=str(p), net_hash="m" + net[:16]
+        loader=loader,
+        posterior=posterior,
+        model_hash="m" + digest[:16],
+        path=str(p.resolve()),  # the run record names it; reports read its DFT anchoring from any folder
+        net_hash="m" + net[:16],
     )
 
 
