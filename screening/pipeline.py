@@ -689,7 +689,10 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
     a = summary.anchor
     if a:
         lines.append(
-            f"ΔGH* anchored to plane-wave DFT: offset {a['offset']:+.3f} eV, σ_anchor {a['sigma_add']:.3f} eV "
+            "ΔGH* anchored to plane-wave DFT: "
+            + (f"offsets for {len(a['pair_offsets'])} metal pairs, " if a.get("pair_offsets") else "")
+            + f"{'other pairs ' if a.get('pair_offsets') else 'offset '}{a['offset']:+.3f} eV, "
+            f"σ_anchor {a['sigma_add']:.3f} eV "
             f"(leave-one-host-out) from {len(a['hosts'])} DFT hosts ({', '.join(a['hosts'])})"
         )
     if df is None or len(df) == 0:
