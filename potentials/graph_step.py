@@ -88,13 +88,18 @@ def portable_optimizer_state(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {**state_dict, "param_groups": groups}
 
 
+def set_group_lr(group: dict[str, Any], lr: float) -> None:
+    """Set a parameter group's learning rate, in place when it is a (captured) tensor."""
+    if torch.is_tensor(group["lr"]):
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate, in place when it is a (captured) tensor."""
+    """Set every group's learning rate (:func:`set_group_lr`)."""
     for group in optimizer.param_groups:
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
+        set_group_lr(group, lr)
 
 
 class CapturedStep:

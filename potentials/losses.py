@@ -56,15 +56,19 @@ def gaussian_nll_3d(residual: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     c = cov.double()
     c = 0.5 * (c + c.transpose(-1, -2))
     chol, info = torch.linalg.cholesky_ex(c)
-    eps = 1e-9 * c.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
-    eye = torch.eye(3, dtype=c.dtype, device=c.device)
     if _capturing(c):  # no host sync inside a CUDA graph: the jitter goes where the factorisation failed
-        chol, _ = torch.linalg.cholesky_ex(c + torch.where(info > 0, eps, 0.0)[:, None, None] * eye)
+        chol, _ = torch.linalg.cholesky_ex(c + _jitter(c) * (info > 0)[:, None, None])
     elif bool((info > 0).any()):
-        chol = torch.linalg.cholesky(c + eps[:, None, None] * eye)
+        chol = torch.linalg.cholesky(c + _jitter(c))
     z = torch.linalg.solve_triangular(chol, r.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
     return (0.5 * ((z**2).sum(-1) + logdet + 3.0 * LOG_2PI)).to(residual.dtype)
+
+
+def _jitter(c: torch.Tensor) -> torch.Tensor:
+    """1e-9 x the mean diagonal of each 3x3 matrix of ``c`` (N, 3, 3), as a multiple of the identity."""
+    eps = 1e-9 * c.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1e-12)
+    return eps[:, None, None] * torch.eye(3, dtype=c.dtype, device=c.device)
 
 
 def _capturing(t: torch.Tensor) -> bool:

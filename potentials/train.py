@@ -33,7 +33,7 @@ from potentials.data import (
     scaling_statistics,
     split_isolated,
 )
-from potentials.graph_step import portable_optimizer_state
+from potentials.graph_step import portable_optimizer_state, set_group_lr
 from potentials.losses import LossConfig, active_kind, compute_loss
 from potentials.model import DTYPES, ModelConfig, build_model
 from structures.common import InputError, atomic_write_text
@@ -513,7 +513,7 @@ def train(
                 optimizer.step()
                 if cfg.ema_decay > 0:
                     ema.update(model)
-            train_loss += loss.detach().double() * len(chunk)
+            train_loss += loss.double() * len(chunk)  # detached in both branches
             n_seen += len(chunk)
             if bar is not None and not cuda_graphs:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}", refresh=False)
@@ -528,11 +528,7 @@ def train(
         elif cfg.scheduler == "cosine":
             for group in optimizer.param_groups:  # "initial_lr" travels in the optimizer state on resume
                 base_lr = float(group.setdefault("initial_lr", float(group["lr"])))
-                lr = _cosine_lr(base_lr, cfg, epoch + 1, time.perf_counter() - t_start)
-                if torch.is_tensor(group["lr"]):  # a captured AdamW reads this tensor
-                    group["lr"].fill_(lr)
-                else:
-                    group["lr"] = lr
+                set_group_lr(group, _cosine_lr(base_lr, cfg, epoch + 1, time.perf_counter() - t_start))
         record = {
             "epoch": epoch,
             "phase": phase,

@@ -169,11 +169,12 @@ def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
         if not path.is_file():
             continue
         try:
-            recal = checkpoint.load(path).get("extra", {}).get("recalibration") or {}
+            payload = checkpoint.load(path)
         except Exception:  # noqa: BLE001 - an unreadable model only costs the marking
             continue
-        if checkpoint.model_hash(path)[:16] != model_hash.removeprefix("m"):
+        if payload["hash"][:16] != model_hash.removeprefix("m"):
             continue  # the file was replaced since the run: its anchoring is another's
+        recal = payload.get("extra", {}).get("recalibration")
         anchor = recal.get("anchor") if isinstance(recal, dict) else None
         if isinstance(anchor, dict):
             return {str(h) for h in anchor.get("hosts", ())}

@@ -143,6 +143,8 @@ def validate(
     from screening import labelling as L
     from screening.store import check_database
 
+    if config.reuse_only and config.relax:
+        raise InputError("--reuse-only attaches finished labels; it cannot --relax")
     check_database(db_path, writable=True)  # a read-only store fails now, not after hours of DFT
     eng = L.get_engine(config.engine)
     settings = settings if settings is not None else L.get_preset(config.preset)
@@ -169,8 +171,6 @@ def validate(
     tag = "dft_relaxed" if config.relax else "dft_validation"
     structures: dict[str, Any] = {}
     relax_info: dict[str, dict[str, Any]] = {}
-    if config.reuse_only and config.relax:
-        raise InputError("--reuse-only attaches finished labels; it cannot --relax")
     for s in states:
         a = s.atoms.copy()
         a.calc = None
