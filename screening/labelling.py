@@ -666,6 +666,49 @@ def done_keys(db_path: str | os.PathLike, include_failed: bool = True) -> set[st
     return {row.label_key for row in db.select(sel)}
 
 
+#: Å. The same relaxation repeated in a later session (same model, code and torch) reproduces positions to
+#: ~3e-6 Å, not bit for bit: the 1e-5 Å rounding of the structure hash then differs in some coordinate, so an
+#: exact key alone would send an already-labelled geometry back to DFT (measured on Ti2@5Na and Zr2@5Nb+H).
+#: A DFT energy does not move measurably within 1e-4 Å (forces ~1 eV/Å at most: < 1e-3 eV in total).
+MATCH_TOL = 1e-4
+
+
+class _NearIndex:
+    """Stored labels of one settings hash, by atomic numbers, for a tolerant geometry lookup."""
+
+    def __init__(self, db_path, sh: str, converged_only: bool, tol: float):
+        self.tol = float(tol)
+        self.rows: dict[tuple[int, ...], list[tuple[str, np.ndarray, np.ndarray, tuple[bool, ...]]]] = {}
+        if self.tol <= 0 or not Path(db_path).exists():
+            return
+        import ase.db
+
+        sel = {"settings_hash": db_hash_value(sh)}
+        if converged_only:
+            sel["converged"] = True
+        for row in ase.db.connect(str(db_path)).select(**sel):
+            self.rows.setdefault(tuple(int(z) for z in row.numbers), []).append(
+                (
+                    row.label_key,
+                    np.asarray(row.positions),
+                    np.asarray(row.cell),
+                    tuple(bool(p) for p in row.pbc),
+                )
+            )
+
+    def find(self, atoms) -> str | None:
+        """Key of a stored label within ``tol`` Å of ``atoms`` (positions and cell), else None."""
+        for key, pos, cell, pbc in self.rows.get(tuple(int(z) for z in atoms.numbers), ()):
+            if pbc != tuple(bool(p) for p in atoms.pbc):
+                continue
+            if (
+                np.abs(cell - atoms.cell.array).max() <= self.tol
+                and np.abs(pos - atoms.positions).max() <= self.tol
+            ):
+                return key
+        return None
+
+
 @dataclass
 class LabelReport:
     """What one ``label_structures`` call did. wall_s in s; core_s = sum of per-label wall times (s)."""
@@ -691,8 +734,12 @@ def label_structures(
     retry_failed: bool = False,
     log_dir: str | os.PathLike | None = None,
     on_row: Callable[[str, dict[str, Any]], None] | None = None,
+    match_tol: float = MATCH_TOL,
 ) -> LabelReport:
     """Label every structure not yet in ``db_path`` (resumable); returns counts.
+
+    A structure whose exact key is missing reuses the label of a stored structure with the same atoms,
+    cell and pbc whose positions agree within ``match_tol`` Å (:class:`_NearIndex`; 0 turns this off).
 
     Finished rows (converged or flagged) are skipped; ``retry_failed=True`` recomputes flagged ones (the old
     row stays, a new row is added). ``workers`` > 1 starts that many single-threaded processes; only this
@@ -712,11 +759,14 @@ def label_structures(
     Path(db_path).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     have = done_keys(db_path, include_failed=not retry_failed)
+    near = _NearIndex(db_path, settings_hash(eng, settings), retry_failed, match_tol)
     report = LabelReport(total=len(structures))
     todo: list[tuple[str, Any]] = []
     seen: set[str] = set()
     for atoms in structures:
         key = label_key(atoms, eng, settings)
+        if key not in have and key not in seen:
+            key = near.find(atoms) or key
         report.keys.append(key)
         if key in have or key in seen:
             report.skipped += 1
