@@ -64,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compute nothing: attach the labels --labels already holds for these exact geometries (e.g. a "
         "screen repeated with an anchored copy of the same network); rows without them stay unvalidated",
     )
+    parser.add_argument(
+        "--site-classes",
+        default="",
+        help="also label each host's lowest H* site of these binding classes (comma list of metal, N, C: "
+        "what the H binds to), so the DFT ΔGH* is a minimum over classes (default: the best site only)",
+    )
     add_settings_arguments(parser)
 
 
@@ -81,6 +87,12 @@ def run(args: argparse.Namespace) -> int:
             f"--steps {args.steps} / --fmax {args.fmax} not allowed; allowed: steps >= 1, fmax > 0 eV/Å"
         )
     get_engine(args.engine)  # unknown engine: one-line error before any work
+    from screening.anchoring import SITE_CLASSES
+
+    classes = tuple(c.strip() for c in args.site_classes.split(",") if c.strip())
+    bad = [c for c in classes if c not in SITE_CLASSES]
+    if bad:
+        raise InputError(f"--site-classes: unknown class {bad[0]!r}; allowed: {', '.join(SITE_CLASSES)}")
     settings = settings_from_args(args)
     config = ValidateConfig(
         engine=args.engine,
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         workers=args.workers,
         reuse_only=args.reuse_only,
+        site_classes=classes,
     )
     table = rank(load_table(args.db, args.model_hash, args.settings_hash))
     exclude = list(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else []

@@ -37,7 +37,11 @@ class ValidateConfig:
     """engine: labelling engine name. preset: name recorded in ``dft_settings``. relax: short engine
     relaxation before the single point; fmax (eV/Å) and steps bound it. workers: processes for the labels.
     reuse_only: compute nothing; attach the labels the label store already holds for these geometries (a
-    screen repeated with the same network, e.g. after ``screen anchor``), and leave the other rows as they are."""
+    screen repeated with the same network, e.g. after ``screen anchor``), and leave the other rows as they are.
+    site_classes: also label, per selected host, the model's lowest H* state of each of these binding
+    classes (``metal``, ``N``, ``C``: :func:`screening.anchoring.site_class`) besides the best site, so the
+    DFT ΔGH* of a host is a minimum over sites of every class and a class-dependent error can be fitted
+    (``screen anchor --site-classes``); the ΔG row keeps the best site's DFT value."""
 
     engine: str = "gpaw"
     preset: str = "pw500"
@@ -46,6 +50,7 @@ class ValidateConfig:
     steps: int = 30
     workers: int = 1
     reuse_only: bool = False
+    site_classes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -101,6 +106,40 @@ def relax_with_engine(
     out.positions = work.positions
     out.calc = None
     return out, info
+
+
+def class_states(db_path: str | os.PathLike, selected, classes: Sequence[str]) -> list[State]:
+    """Per selected ΔG row: the relaxed H* state of lowest model energy (``e_relaxed``) of each binding class
+    in ``classes`` except the best site's own class; states flagged h_desorbed or nonfinite are skipped."""
+    from screening.anchoring import site_class
+    from screening.store import load_structures
+
+    out: list[State] = []
+    for _, r in selected.iterrows():
+        mh, rh = str(r.get("structure_model_hash") or r["model_hash"]), str(r["relax_hash"])
+        rows = load_structures(db_path, state="relaxed", host=str(r["host"]), model_hash=mh, relax_hash=rh)
+        if rows.empty or "site" not in rows:
+            continue
+        best: dict[str, Any] = {}
+        own = [
+            site_class(q["atoms"]) for _, q in rows.iterrows() if str(q.get("site")) == str(r["best_site"])
+        ]
+        for _, q in rows.iterrows():
+            site = str(q.get("site") or "")
+            flags = str(q.get("flags") or "").split(",")
+            energy = float(q.get("e_relaxed", float("nan")))
+            if not site or site == str(r["best_site"]) or "h_desorbed" in flags or "nonfinite" in flags:
+                continue
+            if not np.isfinite(energy):
+                continue
+            c = site_class(q["atoms"])
+            if c in classes and c not in own and (c not in best or energy < best[c][0]):
+                best[c] = (energy, q, site)
+        for c in classes:
+            if c in best:
+                _, q, site = best[c]
+                out.append(State("host+H", str(q["name"]), q["atoms"], int(q["id"]), f"{r['host']}/H@{site}"))
+    return out
 
 
 def _label_energies(labels_db: Path, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -161,10 +200,10 @@ def validate(
                     f"whose force on H exceeds {MAX_H_FORCE:g} eV/Å); --relax runs a short engine relaxation first"
                 )
     states: list[State] = []
-    for c in cands:
-        for s in c.states:
-            if all(s.folder != t.folder for t in states):
-                states.append(s)
+    extra = class_states(db_path, selected, config.site_classes) if config.site_classes else []
+    for s in [s for c in cands for s in c.states] + extra:
+        if all(s.folder != t.folder for t in states):
+            states.append(s)
     eng.check([s.atoms for s in states])
     labels_db = Path(labels_db) if labels_db is not None else default_labels_db(db_path)
     log_dir = labels_db.parent / "logs"

@@ -9,6 +9,8 @@ held-out (host, host+H, H2) triples ΔE_H = E(host+H) - E(host) - E(H2)/2 is com
 - ``base``: the pre-trained model (SevenNet-0 labels), as shipped;
 - ``offset``: base + the mean DFT - base ΔE_H of the training hosts (the cheapest correction);
 - ``pair``: base + a metal-pair offset pooled towards that mean (``screen anchor``, screening.anchoring);
+- ``site``: base + an offset per site class, what the H binds to (metal, N, C: ``screen anchor
+  --site-classes``); ``site-pair``: the same plus the metal pair's deviation from it;
 - ``finetune``: base fine-tuned on the DFT training frames (E0s re-fitted to the DFT reference first,
   then the weights; MSE with a large energy weight because ΔE_H is an energy difference), Laplace
   posterior fitted on the same frames;
@@ -27,7 +29,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-VARIANTS = ("base", "offset", "pair", "finetune", "replay", "scratch")
+VARIANTS = ("base", "offset", "pair", "site", "site-pair", "finetune", "replay", "scratch")
+#: offset variants: (kappa of the pair terms or None, site classes)
+OFFSET_VARIANTS = {
+    "offset": (False, False),
+    "pair": (True, False),
+    "site": (False, True),
+    "site-pair": (True, True),
+}
 TRAINED = ("finetune", "replay", "scratch")  # variants whose weights move (leave-one-host-out refits)
 
 
@@ -64,6 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kappa", type=float, default=1.0, help="pooling of the `pair` variant's offsets (screen anchor)"
+    )
+    parser.add_argument(
+        "--kappa-class",
+        type=float,
+        default=1.0,
+        help="pooling of the site-class offsets of `site` / `site-pair` (screen anchor --site-classes)",
     )
     add_prior_arguments(parser)
     parser.add_argument(
@@ -132,6 +147,61 @@ def _stats(rows: list[dict], key: str, correction: float = 0.24, window: float =
         list_fraction=float(np.mean([on_list(r) for r in have])),
     )
     return out
+
+
+def host_level(rows: list[dict], variants: list[str]) -> tuple[dict[str, Any], list[dict]]:
+    """ΔGH* per host when a host has DFT triples at several sites: DFT's is the lowest labelled site's,
+    each variant's the lowest of its predictions at those sites, so a variant that ranks the sites wrongly
+    pays for it. Returns ({variant: n, mae, site_right (share of hosts where it picks DFT's lowest site)},
+    [per host: host, n_sites, dft_de, dft_site, {variant}, {variant}_site])."""
+    import numpy as np
+
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["host"], []).append(r)
+    per_host = []
+    for host, rs in sorted(by.items()):
+        d = min(rs, key=lambda r: r["dft_de"])
+        rec: dict[str, Any] = {"host": host, "n_sites": len(rs), "dft_de": d["dft_de"], "dft_site": d["name"]}
+        for v in variants:
+            have = [r for r in rs if r.get(v) is not None]
+            if len(have) == len(rs):
+                m = min(have, key=lambda r: r[v])
+                rec[v], rec[v + "_site"] = m[v], m["name"]
+        per_host.append(rec)
+    summary: dict[str, Any] = {}
+    multi = [h for h in per_host if h["n_sites"] > 1]
+    for v in variants:
+        have = [h for h in per_host if v in h]
+        if not have:
+            continue
+        err = np.array([h[v] - h["dft_de"] for h in have])
+        m = [h for h in multi if v in h]
+        summary[v] = {
+            "n": len(have),
+            "n_multi": len(m),
+            "mae": float(np.abs(err).mean()),
+            "mean": float(err.mean()),
+            "site_right": float(np.mean([h[v + "_site"] == h["dft_site"] for h in m])) if m else float("nan"),
+        }
+    return summary, per_host
+
+
+def host_table(summary: dict[str, Any], per_host: list[dict]) -> str:
+    """Markdown of :func:`host_level` (empty when no host has more than one labelled site)."""
+    if not any(h["n_sites"] > 1 for h in per_host):
+        return ""
+    t = (
+        "\nPer host (ΔGH* is a minimum over sites): hosts with DFT triples at several sites, e.g. the model's "
+        "best site and its best site where H binds to a metal (`screen validate --site-classes`), take DFT's "
+        "lowest labelled site as the truth and each variant's lowest prediction over the same sites; "
+        "'right site': the share of those hosts where the variant picks DFT's lowest site.\n\n"
+        "| model | hosts | MAE (eV) | mean error (eV) | right site (hosts with ≥ 2 sites) |\n|---|---|---|---|---|\n"
+    )
+    for v, m in summary.items():
+        right = f"{m['site_right']:.0%} of {m['n_multi']}" if m["n_multi"] else ""
+        t += f"| {v} | {m['n']} | {m['mae']:.3f} | {m['mean']:+.3f} | {right} |\n"
+    return t
 
 
 def anchored_sigma(model_sigma: float, loho_rms: float) -> float:
@@ -209,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
         write_bench_result,
     )
 
-    from .anchoring import fit_anchor, offset_for, predictive_sigma
+    from .anchoring import fit_anchor, offset_for, predictive_sigma, site_class
     from .bench_model import calc_triple_de, dft_triples, left_out_note, sevenn_calculator, triple_de
     from .cmd_anchor import check_dft_source, check_prior_arguments
     from .pipeline import default_model_path
@@ -308,7 +378,12 @@ def run(args: argparse.Namespace) -> int:
         rows = []
         for t in ts:
             label = t["name"] + (" [builder]" if t.get("geometry") == "builder" else "")
-            row: dict[str, Any] = {"name": label, "host": t["host"], "dft_de": t["dft_de"]}
+            row: dict[str, Any] = {
+                "name": label,
+                "host": t["host"],
+                "dft_de": t["dft_de"],
+                "site_class": site_class(t["atoms"][1]),
+            }
             for name, post in posts.items():
                 row[name], row[name + "_sigma"] = triple_de(post, t["atoms"], args.samples, anchored=False)
             key = _cache_key(t)
@@ -326,14 +401,21 @@ def run(args: argparse.Namespace) -> int:
     fit_hosts = sorted({r["host"] for r in fit_rows})
     anchors: dict[str, dict] = {}
     one_host_offset = float(np.mean([q["dft_de"] - q["base"] for q in fit_rows])) if fit_rows else 0.0
-    for v, kappa in (("offset", None), ("pair", args.kappa)):
+    for v, (pairs, classes) in OFFSET_VARIANTS.items():
         if v not in variants:
             continue
         if len(fit_hosts) >= 2:
-            anchors[v] = fit_anchor(fit_rows, kappa, args.prior_sigma, args.prior_weight)
+            anchors[v] = fit_anchor(
+                fit_rows,
+                args.kappa if pairs else None,
+                args.prior_sigma,
+                args.prior_weight,
+                site_classes=classes,
+                kappa_class=args.kappa_class,
+            )
         for r in test_rows + fit_rows:
             if v in anchors:
-                off, sig = offset_for(anchors[v], r["host"])
+                off, sig = offset_for(anchors[v], r["host"], r["site_class"])
                 r[v], r[v + "_sigma"] = r["base"] + off, anchored_sigma(r["base_sigma"], sig)
             else:  # one training host: its residual, no σ term measurable
                 r[v], r[v + "_sigma"] = r["base"] + one_host_offset, r["base_sigma"]
@@ -345,6 +427,13 @@ def run(args: argparse.Namespace) -> int:
         for r in test_rows + fit_rows:
             off, sig = offset_for(anchors["sevenn-pair"], r["host"])
             r["sevenn-pair"], r["sevenn-pair_sigma"] = r["sevenn"] + off, sig
+        if "site-pair" in variants:
+            anchors["sevenn-site-pair"] = fit_anchor(
+                s_rows, args.kappa, args.prior_sigma, args.prior_weight, True, args.kappa_class
+            )
+            for r in test_rows + fit_rows:
+                off, sig = offset_for(anchors["sevenn-site-pair"], r["host"], r["site_class"])
+                r["sevenn-site-pair"], r["sevenn-site-pair_sigma"] = r["sevenn"] + off, sig
 
     # ---- leave-one-host-out σ of the fitted variants
     loho: dict[str, list[float]] = {v: a["loho_residuals"] for v, a in anchors.items()}
@@ -378,8 +467,10 @@ def run(args: argparse.Namespace) -> int:
         [v for v in VARIANTS if v in variants]
         + (["sevenn"] if any("sevenn" in r for r in test_rows) else [])
         + (["sevenn-pair"] if "sevenn-pair" in anchors else [])
+        + (["sevenn-site-pair"] if "sevenn-site-pair" in anchors else [])
     )
     summary = {v: _stats(test_rows, v) for v in shown}
+    host_summary, host_rows = host_level(test_rows, shown)
     train_summary = {v: _stats(fit_rows, v) for v in shown}
     forgetting = pretrain_force_mae(posts, args.pretrain_valid, args.pretrain_n, args.seed)
     metals = sorted({h.split("2@")[0] for h in train_hosts})
@@ -403,6 +494,9 @@ def run(args: argparse.Namespace) -> int:
         "scratch": "v",
         "sevenn": "x",
         "sevenn-pair": "*",
+        "site": "<",
+        "site-pair": ">",
+        "sevenn-site-pair": "h",
     }
     for v in shown:
         y = np.array([r.get(v, np.nan) for r in test_rows])
@@ -460,6 +554,7 @@ def run(args: argparse.Namespace) -> int:
         f"{args.heldout} --variants {','.join(variants)} --epochs {args.epochs} --lr {args.lr:g} "
         f"--energy-weight {args.energy_weight:g} --force-weight {args.force_weight:g} --kappa {args.kappa:g} "
         f"--prior-sigma {args.prior_sigma:g} --prior-weight {args.prior_weight:g}"
+        + (f" --kappa-class {args.kappa_class:g}" if args.kappa_class != 1.0 else "")
         + (f" --trainable {args.trainable}" if args.trainable else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
         + (
@@ -493,11 +588,21 @@ def run(args: argparse.Namespace) -> int:
             "frames alone (read their coverage together with their mean σ).\n\n"
         )
         + summary_table(summary)
+        + host_table(host_summary, host_rows)
         + "".join(
             f"\n`{v}`: global offset {a['offset']:+.3f} eV"
             + (
                 " (pairs: " + ", ".join(f"{p} {o:+.3f}" for p, o in a["pair_offsets"].items()) + ")"
                 if a["pair_offsets"]
+                else ""
+            )
+            + (
+                " (site classes: "
+                + ", ".join(f"H on {c} {o:+.3f}" for c, o in a["class_offsets"].items())
+                + "; pair deviations: "
+                + (", ".join(f"{p} {o:+.3f}" for p, o in a.get("pair_deviations", {}).items()) or "none")
+                + ")"
+                if a.get("class_offsets")
                 else ""
             )
             + f", leave-one-host-out σ {a['sigma_add']:.3f} eV ({a['sigma_add_covered']:.3f} eV for labelled pairs).\n"
@@ -539,6 +644,8 @@ def run(args: argparse.Namespace) -> int:
         "sigma_anchor": loho_sigma,
         "loho_residuals": loho,
         "summary": summary,
+        "host_summary": host_summary,
+        "hosts": host_rows,
         "train_summary": train_summary,
         "test": test_rows,
         "train": fit_rows,

@@ -94,6 +94,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--global-only", action="store_true", help="one offset for every host (no metal-pair offsets)"
     )
+    parser.add_argument(
+        "--site-classes",
+        action="store_true",
+        help="one offset per site class (H on a metal, on N, on C), applied to each H* site before the "
+        "lowest is picked; the metal-pair offsets become deviations from it",
+    )
+    parser.add_argument(
+        "--kappa-class",
+        type=float,
+        default=1.0,
+        help="pooling of the site-class offsets towards the global one (default 1)",
+    )
     add_prior_arguments(parser)
 
 
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from screening import labelling as L
     from structures.common import InputError, read_host_list
 
-    from .anchoring import fit_anchor
+    from .anchoring import fit_anchor, site_class
     from .bench_model import MAX_H_FORCE, dft_triples, triple_de
     from .pipeline import default_model_path
 
@@ -117,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples {args.samples} not allowed; need >= 1")
     if not (args.kappa >= 0.0 and args.kappa < float("inf")):
         raise InputError(f"--kappa {args.kappa} not allowed; need a finite number >= 0")
+    if not (args.kappa_class >= 0.0 and args.kappa_class < float("inf")):
+        raise InputError(f"--kappa-class {args.kappa_class} not allowed; need a finite number >= 0")
     check_prior_arguments(args)
     exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
     post = load_posterior(model_path)
@@ -131,14 +145,30 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for t in triples:
         de, sig = triple_de(post, t["atoms"], args.samples, anchored=False)
-        rows.append({"name": t["name"], "host": t["host"], "dft_de": t["dft_de"], "base": de, "sigma": sig})
+        rows.append(
+            {
+                "name": t["name"],
+                "host": t["host"],
+                "dft_de": t["dft_de"],
+                "base": de,
+                "sigma": sig,
+                "site_class": site_class(t["atoms"][1]),
+            }
+        )
     hosts = sorted({r["host"] for r in rows})
     if len(hosts) < 2:
         raise InputError(
             f"anchoring needs DFT triples of at least 2 hosts outside --exclude-hosts, found {len(hosts)}"
             f"{' (' + hosts[0] + ')' if hosts else ''}; label more with `screen validate` or `screen label`"
         )
-    fit = fit_anchor(rows, None if args.global_only else args.kappa, args.prior_sigma, args.prior_weight)
+    fit = fit_anchor(
+        rows,
+        None if args.global_only else args.kappa,
+        args.prior_sigma,
+        args.prior_weight,
+        site_classes=args.site_classes,
+        kappa_class=args.kappa_class,
+    )
     fit["residuals"] = {r["name"]: float(r["dft_de"] - r["base"]) for r in rows}
     fit.update(
         dft_db=str(args.dft_db),
@@ -153,9 +183,12 @@ def run(args: argparse.Namespace) -> int:
     post.recal.anchor = fit
     digest = post.save(args.out)
     pairs = ", ".join(f"{p} {o:+.3f}" for p, o in fit["pair_offsets"].items())
+    classes = ", ".join(f"H on {c} {o:+.3f}" for c, o in fit.get("class_offsets", {}).items())
+    devs = ", ".join(f"{p} {o:+.3f}" for p, o in fit.get("pair_deviations", {}).items())
     print(
         f"anchored {model_path} -> {args.out} ({digest[:12]}): ΔGH* offset {fit['offset']:+.3f} eV"
         + (f" (metal pairs: {pairs}; others the global one)" if pairs else "")
+        + (f" (site classes: {classes}; metal-pair deviations: {devs or 'none'})" if classes else "")
         + f", σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out with a {fit['prior_sigma']:g} eV prior; {fit['sigma_add_covered']:.3f} eV for "
         f"labelled pairs) from {fit['n_triples']} DFT triple(s) of {len(fit['hosts'])} hosts: "
         f"{', '.join(fit['hosts'])}"

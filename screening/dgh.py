@@ -152,15 +152,24 @@ def dg_sigma_scale(posterior) -> float:
     return scale if np.isfinite(scale) and scale > 0 else 1.0
 
 
-def dg_anchor(posterior, host: str | None = None) -> tuple[float, float]:
+def dg_anchor(posterior, host: str | None = None, classes: Sequence[str] | None = None):
     """The posterior's DFT anchoring of ΔGH* (``screen anchor``) for ``host``: (offset, σ added in
     quadrature), eV; the pair's offset when the anchoring has one for the host's metal pair
-    (:func:`screening.anchoring.offset_for`), else the global one; (0, 0) when it has none."""
+    (:func:`screening.anchoring.offset_for`), else the global one; (0, 0) when it has none. An anchoring
+    with site classes and ``classes`` (one :func:`screening.anchoring.site_class` per H* state) gives one
+    offset per state, shape (S,), and the largest σ of them."""
     recal = getattr(posterior, "recal", None)
     anchor = getattr(recal, "anchor", None)
     if isinstance(anchor, dict) and "offset" in anchor and "sigma_add" in anchor:
         from .anchoring import offset_for
 
+        if "class_offsets" in anchor and classes is not None:
+            per = [offset_for(anchor, host, c) for c in classes]
+            offs = np.array([o for o, _ in per], dtype=float)
+            sigma = max((abs(sg) for _, sg in per), default=0.0)
+            if np.all(np.isfinite(offs)) and np.isfinite(sigma):
+                return offs, sigma
+            return 0.0, 0.0
         offset, sigma = offset_for(anchor, host)
         return (offset, abs(sigma)) if np.isfinite(offset) and np.isfinite(sigma) else (0.0, 0.0)
     out = []
@@ -192,19 +201,25 @@ def dg_from_stats(
     config: DGConfig = DGConfig(),
     eligible: Sequence[bool] | None = None,
     sigma_scale: float = 1.0,
-    anchor: tuple[float, float] = (0.0, 0.0),
+    anchor: tuple[float | np.ndarray, float] = (0.0, 0.0),
 ) -> DGResult:
     """ΔGH* from host (1 structure), its S H* states and H2 (1 structure) evaluated with shared samples.
 
     ``sigma_scale`` (the posterior's ΔGH* factor, :func:`dg_sigma_scale`) multiplies both σ parts and the
     spread of the returned samples about the mean; the mean and the site choice do not change.
-    ``anchor`` = (offset, σ_add) in eV (:func:`dg_anchor`): the offset shifts every site's ΔGH* and the
-    samples; σ_add, the anchoring's own error, joins the epistemic σ in quadrature (more DFT labels reduce
-    it), so ``dg_std_epistemic`` can exceed the std of ``dg_samples``."""
-    offset, sigma_add = float(anchor[0]), float(anchor[1])
+    ``anchor`` = (offset, σ_add) in eV (:func:`dg_anchor`): the offset (a scalar, or one per state, (S,),
+    for site-class anchoring) shifts each site's ΔGH* and the samples before the lowest site is picked;
+    σ_add, the anchoring's own error, joins the epistemic σ in quadrature (more DFT labels reduce it), so
+    ``dg_std_epistemic`` can exceed the std of ``dg_samples``."""
     s = len(labels)
     if s == 0 or states.mean.shape[0] != s:
         raise ValueError(f"need one energy per H* state, got {states.mean.shape[0]} for {s} labels")
+    offset = np.asarray(anchor[0], dtype=float)
+    if offset.ndim not in (0, 1) or (offset.ndim == 1 and offset.shape[0] != s):
+        raise ValueError(
+            f"anchor offset must be a scalar or one per H* state ({s}), got shape {offset.shape}"
+        )
+    sigma_add = float(anchor[1])
     ok = np.isfinite(states.mean)
     if eligible is not None:
         ok_pref = ok & np.asarray(eligible, dtype=bool)
@@ -231,7 +246,7 @@ def dg_from_stats(
     masked = np.where(ok, site_dg, np.inf)
     best = int(np.argmin(masked))
     samples_dg = (  # (K, S)
-        states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction + offset
+        states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction + offset[None, ...]
     )
     keep = finite_sample_mask(host.samples[:, 0], h2.samples[:, 0], states.samples[:, best])
     samples_dg = samples_dg[keep]  # non-finite samples are dropped (and counted via sample_mask)

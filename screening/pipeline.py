@@ -29,6 +29,7 @@ from ase import Atoms
 from structures import keys as SK
 from structures.common import InputError
 
+from .anchoring import site_class
 from .dgh import DGConfig, dg_anchor, dg_from_stats, dg_sigma_scale, h2_molecule, predict_energies
 from .flags import FlagConfig, dg_flags, order, structure_flags, to_booleans, to_string
 from .relax import RelaxConfig, relax_many, resolve_device
@@ -519,13 +520,14 @@ def _evaluate_chunk(
                 config.dg,
                 eligible,
                 dg_sigma_scale(handle.posterior),
-                dg_anchor(handle.posterior, info.get(SK.HOST)),
+                dg_anchor(handle.posterior, info.get(SK.HOST), [site_class(r.atoms) for r in state_recs]),
             )
             best = state_recs[dg.best_index]
             flags |= set(best.flags) | set(dg_flags(dg.dg, dg.dg_std, config.flags))
             converged = host_rec.status == "converged" and best.status == "converged"
             row.update(
                 best_site=dg.best_site,
+                best_site_class=site_class(best.atoms),
                 dg=dg.dg,
                 dg_std=dg.dg_std,
                 dg_std_epistemic=dg.dg_std_epistemic,

@@ -109,7 +109,7 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
             "--heldout",
             "Cu2@5Na",
             "--variants",
-            "base,offset,pair,finetune,replay",
+            "base,offset,pair,site,site-pair,finetune,replay",
             "--replay",
             str(tmp / "pretrain.extxyz"),
             "--replay-n",
@@ -137,7 +137,13 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
     assert tr["finetune"]["mae"] < 0.5 * tr["base"]["mae"], tr
     assert tr["replay"]["mae"] < 0.5 * tr["base"]["mae"], tr  # replayed forces do not stop the energy fit
     # σ of the anchored variants: leave-one-host-out over the 3 training hosts (one triple each)
-    assert sorted(res["loho_rms"]) == ["finetune", "offset", "pair", "replay"]
+    assert sorted(res["loho_rms"]) == ["finetune", "offset", "pair", "replay", "site", "site-pair"]
+    # every label here has H on a metal: one class, whose offset is the global one pooled half-way... to itself
+    assert res["anchors"]["site"]["class_offsets"] == pytest.approx(
+        {"metal": res["anchors"]["site"]["offset"]}
+    )
+    assert tr["site"]["mae"] == pytest.approx(tr["offset"]["mae"])
+    assert res["host_summary"]["site-pair"]["n"] == 1 and res["hosts"][0]["host"] == "Cu2@5Na"
     assert all(len(r) == 3 for r in res["loho_residuals"].values())
     from screening.anchoring import predictive_sigma
 
@@ -517,3 +523,40 @@ def test_anchor_bench_counts_each_heldout_host_once(world, tmp_path, monkeypatch
     assert main([*argv, "--heldout", "Cu2@5Na", "--variants", "base", "--out", str(tmp_path / "run")]) == 0
     res = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
     assert [r["host"] for r in res["test"]] == ["Cu2@5Na"] and "[builder]" not in res["test"][0]["name"]
+
+
+def test_screen_with_a_site_class_anchoring_shifts_each_site_by_its_class(world, tmp_path, capsys):
+    """`screen anchor --site-classes`: every H* site of a host gets its class's offset plus the pair's
+    deviation before the lowest site is picked (the unanchored relaxations are reused)."""
+    from potentials.bayes import load_posterior
+    from screening.anchoring import offset_for, site_class
+    from screening.pipeline import ScreenConfig, load_model, run_screen
+    from screening.relax import RelaxConfig
+    from screening.store import load_results, load_structures
+
+    tmp, post, db = world
+    anchored = tmp_path / "classes.pt"
+    argv = ["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored)]
+    assert main([*argv, "--site-classes"]) == 0
+    assert "site classes: H on metal" in capsys.readouterr().out
+    fit = load_posterior(anchored).recal.anchor
+    assert fit["method"] == "site-class-pair" and set(fit["class_offsets"]) == {"metal"}  # top_M1 labels
+    results = tmp_path / "results.db"
+    cfg = ScreenConfig(metals="Cu,Ni", motifs="4Na", relax=RelaxConfig(max_steps=15), progress=False)
+    first = run_screen(cfg, results, model=load_model(post), out=None)
+    second = run_screen(cfg, results, model=load_model(str(anchored)), out=None)
+    assert second.n_relaxed == 0
+    a = load_results(results, model_hash=first.model_hash, with_data=True).set_index("host")
+    b = load_results(results, model_hash=second.model_hash, with_data=True).set_index("host")
+    structs = load_structures(results, state="relaxed", model_hash=first.model_hash)
+    for host in ("Cu2@4Na", "Ni2@4Na"):
+        rows = structs[(structs["host"] == host) & (structs["site"].fillna("").astype(str) != "")]
+        classes = {str(r["site"]): site_class(r["atoms"]) for _, r in rows.iterrows()}
+        assert set(classes.values()) <= {"metal", "N", "C"} and "metal" in classes.values()
+        site_a, site_b = a.loc[host, "site_dg"], b.loc[host, "site_dg"]
+        for site, cls in classes.items():
+            assert site_b[site] == pytest.approx(site_a[site] + offset_for(fit, host, cls)[0], abs=1e-9)
+        assert b.loc[host, "dg"] == pytest.approx(min(site_b.values()), abs=1e-9)
+        assert b.loc[host, "best_site_class"] == classes[b.loc[host, "best_site"]]
+    assert main([*argv, "--site-classes", "--kappa-class", "-1"]) == 2
+    assert "--kappa-class" in capsys.readouterr().err

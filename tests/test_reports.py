@@ -31,10 +31,12 @@ def make_results_db(
     hetero=(("Cu", "Ni"),),
     seed=0,
     supercell="4x4",
+    all_sites=False,
 ):
     """A results store like `screen run` writes: relaxed host and host+H* rows, the H2 reference, ΔG rows.
 
-    Geometries are the built ones, slightly rattled; ΔG values and σ are random (seeded)."""
+    Geometries are the built ones, slightly rattled; ΔG values and σ are random (seeded). The H* rows are
+    the first site's (the ΔG row's best site) or, with ``all_sites``, every candidate site's."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from screening.dgh import h2_molecule
@@ -60,10 +62,12 @@ def make_results_db(
     for m1, m2 in [(m, m) for m in metals] + list(hetero):
         for motif in motifs:
             host = build_host(m1, motif, metal2=m2, supercell=supercell)
-            site = h_sites(host)[0]
-            hh = add_h(host, site)
+            sites = h_sites(host)
+            site = sites[0]
             items.append((host, relaxed(host, len(items)), []))
-            items.append((hh, relaxed(hh, len(items)), []))
+            for st in sites if all_sites else sites[:1]:
+                hh = add_h(host, st)
+                items.append((hh, relaxed(hh, len(items)), []))
             dg = float(rng.normal(0.1, 0.5))
             epi, ale = float(rng.uniform(0.02, 0.25)), float(rng.uniform(0.01, 0.08))
             std = float(np.hypot(epi, ale))

@@ -440,3 +440,58 @@ def test_validate_warns_when_the_chosen_site_moved(tmp_path, capsys):
     assert main([*argv, "--labels", str(tmp_path / "labels.db"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"warning: {top['host']} H@{top['best_site']} is flagged h_migrated" in out and "--relax" in out
+
+
+def test_validate_site_classes_labels_the_best_site_of_each_other_class(tmp_path, capsys):
+    """--site-classes: besides the best site, the lowest H* state (model energy) of each requested binding
+    class is labelled too, as a triple with the same host; the ΔG row keeps the best site's DFT value. A
+    geometry moved by less than the match tolerance reuses its label (a re-screen in a later session)."""
+    import ase.db
+
+    from reports.tables import load_table, rank, select
+    from reports.validate import class_states
+    from screening.anchoring import site_class
+    from screening.bench_model import dft_triples
+    from screening.store import load_structures
+
+    db = make_results_db(tmp_path / "r.db", metals=("Cu",), motifs=("6Na",), hetero=(), all_sites=True)
+    row = rank(load_table(db)).iloc[0]
+    structs = load_structures(db)
+    states = structs[(structs["host"] == row["host"]) & (structs["site"].fillna("") != "")]
+    classes = {str(q["site"]): site_class(q["atoms"]) for _, q in states.iterrows()}
+    own = classes[str(row["best_site"])]
+    others = sorted({c for c in classes.values() if c != own})
+    assert others, classes  # the fixture has H on the metals and on the first shell
+    picked = class_states(db, select(rank(load_table(db)), f"id:{row['host']}"), ("metal", "N", "C"))
+    assert sorted(site_class(s.atoms) for s in picked) == others
+    for s in picked:  # the lowest model energy of its class
+        site = s.folder.split("@")[-1]
+        same = states[[classes[str(q)] == site_class(s.atoms) for q in states["site"]]]
+        assert float(states[states["site"] == site]["e_relaxed"].iloc[0]) == pytest.approx(
+            same["e_relaxed"].min()
+        )
+    labels = tmp_path / "labels.db"
+    argv = ["validate", "--db", str(db), "--engine", "emt", "--select", f"id:{row['host']}"]
+    argv += ["--labels", str(labels), "--no-progress", "--site-classes", "metal,N,C"]
+    assert main(argv) == 0
+    assert ase.db.connect(str(labels)).count() == 3 + len(others)  # host, best H*, H2 + one per class
+    triples = [
+        t for t in dft_triples(str(labels), engine="emt", max_h_force=np.inf) if t["host"] == row["host"]
+    ]
+    assert len(triples) == 1 + len(others)
+    best = rank(load_table(db)).set_index("host").loc[row["host"]]
+    mine = [t for t in triples if t["name"].endswith("@" + str(row["best_site"]))][0]
+    assert best["dft_dg"] == pytest.approx(mine["dft_de"] + best["correction"], abs=1e-9)
+    # a re-screen that moved every atom by 3e-6 Å: no new single point
+    from screening import labelling as L
+
+    moved = [s.atoms.copy() for s in picked]
+    for a in moved:
+        a.positions += 3e-6
+    rep = L.label_structures(moved, "emt", db_path=labels, progress=False)
+    assert rep.skipped == len(moved) and rep.labelled == 0
+    assert L.label_structures(moved, "emt", db_path=labels, progress=False, match_tol=0.0).labelled == len(
+        moved
+    )
+    assert main([*argv[:-1], "metal,Fe"]) == 2
+    assert "--site-classes" in capsys.readouterr().err
