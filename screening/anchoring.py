@@ -16,7 +16,9 @@ every host weighs the same.
   first-shell N or C, so it picks N/C sites that DFT finds weak. Each class gets b_c = b + n_c/(n_c +
   kappa_class)·(mean residual of c − b) (n_c hosts with a triple of class c), and the pair offset becomes a
   deviation from it: d_p = n_p/(n_p + kappa)·(mean over p's hosts of the residual − b_c). The screen applies
-  b_c + d_p to every site *before* the lowest site is picked, so the site choice moves with it.
+  b_c + d_p to every site *before* the lowest site is picked, so the site choice moves with it. σ is per
+  class too (``class_sigma``: the class's LOHO residuals updating the same prior), as the classes' spreads
+  differ threefold.
 - σ: leave-one-host-out (LOHO). Each host is predicted by the anchoring fitted without it. With few DFT
   hosts their spread alone says little (two hosts of similar metals gave 0.17 eV while the held-out errors
   reached 1.2 eV), so it updates a prior (:func:`predictive_sigma`): the host-to-host spread of SevenNet-0's
@@ -144,7 +146,9 @@ def offset_for(
     if "class_offsets" in anchor:
         base = float((anchor["class_offsets"] or {}).get(cls, anchor["offset"]))
         dev = _pair_value(anchor.get("pair_deviations") or {}, host)
-        return (base, float(anchor["sigma_add"])) if dev is None else (base + dev, covered)
+        sig = float((anchor.get("class_sigma") or {}).get(cls, anchor["sigma_add"]))
+        sig_cov = float((anchor.get("class_sigma_covered") or {}).get(cls, covered))
+        return (base, sig) if dev is None else (base + dev, sig_cov)
     v = _pair_value(anchor.get("pair_offsets") or {}, host)
     return (float(anchor["offset"]), float(anchor["sigma_add"])) if v is None else (v, covered)
 
@@ -201,6 +205,7 @@ def fit_anchor(
     if site_classes:
         b, classes, devs = _fit_classes(rows, kappa, kappa_class)
     loho_global, loho_covered = [], []
+    by_class: dict[str, tuple[list[float], list[float]]] = {}  # class -> (global, covered) LOHO residuals
     for h in res:
         others = {k: v for k, v in res.items() if k != h}
         bh, pairs_h = _offsets(others, kappa)
@@ -213,8 +218,11 @@ def fit_anchor(
             if site_classes:
                 base_c = cls_h.get(r["site_class"], float(np.mean(list(others.values()))))
                 loho_global.append(e - base_c)
+                mine = by_class.setdefault(r["site_class"], ([], []))
+                mine[0].append(e - base_c)
                 if pair_of(h) in devs_h:
                     loho_covered.append(e - base_c - devs_h[pair_of(h)])
+                    mine[1].append(e - base_c - devs_h[pair_of(h)])
                 continue
             loho_global.append(e - bh)
             if pair_of(h) in pairs_h:
@@ -241,7 +249,19 @@ def fit_anchor(
         "loho_residuals_covered": loho_covered,
     }
     if site_classes:
+        class_sigma, class_covered = {}, {}
+        for c, (glob, cov) in by_class.items():
+            n_c = len({r["host"] for r in rows if r["site_class"] == c})
+            class_sigma[c] = predictive_sigma(glob, n_c, prior_sigma, prior_weight)
+            cov_hosts = {r["host"] for r in rows if r["site_class"] == c and per_pair[pair_of(r["host"])] > 1}
+            class_covered[c] = (
+                min(class_sigma[c], predictive_sigma(cov, len(cov_hosts), prior_sigma, prior_weight))
+                if cov and cov_hosts
+                else class_sigma[c]
+            )
         out.update(
+            class_sigma=class_sigma,
+            class_sigma_covered=class_covered,
             method="site-class" if kappa is None else "site-class-pair",
             class_offsets=classes,
             pair_deviations=devs,

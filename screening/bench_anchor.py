@@ -598,7 +598,10 @@ def run(args: argparse.Namespace) -> int:
             )
             + (
                 " (site classes: "
-                + ", ".join(f"H on {c} {o:+.3f}" for c, o in a["class_offsets"].items())
+                + ", ".join(
+                    f"H on {c} {o:+.3f} (σ {a.get('class_sigma', {}).get(c, float('nan')):.3f})"
+                    for c, o in a["class_offsets"].items()
+                )
                 + "; pair deviations: "
                 + (", ".join(f"{p} {o:+.3f}" for p, o in a.get("pair_deviations", {}).items()) or "none")
                 + ")"

@@ -183,7 +183,9 @@ def run(args: argparse.Namespace) -> int:
     post.recal.anchor = fit
     digest = post.save(args.out)
     pairs = ", ".join(f"{p} {o:+.3f}" for p, o in fit["pair_offsets"].items())
-    classes = ", ".join(f"H on {c} {o:+.3f}" for c, o in fit.get("class_offsets", {}).items())
+    classes = ", ".join(
+        f"H on {c} {o:+.3f} (σ {fit['class_sigma'][c]:.3f})" for c, o in fit.get("class_offsets", {}).items()
+    )
     devs = ", ".join(f"{p} {o:+.3f}" for p, o in fit.get("pair_deviations", {}).items())
     print(
         f"anchored {model_path} -> {args.out} ({digest[:12]}): ΔGH* offset {fit['offset']:+.3f} eV"

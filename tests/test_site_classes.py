@@ -61,10 +61,17 @@ def test_class_offsets_pair_deviations_and_leave_one_host_out_by_hand():
         "C2": 1 / 2 * dev_host["C2@1"],
     }
     assert fit["pair_deviations"] == pytest.approx(devs) and fit["pair_offsets"] == {}
-    assert offset_for(fit, "A2@7", "metal") == pytest.approx(
-        (cls["metal"] + devs["A2"], fit["sigma_add_covered"])
-    )
-    assert offset_for(fit, "Z2@7", "C") == pytest.approx((cls["C"], fit["sigma_add"]))  # unlabelled pair
+    # σ per class: the class's leave-one-host-out residuals (hosts sorted; A2@1 has a metal and an N row)
+    loho = fit["loho_residuals"]
+    assert fit["class_sigma"]["C"] == pytest.approx(predictive_sigma([loho[2], loho[4], loho[5]], 3))
+    assert fit["class_sigma"]["metal"] == pytest.approx(predictive_sigma([loho[0], loho[3]], 2))
+    assert fit["class_sigma"]["N"] == pytest.approx(predictive_sigma([loho[1]], 1))
+    assert all(fit["class_sigma_covered"][c] <= fit["class_sigma"][c] for c in cls)
+    m = offset_for(fit, "A2@7", "metal")
+    assert m == pytest.approx((cls["metal"] + devs["A2"], fit["class_sigma_covered"]["metal"]))
+    assert offset_for(fit, "Z2@7", "C") == pytest.approx(
+        (cls["C"], fit["class_sigma"]["C"])
+    )  # unlabelled pair
     assert offset_for(fit, "Z2@7", None) == pytest.approx((b, fit["sigma_add"]))  # no class: global
     assert offset_for(fit, "AB@7", "N")[0] == pytest.approx(cls["N"] + 0.5 * (devs["A2"] + devs["B2"]))
     # leave C2@1 out: the C class then has A2@2 and B2@2 only
@@ -78,7 +85,7 @@ def test_class_offsets_pair_deviations_and_leave_one_host_out_by_hand():
     # class offsets alone (no pair terms)
     g = fit_anchor(rows, kappa=None, site_classes=True)
     assert g["pair_deviations"] == {} and g["class_offsets"] == pytest.approx(cls)
-    assert offset_for(g, "A2@1", "C") == pytest.approx((cls["C"], g["sigma_add"]))
+    assert offset_for(g, "A2@1", "C") == pytest.approx((cls["C"], g["class_sigma"]["C"]))
     with pytest.raises(ValueError, match="site_class"):
         fit_anchor([{k: v for k, v in r.items() if k != "site_class"} for r in rows], site_classes=True)
 
@@ -112,7 +119,7 @@ def test_dg_anchor_gives_one_offset_per_state_for_a_site_class_anchoring():
     post = SimpleNamespace(recal=SimpleNamespace(anchor=fit))
     offs, sigma = dg_anchor(post, "A2@9", ["C", "metal", "N"])
     assert offs == pytest.approx([offset_for(fit, "A2@9", c)[0] for c in ("C", "metal", "N")])
-    assert sigma == pytest.approx(fit["sigma_add_covered"])
+    assert sigma == pytest.approx(max(fit["class_sigma_covered"][c] for c in ("C", "metal", "N")))
     # no classes given: the global offset plus the pair's deviation
     assert dg_anchor(post, "A2@9")[0] == pytest.approx(fit["offset"] + fit["pair_deviations"]["A2"])
 
