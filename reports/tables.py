@@ -29,7 +29,7 @@ DFT_COLUMNS = ("dft_dg", "dft_de", "dft_engine", "dft_settings", "dft_relax", "d
                "dft_wall_s", "dft_date")  # fmt: skip
 #: columns of the ranking table, in order (those missing from a store are left out)
 TABLE_COLUMNS = (
-    "rank", "host", "metal", "metal2", "motif", "n_N", "best_site", "dg", "dg_std", "dg_std_epistemic",
+    "rank", "host", "metal", "metal2", "motif", "n_N", "best_site", "best_site_class", "dg", "dg_std", "dg_std_epistemic",
     "dg_std_aleatoric", "p_active", "log_i0", "log_i0_expected", "site_agreement", "e_form", "e_form_std",
     "flags", "converged", "dft_dg", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
     "code_version", "id",

@@ -701,13 +701,13 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
         return "\n".join(lines + ["no results"]) + "\n"
     d = df.assign(abs_dg=df["dg"].abs()).sort_values("abs_dg", na_position="last").head(top)
     lines.append("")
-    lines.append(f"{'rank':>4}  {'host':<14} {'site':<10} {'ΔGH* (eV)':>16}  {'E_f (eV)':>16}  flags")
+    lines.append(f"{'rank':>4}  {'host':<14} {'site (H on)':<18} {'ΔGH* (eV)':>16}  {'E_f (eV)':>16}  flags")
     for rank, (_, r) in enumerate(d.iterrows(), 1):
         dg = f"{r['dg']:+.3f} ± {r['dg_std']:.3f}"
         ef = f"{r['e_form']:+.2f} ± {r['e_form_std']:.2f}"
-        lines.append(
-            f"{rank:>4}  {r['host']:<14} {str(r['best_site']):<10} {dg:>16}  {ef:>16}  {r['flags'] or '-'}"
-        )
+        cls = r.get("best_site_class")
+        site = str(r["best_site"]) + (f" ({cls})" if isinstance(cls, str) and cls else "")
+        lines.append(f"{rank:>4}  {r['host']:<14} {site:<18} {dg:>16}  {ef:>16}  {r['flags'] or '-'}")
     n_flag = int((df["flags"] != "").sum())
     lines.append("")
     lines.append(
