@@ -482,16 +482,20 @@ def test_validate_site_classes_labels_the_best_site_of_each_other_class(tmp_path
     best = rank(load_table(db)).set_index("host").loc[row["host"]]
     mine = [t for t in triples if t["name"].endswith("@" + str(row["best_site"]))][0]
     assert best["dft_dg"] == pytest.approx(mine["dft_de"] + best["correction"], abs=1e-9)
-    # a re-screen that moved every atom by 3e-6 Å: no new single point
+    # a re-screen that moved an atom by 5e-4 Å (below MATCH_TOL): no new single point; by 2e-3 Å: new ones
     from screening import labelling as L
 
-    moved = [s.atoms.copy() for s in picked]
-    for a in moved:
-        a.positions += 3e-6
-    rep = L.label_structures(moved, "emt", db_path=labels, progress=False)
-    assert rep.skipped == len(moved) and rep.labelled == 0
-    assert L.label_structures(moved, "emt", db_path=labels, progress=False, match_tol=0.0).labelled == len(
-        moved
-    )
+    def moved(d):
+        out = [s.atoms.copy() for s in picked]
+        for a in out:
+            a.positions[0, 0] += d
+        return out
+
+    rep = L.label_structures(moved(5e-4), "emt", db_path=labels, progress=False)
+    assert rep.skipped == len(picked) and rep.labelled == 0 and L.MATCH_TOL == 1e-3
+    assert L.label_structures(
+        moved(5e-4), "emt", db_path=labels, progress=False, match_tol=0.0
+    ).labelled == len(picked)
+    assert L.label_structures(moved(2e-3), "emt", db_path=labels, progress=False).labelled == len(picked)
     assert main([*argv[:-1], "metal,Fe"]) == 2
     assert "--site-classes" in capsys.readouterr().err
