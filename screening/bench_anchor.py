@@ -201,6 +201,23 @@ def host_table(summary: dict[str, Any], per_host: list[dict]) -> str:
     for v, m in summary.items():
         right = f"{m['site_right']:.0%} of {m['n_multi']}" if m["n_multi"] else ""
         t += f"| {v} | {m['n']} | {m['mae']:.3f} | {m['mean']:+.3f} | {right} |\n"
+    shown = list(summary)
+    t += (
+        "\n| host (≥ 2 DFT sites) | DFT lowest | "
+        + " | ".join(shown)
+        + " |\n|---|---|"
+        + "---|" * len(shown)
+        + "\n"
+    )
+
+    def site(name: str) -> str:
+        return name.rsplit("@", 1)[-1]
+
+    for h in per_host:
+        if h["n_sites"] < 2:
+            continue
+        cells = [f"{h[v]:+.2f} ({site(h[v + '_site'])})" if v in h else "" for v in shown]
+        t += f"| {h['host']} | {h['dft_de']:+.2f} ({site(h['dft_site'])}) | " + " | ".join(cells) + " |\n"
     return t
 
 
