@@ -8,6 +8,9 @@
 # Resumable: finished single points are skipped (a re-screen's geometries match within 1e-4 Å).
 # Needs runs/screen4/results.db from `screen run --db runs/screen4/results.db` with the shipped model.
 # Start:  cd /work/main && nohup setsid bash dft/site_queue.sh >> runs/site_queue.log 2>&1 &
+# Session 10 ran core 2 only (core 1 is dft/site_queue_a.sh): it first recomputed Pd2@5Na+H@top_X1 (1.2e-4 Å from
+# its stored label under the first 1e-4 Å match tolerance, now 1e-3), then Ru2@5Na+H@top_M1; stopped in Ir2@4Nc.
+# Next session: run it again (finished single points are skipped) after `screen run` re-creates runs/screen4.
 cd "$(dirname "$0")/.." || exit 1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 V="screen validate --db runs/screen4/results.db --engine gpaw --preset pw500 --workers 1 --labels dft/labels.db --no-progress --site-classes metal --max 12"
