@@ -115,25 +115,25 @@ def class_states(db_path: str | os.PathLike, selected, classes: Sequence[str]) -
     from screening.store import load_structures
 
     out: list[State] = []
+    stores: dict[tuple[str, str], Any] = {}  # (model hash, relax hash) -> relaxed rows: one read each
     for _, r in selected.iterrows():
         mh, rh = str(r.get("structure_model_hash") or r["model_hash"]), str(r["relax_hash"])
-        rows = load_structures(db_path, state="relaxed", host=str(r["host"]), model_hash=mh, relax_hash=rh)
+        if (mh, rh) not in stores:
+            stores[(mh, rh)] = load_structures(db_path, state="relaxed", model_hash=mh, relax_hash=rh)
+        rows = stores[(mh, rh)]
         if rows.empty or "site" not in rows:
             continue
+        rows = rows[(rows["host"] == str(r["host"])) & (rows["site"].fillna("").astype(str) != "")]
+        sites = [str(x) for x in rows["site"]]
+        kinds = [site_class(a) for a in rows["atoms"]]
+        own = {c for c, site in zip(kinds, sites) if site == str(r["best_site"])}
         best: dict[str, Any] = {}
-        own = [
-            site_class(q["atoms"]) for _, q in rows.iterrows() if str(q.get("site")) == str(r["best_site"])
-        ]
-        for _, q in rows.iterrows():
-            site = str(q.get("site") or "")
+        for (_, q), site, c in zip(rows.iterrows(), sites, kinds):
             flags = str(q.get("flags") or "").split(",")
             energy = float(q.get("e_relaxed", float("nan")))
-            if not site or site == str(r["best_site"]) or "h_desorbed" in flags or "nonfinite" in flags:
+            if c not in classes or c in own or "h_desorbed" in flags or "nonfinite" in flags:
                 continue
-            if not np.isfinite(energy):
-                continue
-            c = site_class(q["atoms"])
-            if c in classes and c not in own and (c not in best or energy < best[c][0]):
+            if np.isfinite(energy) and (c not in best or energy < best[c][0]):
                 best[c] = (energy, q, site)
         for c in classes:
             if c in best:

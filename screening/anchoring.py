@@ -201,32 +201,36 @@ def fit_anchor(
         if missing:
             raise ValueError(f"site-class anchoring needs a site_class on every row; missing: {missing[0]}")
     b, pairs = _offsets(res, kappa)
-    classes, devs = {}, {}
-    if site_classes:
-        b, classes, devs = _fit_classes(rows, kappa, kappa_class)
+    classes, devs = _fit_classes(rows, kappa, kappa_class)[1:] if site_classes else ({}, {})
     loho_global, loho_covered = [], []
     by_class: dict[str, tuple[list[float], list[float]]] = {}  # class -> (global, covered) LOHO residuals
     for h in res:
-        others = {k: v for k, v in res.items() if k != h}
-        bh, pairs_h = _offsets(others, kappa)
-        if site_classes:
-            _, cls_h, devs_h = _fit_classes([r for r in rows if r["host"] != h], kappa, kappa_class)
+        others = [r for r in rows if r["host"] != h]
+        if site_classes:  # (offset without the pair term, pair term or None) of a row, fitted without h
+            bh, cls_h, devs_h = _fit_classes(others, kappa, kappa_class)
+
+            def predict(r, bh=bh, cls_h=cls_h, devs_h=devs_h):
+                base_c = cls_h.get(r["site_class"], bh)
+                return base_c, devs_h.get(pair_of(r["host"]))
+
+        else:
+            bh, pairs_h = _offsets({k: v for k, v in res.items() if k != h}, kappa)
+
+            def predict(r, bh=bh, pairs_h=pairs_h):
+                p = pairs_h.get(pair_of(r["host"]))
+                return bh, None if p is None else p - bh
+
         for r in rows:
             if r["host"] != h:
                 continue
             e = float(r["dft_de"]) - float(r["base"])
-            if site_classes:
-                base_c = cls_h.get(r["site_class"], float(np.mean(list(others.values()))))
-                loho_global.append(e - base_c)
-                mine = by_class.setdefault(r["site_class"], ([], []))
-                mine[0].append(e - base_c)
-                if pair_of(h) in devs_h:
-                    loho_covered.append(e - base_c - devs_h[pair_of(h)])
-                    mine[1].append(e - base_c - devs_h[pair_of(h)])
-                continue
-            loho_global.append(e - bh)
-            if pair_of(h) in pairs_h:
-                loho_covered.append(e - pairs_h[pair_of(h)])
+            base_r, pair_r = predict(r)
+            mine = by_class.setdefault(r.get("site_class"), ([], []))
+            loho_global.append(e - base_r)
+            mine[0].append(e - base_r)
+            if pair_r is not None:
+                loho_covered.append(e - base_r - pair_r)
+                mine[1].append(e - base_r - pair_r)
     sigma = predictive_sigma(loho_global, len(res), prior_sigma, prior_weight)
     per_pair = Counter(pair_of(h) for h in res)
     n_cov = sum(n for n in per_pair.values() if n > 1)  # hosts whose pair keeps another DFT host

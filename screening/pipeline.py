@@ -512,6 +512,7 @@ def _evaluate_chunk(
         data: dict[str, Any] = {}
         mask = np.ones(stats.samples.shape[0], dtype=bool)  # posterior samples kept (finite)
         if state_recs:
+            classes = [site_class(r.atoms) for r in state_recs]
             dg = dg_from_stats(
                 host_stats,
                 state_stats,
@@ -520,14 +521,14 @@ def _evaluate_chunk(
                 config.dg,
                 eligible,
                 dg_sigma_scale(handle.posterior),
-                dg_anchor(handle.posterior, info.get(SK.HOST), [site_class(r.atoms) for r in state_recs]),
+                dg_anchor(handle.posterior, info.get(SK.HOST), classes),
             )
             best = state_recs[dg.best_index]
             flags |= set(best.flags) | set(dg_flags(dg.dg, dg.dg_std, config.flags))
             converged = host_rec.status == "converged" and best.status == "converged"
             row.update(
                 best_site=dg.best_site,
-                best_site_class=site_class(best.atoms),
+                best_site_class=classes[dg.best_index],
                 dg=dg.dg,
                 dg_std=dg.dg_std,
                 dg_std_epistemic=dg.dg_std_epistemic,
