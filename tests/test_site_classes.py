@@ -128,9 +128,30 @@ def test_host_level_takes_the_lowest_site_of_dft_and_of_each_variant():
     from screening.bench_anchor import host_level, host_table
 
     rows = [  # host A: DFT lowest at the metal site; the base model picks the C site, "site" the metal one
-        {"host": "A2@1", "name": "A2@1+H@top_X0", "dft_de": 0.5, "base": -0.9, "site": -0.1},
-        {"host": "A2@1", "name": "A2@1+H@top_M1", "dft_de": -0.2, "base": -0.3, "site": -0.2},
-        {"host": "B2@1", "name": "B2@1+H@top_M1", "dft_de": 0.1, "base": 0.3, "site": 0.2},
+        {
+            "host": "A2@1",
+            "name": "A2@1+H@top_X0",
+            "site_class": "C",
+            "dft_de": 0.5,
+            "base": -0.9,
+            "site": -0.1,
+        },
+        {
+            "host": "A2@1",
+            "name": "A2@1+H@top_M1",
+            "site_class": "metal",
+            "dft_de": -0.2,
+            "base": -0.3,
+            "site": -0.2,
+        },
+        {
+            "host": "B2@1",
+            "name": "B2@1+H@top_M1",
+            "site_class": "metal",
+            "dft_de": 0.1,
+            "base": 0.3,
+            "site": 0.2,
+        },
     ]
     summary, per_host = host_level(rows, ["base", "site"])
     assert per_host[0]["dft_de"] == -0.2 and per_host[0]["dft_site"] == "A2@1+H@top_M1"
@@ -140,3 +161,12 @@ def test_host_level_takes_the_lowest_site_of_dft_and_of_each_variant():
     assert summary["site"]["n"] == 2 and summary["site"]["n_multi"] == 1
     assert "| site | 2 | 0.050 |" in host_table(summary, per_host)
     assert host_table(*host_level(rows[2:], ["base"])) == ""  # one site per host: no table
+    # site-complete: only A (a metal and a C site); B has one metal site, so its DFT minimum is a bound
+    assert [h["complete"] for h in per_host] == [True, False]
+    assert summary["base"]["n_complete"] == 1 and summary["base"]["mae_complete"] == pytest.approx(0.7)
+    assert summary["site"]["mae_complete"] == pytest.approx(0.0)
+    # two sites of one class do not make a host complete, and are footnoted in the table
+    same = [dict(r, host="C2@1", site_class="N") for r in rows[:2]]
+    s2, h2 = host_level(same, ["base"])
+    assert not h2[0]["complete"] and s2["base"]["n_complete"] == 0
+    assert "| C2@1 ¹ |" in host_table(s2, h2)
