@@ -138,6 +138,12 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.engine} {r.dft_dg:+.3f} eV, "
                 f"error {r.dg_model - r.dft_dg:+.3f} eV ({abs(r.dg_model - r.dft_dg) / r.dg_std:.1f}σ), "
                 f"{r.wall_s:.0f} s"
+                + (
+                    f"; DFT's lowest labelled site is {r.dft_site_host}: {r.dft_dg_host:+.3f} eV "
+                    f"(classes {r.dft_host_classes})"
+                    if r.dft_site_host and r.dft_site_host != r.site
+                    else ""
+                )
             )
         elif args.reuse_only and r.status == "error":
             missing += 1

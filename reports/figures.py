@@ -434,7 +434,7 @@ def validation_stats(df) -> dict[str, float]:
     s = d["dg_std"].to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.abs(err) / s
-    return {
+    out = {
         "n": int(len(d)),
         "mae": float(np.mean(np.abs(err))),
         "rmse": float(np.sqrt(np.mean(err**2))),
@@ -443,6 +443,21 @@ def validation_stats(df) -> dict[str, float]:
         "within_2sigma": float(np.mean(z <= 2.0)),
         "n_anchor_fit": n_fit,
     }
+    # the host's ΔGH* is a minimum over sites: against DFT's lowest labelled site (validate --site-classes)
+    host = _host_dft(d)
+    if np.isfinite(host).any():
+        ok = np.isfinite(host)
+        out["mae_host"] = float(np.mean(np.abs(d["dg"].to_numpy(float)[ok] - host[ok])))
+        out["n_host"] = int(ok.sum())
+        out["n_other_site"] = int((host[ok] < d["dft_dg"].to_numpy(float)[ok] - 1e-6).sum())
+    return out
+
+
+def _host_dft(d) -> np.ndarray:
+    """DFT ΔGH* of each row's host at its lowest labelled site (``dft_dg_host``), NaN where not written."""
+    if "dft_dg_host" not in d:
+        return np.full(len(d), np.nan)
+    return np.asarray([np.nan if v is None else float(v) for v in d["dft_dg_host"]], dtype=float)
 
 
 def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
@@ -473,6 +488,16 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
             ax.plot(
                 xf, yf, "s", color="0.55", ms=5, label=f"fitted the DFT anchoring ({len(fit)}, not a test)"
             )
+        xh = _host_dft(d)
+        moved = np.isfinite(xh) & (xh < x - 1e-6)  # DFT's lowest labelled site is another site
+        if moved.any():
+            for k in np.flatnonzero(moved):
+                ax.plot([x[k], xh[k]], [y[k], y[k]], color="tab:red", lw=0.7, alpha=0.6)
+            ax.plot(
+                xh[moved], y[moved], "x", color="tab:red", ms=6,
+                label=f"DFT at the host's lowest labelled site ({int(moved.sum())})",
+            )  # fmt: skip
+            lo, hi = min(lo, float(xh[moved].min()) - 0.1), max(hi, float(xh[moved].max()) + 0.1)
         ax.plot([], [], " ", label="named: DFT outside 2σ")
         with np.errstate(divide="ignore", invalid="ignore"):
             outside = np.abs(y - x) > 2 * s  # name the candidates whose DFT value lies outside the 2σ bar

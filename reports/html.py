@@ -155,6 +155,12 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
                 else ""
             )
         )
+        if stats.get("n_host"):
+            out["DFT validation, host minimum"] = (
+                f"MAE {stats['mae_host']:.3f} eV against DFT's lowest labelled site of each host "
+                f"({stats['n_host']} hosts; on {stats['n_other_site']} DFT's lowest site is not the model's: "
+                "`screen validate --site-classes` labels the best site of each binding class)"
+            )
     return out
 
 

@@ -13,7 +13,12 @@ with the engine (ASE BFGS, ``steps`` at most, ``fmax`` eV/Å) and the relaxed ge
 Written back on the ΔG row (``kind="dg"``), under the store's lock: ``dft_dg``, ``dft_de`` (eV),
 ``dft_engine``,
 ``dft_settings`` ("<preset>:<settings hash>"), ``dft_relax``, ``dft_status`` (ok | unconverged | error),
-``dft_site``, ``dft_wall_s`` (s, sum over the three calculations), ``dft_date``, ``dft_labels`` (label store).
+``dft_site``, ``dft_wall_s`` (s, sum over the three calculations), ``dft_date``, ``dft_labels`` (label store);
+``dft_dg_host``, ``dft_site_host``, ``dft_host_classes``: the host's lowest DFT ΔGH* over the sites this
+validation labelled (the best site and, with ``site_classes``, the best site of each other binding class),
+that site, and the binding classes those sites cover ("metal,N"). ΔGH* of a host is a minimum over sites, so
+``dft_dg`` (same site as the model's ΔGH*) measures the model's energy error there, ``dft_dg_host`` whether
+the screen found the right site; with one binding class labelled, ``dft_dg_host`` is an upper bound.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ class ValidationResult:
     status: str
     dft_dg: float = float("nan")
     dft_de: float = float("nan")
+    dft_dg_host: float = float("nan")
+    dft_site_host: str = ""
+    dft_host_classes: str = ""
     wall_s: float = 0.0
     energies: dict[str, float] | None = None
     error: str = ""
@@ -180,6 +188,7 @@ def validate(
     command), elements the engine cannot handle.
     """
     from screening import labelling as L
+    from screening.anchoring import site_class
     from screening.store import check_database
 
     if config.reuse_only and config.relax:
@@ -260,6 +269,15 @@ def validate(
             e_host, e_hh, e_h2 = (lab["energy"] for lab in labs)
             res.dft_de = e_hh - e_host - 0.5 * e_h2
             res.dft_dg = res.dft_de + c.correction
+            sites = {c.best_site: (res.dft_dg, site_class(structures[folders[1]]))}
+            for s in extra:
+                lab = got.get(key_of[s.folder], {})
+                if s.folder.startswith(f"{c.host}/H@") and lab.get("converged"):
+                    dg = lab["energy"] - e_host - 0.5 * e_h2 + c.correction
+                    sites[s.folder.split("/H@", 1)[1]] = (dg, site_class(structures[s.folder]))
+            res.dft_site_host = min(sites, key=lambda k: sites[k][0])
+            res.dft_dg_host = sites[res.dft_site_host][0]
+            res.dft_host_classes = ",".join(sorted({cls for _, cls in sites.values()}))
         else:
             bad = [f"{s.kind}: {lab['status']}" for s, lab in zip(c.states, labs) if not lab["converged"]]
             res.status = (
@@ -303,6 +321,12 @@ def write_back(
             delete: list[str] = []
             if np.isfinite(r.dft_dg):
                 kv.update(dft_dg=float(r.dft_dg), dft_de=float(r.dft_de))
+                kv.update(
+                    dft_dg_host=float(r.dft_dg_host),
+                    dft_site_host=r.dft_site_host,
+                    dft_host_classes=r.dft_host_classes,
+                )
             else:
-                delete = [k for k in ("dft_dg", "dft_de") if k in db.get(id=r.dg_row_id).key_value_pairs]
+                stale = ("dft_dg", "dft_de", "dft_dg_host", "dft_site_host", "dft_host_classes")
+                delete = [k for k in stale if k in db.get(id=r.dg_row_id).key_value_pairs]
             db.update(r.dg_row_id, delete_keys=delete, **kv)

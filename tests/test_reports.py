@@ -368,8 +368,18 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
     df["dft_dg"] = df["dg"] + np.where(df["anchor_fit"], 0.0, 0.2)  # held-out hosts 0.2 eV off
     st = validation_stats(df)
     assert st["n"] == 2 and st["n_anchor_fit"] == 2 and st["mae"] == pytest.approx(0.2)
+    assert "mae_host" not in st  # no validate --site-classes yet
     files = parity(df, tmp_path / "fig", ReportConfig())
     assert files["png"].stat().st_size > 0
+    # one held-out host whose DFT is 1 eV lower at another labelled site: the host-minimum MAE counts it
+    held = np.flatnonzero(~df["anchor_fit"].to_numpy())
+    host_min = df["dft_dg"].to_numpy(float).copy()
+    host_min[held[0]] -= 1.0
+    df["dft_dg_host"] = host_min
+    st = validation_stats(df)
+    assert st["mae"] == pytest.approx(0.2) and st["n_host"] == 2 and st["n_other_site"] == 1
+    assert st["mae_host"] == pytest.approx((0.8 + 0.2) / 2)  # model 0.2 below DFT, 0.8 above its minimum
+    assert parity(df, tmp_path / "fig2", ReportConfig())["png"].stat().st_size > 0
 
     torch.manual_seed(1)  # other weights, same anchoring, under the same path: the run's model is gone
     checkpoint.save(model_path, build_model(cfg), cfg, extra={"recalibration": {"anchor": anchor}})

@@ -482,6 +482,12 @@ def test_validate_site_classes_labels_the_best_site_of_each_other_class(tmp_path
     best = rank(load_table(db)).set_index("host").loc[row["host"]]
     mine = [t for t in triples if t["name"].endswith("@" + str(row["best_site"]))][0]
     assert best["dft_dg"] == pytest.approx(mine["dft_de"] + best["correction"], abs=1e-9)
+    # the host's DFT ΔGH* is the lowest over the labelled sites, with its site and the classes covered
+    low = min(triples, key=lambda t: t["dft_de"])
+    assert best["dft_dg_host"] == pytest.approx(low["dft_de"] + best["correction"], abs=1e-9)
+    assert best["dft_dg_host"] <= best["dft_dg"] + 1e-12
+    assert best["dft_site_host"] == low["name"].rsplit("@", 1)[-1]
+    assert best["dft_host_classes"] == ",".join(sorted(set(others) | {own}))
     # a re-screen that moved an atom by 5e-4 Å (below MATCH_TOL): no new single point; by 2e-3 Å: new ones
     from screening import labelling as L
 
