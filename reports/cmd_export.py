@@ -1,5 +1,5 @@
 """``screen export --db results.db --select uncertain|top:N|id:HOST[,HOST] --format vasp|qe|gpaw|extxyz
---out dft/ [--force]``: DFT inputs for the selected candidates and a manifest."""
+--out dft/ [--force] [--site-classes metal,N,C]``: DFT inputs for the selected candidates and a manifest."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--force", action="store_true", help="write into a non-empty --out, replacing same-named entries"
     )
     parser.add_argument(
+        "--site-classes",
+        default="",
+        help="also write each host's lowest H* site of these binding classes (comma list of metal, N, C: what "
+        "the H binds to), so DFT can take ΔGH* as a minimum over classes (default: the best site only)",
+    )
+    parser.add_argument(
         "--model-hash", default=None, help="use this model's results (default: the largest run)"
     )
     parser.add_argument(
@@ -55,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"unknown format '{args.format}'; allowed: {', '.join(FORMATS)}")
     if args.task not in TASKS:
         raise InputError(f"unknown task '{args.task}'; allowed: {', '.join(TASKS)}")
+    from screening.anchoring import parse_site_classes
+
     get_preset(args.preset)
+    classes = parse_site_classes(args.site_classes)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not args.force)):
         raise InputError(f"--out '{out}' is not an empty folder; choose a new folder or pass --force")
@@ -70,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
     exclude = read_host_list(args.exclude_hosts, "--exclude-hosts") if args.exclude_hosts else ()
     chosen = select(table, args.select, limit=args.max, exclude=exclude)
     cands = load_candidates(args.db, chosen)
+    if classes:
+        from .validate import class_states
+
+        extra = class_states(args.db, chosen, classes)
+        for c in cands:  # after the candidate's own host, H* and H2 folders
+            c.states += [s for s in extra if s.folder.startswith(f"{c.host}/H@")]
     manifest = export(
         cands, out, args.format, config, db_path=str(args.db), selection=args.select, force=args.force
     )

@@ -87,12 +87,9 @@ def run(args: argparse.Namespace) -> int:
             f"--steps {args.steps} / --fmax {args.fmax} not allowed; allowed: steps >= 1, fmax > 0 eV/Å"
         )
     get_engine(args.engine)  # unknown engine: one-line error before any work
-    from screening.anchoring import SITE_CLASSES
+    from screening.anchoring import parse_site_classes
 
-    classes = tuple(c.strip() for c in args.site_classes.split(",") if c.strip())
-    bad = [c for c in classes if c not in SITE_CLASSES]
-    if bad:
-        raise InputError(f"--site-classes: unknown class {bad[0]!r}; allowed: {', '.join(SITE_CLASSES)}")
+    classes = parse_site_classes(args.site_classes)
     settings = settings_from_args(args)
     config = ValidateConfig(
         engine=args.engine,

@@ -1,7 +1,10 @@
 """DFT hand-off: inputs for VASP (pymatgen), Quantum ESPRESSO and GPAW (ASE) or plain extxyz.
 
 For each selected candidate three states are written together, from the model-relaxed geometries of the
-results store: the bare host, host+H* at the best site, and the H2 reference. Layout under ``--out``::
+results store: the bare host, host+H* at the best site, and the H2 reference; with ``--site-classes`` also
+host+H* at the model's best site of each other binding class (H on a metal, N or C), because the pre-trained
+model ranks sites of different classes wrongly (DFT put H on the metal of Ir2@2Nb and Ru2@5Na ~1 eV below the
+N/C site the model chose): the host's ΔGH* is then DFT's minimum over those sites. Layout under ``--out``::
 
     manifest.json                  every folder -> database row id, name, kind, files, settings
     <host>/host/                   e.g. Fe2@3Nb/host/
@@ -518,7 +521,8 @@ def export(
                 for c in candidates
             ],
             "entries": entries,
-            "dg_formula": "dG = E(host+H) - E(host) - 0.5 E(H2) + correction (eV)",
+            "dg_formula": "dG = E(host+H) - E(host) - 0.5 E(H2) + correction (eV); with several H@ folders "
+            "per host, its dG is the lowest",
         }
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1) + "\n")
         if not out.exists():

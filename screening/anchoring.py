@@ -65,6 +65,17 @@ def predictive_sigma(
 SITE_CLASSES = ("metal", "N", "C")
 
 
+def parse_site_classes(text: str, option: str = "--site-classes") -> tuple[str, ...]:
+    """ "metal,N" -> ("metal", "N"); InputError naming the first unknown class."""
+    from structures.common import InputError
+
+    classes = tuple(c.strip() for c in text.split(",") if c.strip())
+    bad = [c for c in classes if c not in SITE_CLASSES]
+    if bad:
+        raise InputError(f"{option}: unknown class {bad[0]!r}; allowed: {', '.join(SITE_CLASSES)}")
+    return classes
+
+
 def site_class(atoms) -> str:
     """What the (last) H of ``atoms`` binds to: ``metal`` when its nearest neighbour (minimum image) is a
     transition metal, else that neighbour's element (``N``, ``C``); ``none`` without H or neighbours."""

@@ -505,3 +505,27 @@ def test_validate_site_classes_labels_the_best_site_of_each_other_class(tmp_path
     assert L.label_structures(moved(2e-3), "emt", db_path=labels, progress=False).labelled == len(picked)
     assert main([*argv[:-1], "metal,Fe"]) == 2
     assert "--site-classes" in capsys.readouterr().err
+
+
+def test_export_site_classes_writes_the_best_site_of_each_other_class(tmp_path, capsys):
+    """`export --site-classes metal,N,C`: besides host, best H* and H2, one H* folder per other binding class
+    (the model's lowest state of that class), listed under the candidate in the manifest; an unknown class
+    is one line and no folder."""
+    from reports.tables import load_table, rank, select
+    from reports.validate import class_states
+
+    db = make_results_db(tmp_path / "r.db", metals=("Cu",), motifs=("6Na",), hetero=(), all_sites=True)
+    row = rank(load_table(db)).iloc[0]
+    want = class_states(db, select(rank(load_table(db)), f"id:{row['host']}"), ("metal", "N", "C"))
+    assert want
+    argv = ["export", "--db", str(db), "--select", f"id:{row['host']}", "--format", "extxyz"]
+    assert main([*argv, "--out", str(tmp_path / "x"), "--site-classes", "metal,N,C"]) == 0
+    man = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    folders = man["candidates"][0]["folders"]
+    assert folders[:3] == [f"{row['host']}/host", f"{row['host']}/H@{row['best_site']}", "H2"]
+    assert folders[3:] == [s.folder for s in want]
+    for f in folders:
+        assert (tmp_path / "x" / f / "structure.extxyz").exists()
+    assert main([*argv, "--out", str(tmp_path / "y"), "--site-classes", "metal,O"]) == 2
+    assert "--site-classes: unknown class 'O'; allowed: metal, N, C" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
