@@ -698,6 +698,20 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
             f"σ_anchor {a['sigma_add']:.3f} eV "
             f"(leave-one-host-out) from {len(a['hosts'])} DFT hosts ({', '.join(a['hosts'])})"
         )
+        if a.get("class_offsets"):
+            sig = a.get("class_sigma") or {}
+            lines.append(
+                "  by site class, applied before the lowest site is picked: "
+                + ", ".join(
+                    f"H on {c} {o:+.3f} eV" + (f" (σ {sig[c]:.3f})" if c in sig else "")
+                    for c, o in sorted(a["class_offsets"].items())
+                )
+                + (
+                    f"; metal-pair deviations for {len(a['pair_deviations'])} pairs"
+                    if a.get("pair_deviations")
+                    else ""
+                )
+            )
     if df is None or len(df) == 0:
         return "\n".join(lines + ["no results"]) + "\n"
     d = df.assign(abs_dg=df["dg"].abs()).sort_values("abs_dg", na_position="last").head(top)

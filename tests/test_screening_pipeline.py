@@ -321,3 +321,9 @@ def test_summary_names_the_dft_anchoring():
     s.anchor = {"offset": 0.81, "sigma_add": 0.42, "hosts": ["Au2@4Nf", "Pt2@5Na"]}
     text = format_summary(s)
     assert "offset +0.810 eV, σ_anchor 0.420 eV" in text and "2 DFT hosts (Au2@4Nf, Pt2@5Na)" in text
+    assert "site class" not in text
+    s.anchor.update(
+        class_offsets={"metal": 0.05, "N": 0.91}, class_sigma={"metal": 0.4}, pair_deviations={"Au2": 0.7}
+    )
+    text = format_summary(s)
+    assert "H on N +0.910 eV, H on metal +0.050 eV (σ 0.400)" in text and "deviations for 1 pairs" in text
