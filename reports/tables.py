@@ -146,7 +146,9 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
         mh, sh = runs.index[0]
         df = df[(df["model_hash"] == mh) & (df["settings_hash"] == sh)].reset_index(drop=True)
     df.attrs["runs"] = [{"model_hash": m, "settings_hash": s, "rows": int(n)} for (m, s), n in runs.items()]
-    df["anchor_fit"] = df["host"].isin(anchor_hosts(db_path, str(df["model_hash"].iloc[0])))
+    anchor = run_anchor(db_path, str(df["model_hash"].iloc[0]))
+    df.attrs["anchor"] = anchor
+    df["anchor_fit"] = df["host"].isin({str(h) for h in anchor.get("hosts", ())} if anchor else set())
     dft = read_dft_columns(db_path, df["id"].tolist())
     for c in DFT_COLUMNS:
         df[c] = [dft.get(int(i), {}).get(c) for i in df["id"]]
@@ -155,10 +157,10 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     return df
 
 
-def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
-    """Hosts whose DFT labels fitted the DFT anchoring (``screen anchor``) of the model that wrote the run
-    ``model_hash``, read from the checkpoint its run record names; empty when the model has no anchoring or
-    its file is gone. Their DFT values are no test of the anchored ΔGH*."""
+def run_anchor(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any] | None:
+    """The DFT anchoring record (``screen anchor``, :func:`screening.anchoring.fit_anchor`) of the model that
+    wrote the run ``model_hash``, read from the checkpoint its run record names; None when the model has no
+    anchoring or its file is gone or was replaced since the run."""
     import ase.db
 
     from potentials import checkpoint
@@ -177,8 +179,38 @@ def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
         recal = payload.get("extra", {}).get("recalibration")
         anchor = recal.get("anchor") if isinstance(recal, dict) else None
         if isinstance(anchor, dict):
-            return {str(h) for h in anchor.get("hosts", ())}
-    return set()
+            return anchor
+    return None
+
+
+def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
+    """Hosts whose DFT labels fitted the DFT anchoring of the run ``model_hash`` (:func:`run_anchor`); empty
+    without one. Their DFT values are no test of the anchored ΔGH*."""
+    anchor = run_anchor(db_path, model_hash)
+    return {str(h) for h in anchor.get("hosts", ())} if anchor else set()
+
+
+def anchor_text(anchor: dict[str, Any] | None) -> str:
+    """One line describing an anchoring record for reports ("" without one)."""
+    if not anchor:
+        return ""
+    hosts = list(anchor.get("hosts", ()))
+    if anchor.get("class_offsets"):
+        sig = anchor.get("class_sigma") or {}
+        what = "offsets by site class (applied to every H* site before the lowest is picked): " + ", ".join(
+            f"H on {c} {o:+.3f} eV" + (f" (σ {sig[c]:.3f})" if c in sig else "")
+            for c, o in sorted(anchor["class_offsets"].items())
+        )
+        if anchor.get("pair_deviations"):
+            what += f", plus metal-pair deviations for {len(anchor['pair_deviations'])} pairs"
+    elif anchor.get("pair_offsets"):
+        what = f"offsets for {len(anchor['pair_offsets'])} metal pairs, {anchor['offset']:+.3f} eV for the others"
+    else:
+        what = f"one offset, {anchor['offset']:+.3f} eV"
+    return (
+        f"{what}; σ_anchor {anchor['sigma_add']:.3f} eV (leave-one-host-out) added in quadrature; fitted on "
+        f"{len(hosts)} DFT hosts ({', '.join(hosts)})"
+    )
 
 
 def read_dft_columns(db_path: str | os.PathLike, ids: Sequence[int]) -> dict[int, dict[str, Any]]:

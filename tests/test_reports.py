@@ -365,6 +365,15 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
 
     df = load_table(db_path)
     assert sorted(df.loc[df["anchor_fit"], "host"]) == ["Cu2@3Nb", "Ni2@6Na"]
+    from reports.html import summary
+    from reports.tables import anchor_text, rank
+
+    facts = summary(rank(df), ReportConfig(), str(db_path))
+    assert facts["DFT anchoring of ΔGH*"].startswith("one offset, +0.500 eV; σ_anchor 0.300 eV")
+    assert "2 DFT hosts (Cu2@3Nb, Ni2@6Na)" in facts["DFT anchoring of ΔGH*"]
+    classes = dict(anchor, class_offsets={"metal": 0.05, "C": 1.0}, class_sigma={"C": 0.8})
+    assert "H on C +1.000 eV (σ 0.800), H on metal +0.050 eV" in anchor_text(classes)
+    assert anchor_text(None) == ""
     df["dft_dg"] = df["dg"] + np.where(df["anchor_fit"], 0.0, 0.2)  # held-out hosts 0.2 eV off
     st = validation_stats(df)
     assert st["n"] == 2 and st["n_anchor_fit"] == 2 and st["mae"] == pytest.approx(0.2)
