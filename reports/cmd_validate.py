@@ -118,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
         f"{', '.join(chosen['host'])}; labels -> {labels}",
         flush=True,
     )
+    if not classes:
+        print(
+            "note: DFT at each host's best site only, so its DFT ΔGH* is an upper bound (a minimum over "
+            "sites); --site-classes metal,N,C also labels the best site of each binding class",
+            flush=True,
+        )
     results = validate(
         args.db,
         chosen,
