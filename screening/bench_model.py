@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_MODEL = "potentials/models/default.pt"
 
@@ -18,7 +19,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"posterior checkpoint (default {DEFAULT_MODEL})"
     )
-    parser.add_argument("--valid", required=True, help="held-out labelled structures (extxyz / ASE db)")
+    parser.add_argument(
+        "--valid",
+        default=None,
+        help="held-out labelled structures (extxyz / ASE db); without it, the held-out errors of --reuse-valid "
+        "are reused when they were measured on the same network (an anchored copy changes ΔGH* only)",
+    )
+    parser.add_argument(
+        "--reuse-valid",
+        default="benchmarks/results/model.json",
+        help="earlier `bench model` result whose held-out errors are reused without --valid "
+        "(default benchmarks/results/model.json)",
+    )
     parser.add_argument("--train", help="training set, for the data summary and element coverage")
     parser.add_argument("--dft-db", default="dft/labels.db", help="GPAW label store for the ΔE_H check")
     parser.add_argument("--card", default="potentials/models/MODEL_CARD.md", help="model card to write")
@@ -102,15 +114,23 @@ def triple_de(post, atoms3, n_samples: int, anchored: bool = True) -> tuple[floa
     """ΔE_H = E(host+H) - E(host) - E(H2)/2 (eV) of a posterior on ``atoms3`` = (host, host+H, H2) and its
     σ (eV): epistemic and aleatoric parts of :func:`triple_de_parts` in quadrature, as the screen reports
     it; with ``anchored`` the posterior's DFT anchoring (offset, σ in quadrature, see
-    :func:`screening.dgh.dg_anchor`) too, as the screen applies it; without, the bare network's."""
+    :func:`screening.dgh.dg_anchor`; a site-class anchoring takes the H* state's class) too, as the screen
+    applies it; without, the bare network's."""
     import numpy as np
 
     from structures import keys as K
 
+    from .anchoring import site_class
     from .dgh import dg_anchor
 
     de, ep, al = triple_de_parts(post, atoms3, n_samples)
-    offset, sigma_add = dg_anchor(post, atoms3[0].info.get(K.HOST)) if anchored else (0.0, 0.0)
+    offset, sigma_add = (
+        dg_anchor(post, atoms3[0].info.get(K.HOST), [site_class(atoms3[1])]) if anchored else (0.0, 0.0)
+    )
+    offset, sigma_add = (
+        float(np.ravel(offset)[0]),
+        float(np.ravel(sigma_add)[0]),
+    )  # a site-class anchoring: (1,)
     return de + offset, float(np.sqrt(ep**2 + al**2 + sigma_add**2))
 
 
@@ -238,8 +258,66 @@ def left_out_note(left_out: Sequence[dict]) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def _heldout_figure(plt, C, et, ep, es, nat, ft, fp, fs, figdir) -> None:
+    """Held-out energy parity, force parity and coverage curves -> ``figdir/model_card_heldout.png``."""
     import io
+
+    import numpy as np
+
+    from structures.common import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    axes[0].errorbar(et / nat, ep / nat, yerr=2 * es / nat, fmt="o", ms=3, alpha=0.5, elinewidth=0.5)
+    lo, hi = (et / nat).min(), (et / nat).max()
+    axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    axes[0].set(
+        xlabel="reference energy (eV/atom)", ylabel="model energy (eV/atom)", title="held-out energies (±2σ)"
+    )
+    sel = np.random.default_rng(0).choice(len(ft), size=min(4000, len(ft)), replace=False)
+    axes[1].scatter(ft[sel], fp[sel], s=2, alpha=0.4)
+    lo, hi = ft.min(), ft.max()
+    axes[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    axes[1].set(
+        xlabel="reference force (eV/Å)", ylabel="model force (eV/Å)", title="held-out force components"
+    )
+    for name, (y, mu, sg) in {"energy": (et / nat, ep / nat, es / nat), "forces": (ft, fp, fs)}.items():
+        lv, obs = C.coverage_curve(y, mu, sg)
+        axes[2].plot(lv, obs, label=name)
+    axes[2].plot([0, 1], [0, 1], "k--", lw=0.8)
+    axes[2].set(xlabel="expected coverage", ylabel="observed coverage", title="calibration (held out)")
+    axes[2].legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(figdir / "model_card_heldout.png", buf.getvalue())
+
+
+def reuse_valid_metrics(path: str, net: str) -> dict[str, Any]:
+    """The held-out metrics of an earlier ``bench model`` result (``path``, its JSON) when they were measured on
+    the network ``net`` (:func:`potentials.checkpoint.network_hash`: a DFT-anchored copy shares it); else
+    InputError saying to pass ``--valid``."""
+    import json
+    from pathlib import Path
+
+    from structures.common import InputError
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"--reuse-valid {path!r} is not a readable bench result ({exc}); pass --valid"
+        ) from exc
+    r = d.get("result", d)
+    if r.get("network_hash") != net or "energy_per_atom" not in r or "forces" not in r:
+        raise InputError(
+            f"--reuse-valid {path!r} was measured on network {str(r.get('network_hash'))[:12]}, not this model's "
+            f"{net[:12]}; allowed: pass --valid (held-out labelled structures) to measure this network"
+        )
+    return r
+
+
+def run(args: argparse.Namespace) -> int:
     import shutil
     from collections import Counter
     from pathlib import Path
@@ -248,17 +326,25 @@ def run(args: argparse.Namespace) -> int:
 
     from potentials import calibration as C
     from potentials.bayes import load_posterior
-    from potentials.checkpoint import model_hash
+    from potentials.checkpoint import load, model_hash, network_hash
     from potentials.data import read_dataset
-    from structures.common import InputError, atomic_write_bytes, atomic_write_text, write_bench_result
+    from structures.common import InputError, atomic_write_text, write_bench_result
 
     post = load_posterior(args.model)
-    valid = read_dataset(args.valid)
-    if not valid:
-        raise InputError(f"--valid {args.valid!r} holds no structures")
-    et, ep, es, nat, ft, fp, fs = _predict(post, valid, args.batch_size, args.samples)
-    m_e = C.metrics(et / nat, ep / nat, es / nat)
-    m_f = C.metrics(ft, fp, fs)
+    net = network_hash(load(args.model))
+    reused = None
+    if args.valid:
+        valid = read_dataset(args.valid)
+        if not valid:
+            raise InputError(f"--valid {args.valid!r} holds no structures")
+        et, ep, es, nat, ft, fp, fs = _predict(post, valid, args.batch_size, args.samples)
+        m_e = C.metrics(et / nat, ep / nat, es / nat)
+        m_f = C.metrics(ft, fp, fs)
+        n_valid, valid_src = len(valid), args.valid
+    else:
+        reused = reuse_valid_metrics(args.reuse_valid, net)
+        m_e, m_f = reused["energy_per_atom"], reused["forces"]
+        n_valid, valid_src = int(reused["n_valid"]), str(reused.get("valid") or "?")
 
     # ---- ΔE_H against plane-wave DFT at the DFT geometries
     dft_rows = []
@@ -287,31 +373,13 @@ def run(args: argparse.Namespace) -> int:
 
     card = Path(args.card)
     figdir = card.parent
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    axes[0].errorbar(et / nat, ep / nat, yerr=2 * es / nat, fmt="o", ms=3, alpha=0.5, elinewidth=0.5)
-    lo, hi = (et / nat).min(), (et / nat).max()
-    axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    axes[0].set(
-        xlabel="reference energy (eV/atom)", ylabel="model energy (eV/atom)", title="held-out energies (±2σ)"
-    )
-    sel = np.random.default_rng(0).choice(len(ft), size=min(4000, len(ft)), replace=False)
-    axes[1].scatter(ft[sel], fp[sel], s=2, alpha=0.4)
-    lo, hi = ft.min(), ft.max()
-    axes[1].plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    axes[1].set(
-        xlabel="reference force (eV/Å)", ylabel="model force (eV/Å)", title="held-out force components"
-    )
-    for name, (y, mu, sg) in {"energy": (et / nat, ep / nat, es / nat), "forces": (ft, fp, fs)}.items():
-        lv, obs = C.coverage_curve(y, mu, sg)
-        axes[2].plot(lv, obs, label=name)
-    axes[2].plot([0, 1], [0, 1], "k--", lw=0.8)
-    axes[2].set(xlabel="expected coverage", ylabel="observed coverage", title="calibration (held out)")
-    axes[2].legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(figdir / "model_card_heldout.png", buf.getvalue())
+    if reused is None:
+        _heldout_figure(plt, C, et, ep, es, nat, ft, fp, fs, figdir)
+    elif not (figdir / "model_card_heldout.png").exists():
+        raise InputError(
+            f"--reuse-valid: {figdir / 'model_card_heldout.png'} (the held-out figure of that run) is missing; "
+            "allowed: pass --valid to measure again"
+        )
 
     # ---- data summary
     train_note = ""
@@ -410,6 +478,12 @@ def run(args: argparse.Namespace) -> int:
     heldout_block = (
         "" if anchor else f"## ΔGH* on held-out hosts against the training reference\n{heldout_md}\n"
     )
+    reuse_note = (
+        f"Measured on this network (hash {net[:12]}, unchanged by the DFT anchoring) with `--valid {valid_src}` "
+        f"by `{args.reuse_valid}` and reused here.\n"
+        if reused is not None
+        else ""
+    )
     text = f"""# Model card: `{Path(args.model).name}`
 
 - **Method**: {post.method} posterior over a RACE equivariant potential (preset elements: {len(post.elements)};
@@ -420,7 +494,8 @@ def run(args: argparse.Namespace) -> int:
 ## Data
 {train_note or "Not given."}
 
-## Held-out errors and calibration against the {"pre-training" if anchor else "training"} reference ({len(valid)} structures)
+## Held-out errors and calibration against the {"pre-training" if anchor else "training"} reference ({n_valid} structures)
+{reuse_note}
 Energies per atom:
 
 | metric | value |
@@ -435,7 +510,7 @@ Force components:
 
 {heldout_block}## ΔE_H against plane-wave DFT (GPAW PBE, same geometries)
 {dft_table}
-Produced by `screen bench model --model {args.model} --valid {args.valid}{" --train " + args.train if args.train else ""} --dft-db {args.dft_db}`.
+Produced by `screen bench model --model {args.model}{" --valid " + args.valid if args.valid else ""}{" --train " + args.train if args.train else ""} --dft-db {args.dft_db}`.
 """
     atomic_write_text(card, text)
     result = {
@@ -445,15 +520,19 @@ Produced by `screen bench model --model {args.model} --valid {args.valid}{" --tr
         "forces": m_f,
         "dft": dft_rows,
         "anchor": anchor,
-        "n_valid": len(valid),
+        "n_valid": n_valid,
+        "valid": valid_src,
+        "network_hash": net,
     }
     table = (
         f"Held-out vs training reference: E MAE {1000 * m_e['mae']:.1f} meV/atom, F MAE {1000 * m_f['mae']:.1f} meV/Å, "
         f"F 95 % coverage {m_f['coverage_95']:.2f}, F miscalibration area {m_f['miscal_area']:.3f}.\n\n"
         + dft_table
     )
-    cmd = f"screen bench model --model {args.model} --valid {args.valid}" + (
-        f" --train {args.train}" if args.train else ""
+    cmd = (
+        f"screen bench model --model {args.model}"
+        + (f" --valid {args.valid}" if args.valid else "")
+        + (f" --train {args.train}" if args.train else "")
     )
     write_bench_result("model", result, cmd, table)
     print(text)

@@ -157,7 +157,8 @@ def dg_anchor(posterior, host: str | None = None, classes: Sequence[str] | None 
     quadrature), eV; the pair's offset when the anchoring has one for the host's metal pair
     (:func:`screening.anchoring.offset_for`), else the global one; (0, 0) when it has none. An anchoring
     with site classes and ``classes`` (one :func:`screening.anchoring.site_class` per H* state) gives one
-    offset per state, shape (S,), and the largest σ of them."""
+    offset and one σ per state, shapes (S,): the σ that applies is the chosen site's class's (a host whose
+    lowest site puts H on a metal carries the metal-site error of the anchoring, not the carbon one)."""
     recal = getattr(posterior, "recal", None)
     anchor = getattr(recal, "anchor", None)
     if isinstance(anchor, dict) and "offset" in anchor and "sigma_add" in anchor:
@@ -166,8 +167,8 @@ def dg_anchor(posterior, host: str | None = None, classes: Sequence[str] | None 
         if "class_offsets" in anchor and classes is not None:
             per = [offset_for(anchor, host, c) for c in classes]
             offs = np.array([o for o, _ in per], dtype=float)
-            sigma = max((abs(sg) for _, sg in per), default=0.0)
-            if np.all(np.isfinite(offs)) and np.isfinite(sigma):
+            sigma = np.abs(np.array([sg for _, sg in per], dtype=float))
+            if np.all(np.isfinite(offs)) and np.all(np.isfinite(sigma)):
                 return offs, sigma
             return 0.0, 0.0
         offset, sigma = offset_for(anchor, host)
@@ -209,8 +210,9 @@ def dg_from_stats(
     spread of the returned samples about the mean; the mean and the site choice do not change.
     ``anchor`` = (offset, σ_add) in eV (:func:`dg_anchor`): the offset (a scalar, or one per state, (S,),
     for site-class anchoring) shifts each site's ΔGH* and the samples before the lowest site is picked;
-    σ_add, the anchoring's own error, joins the epistemic σ in quadrature (more DFT labels reduce it), so
-    ``dg_std_epistemic`` can exceed the std of ``dg_samples``."""
+    σ_add (a scalar, or one per state: the chosen site's is used), the anchoring's own error, joins the
+    epistemic σ in quadrature (more DFT labels reduce it), so ``dg_std_epistemic`` can exceed the std of
+    ``dg_samples``."""
     s = len(labels)
     if s == 0 or states.mean.shape[0] != s:
         raise ValueError(f"need one energy per H* state, got {states.mean.shape[0]} for {s} labels")
@@ -219,7 +221,9 @@ def dg_from_stats(
         raise ValueError(
             f"anchor offset must be a scalar or one per H* state ({s}), got shape {offset.shape}"
         )
-    sigma_add = float(anchor[1])
+    sigma_all = np.asarray(anchor[1], dtype=float)
+    if sigma_all.ndim not in (0, 1) or (sigma_all.ndim == 1 and sigma_all.shape[0] != s):
+        raise ValueError(f"anchor σ must be a scalar or one per H* state ({s}), got shape {sigma_all.shape}")
     ok = np.isfinite(states.mean)
     if eligible is not None:
         ok_pref = ok & np.asarray(eligible, dtype=bool)
@@ -245,6 +249,7 @@ def dg_from_stats(
         )
     masked = np.where(ok, site_dg, np.inf)
     best = int(np.argmin(masked))
+    sigma_add = float(sigma_all[best] if sigma_all.ndim else sigma_all)
     samples_dg = (  # (K, S)
         states.samples - host.samples[:, :1] - 0.5 * h2.samples[:, :1] + config.correction + offset[None, ...]
     )

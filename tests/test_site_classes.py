@@ -108,6 +108,13 @@ def test_per_site_offsets_shift_each_site_before_the_lowest_is_picked():
     assert anchored.dg_std_epistemic == pytest.approx(0.3)
     with pytest.raises(ValueError, match="one per H"):
         dg_from_stats(host, states, ["top_X0", "top_M1"], h2, cfg, anchor=(np.zeros(3), 0.0))
+    # one σ per state: the chosen site's class's σ, not the widest class's
+    per = dg_from_stats(
+        host, states, ["top_X0", "top_M1"], h2, cfg, anchor=(np.array([0.8, 0.1]), np.array([0.9, 0.3]))
+    )
+    assert per.best_site == "top_M1" and per.dg_std_epistemic == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="σ must be"):
+        dg_from_stats(host, states, ["top_X0", "top_M1"], h2, cfg, anchor=(0.0, np.zeros(3)))
 
 
 def test_dg_anchor_gives_one_offset_per_state_for_a_site_class_anchoring():
@@ -119,7 +126,7 @@ def test_dg_anchor_gives_one_offset_per_state_for_a_site_class_anchoring():
     post = SimpleNamespace(recal=SimpleNamespace(anchor=fit))
     offs, sigma = dg_anchor(post, "A2@9", ["C", "metal", "N"])
     assert offs == pytest.approx([offset_for(fit, "A2@9", c)[0] for c in ("C", "metal", "N")])
-    assert sigma == pytest.approx(max(fit["class_sigma_covered"][c] for c in ("C", "metal", "N")))
+    assert sigma == pytest.approx([fit["class_sigma_covered"][c] for c in ("C", "metal", "N")])
     # no classes given: the global offset plus the pair's deviation
     assert dg_anchor(post, "A2@9")[0] == pytest.approx(fit["offset"] + fit["pair_deviations"]["A2"])
 
