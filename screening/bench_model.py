@@ -453,18 +453,35 @@ def run(args: argparse.Namespace) -> int:
     heldout_md = heldout_section(args.heldout, h)
     if anchor:
         pairs = anchor.get("pair_offsets") or {}
+        classes = anchor.get("class_offsets") or {}
+        csig = anchor.get("class_sigma") or {}
+        devs = anchor.get("pair_deviations") or {}
         shift = (
-            "by its metal pair's offset ("
+            "site by site, before the lowest site is picked, by the offset of what the H binds to ("
+            + ", ".join(
+                f"H on {c} {float(o):+.3f} eV, σ {float(csig.get(c, float('nan'))):.3f}"
+                for c, o in sorted(classes.items())
+            )
+            + ") plus its metal pair's deviation ("
+            + (", ".join(f"{k} {float(v):+.3f}" for k, v in sorted(devs.items())) or "none")
+            + " eV); the offsets pool the"
+            if classes
+            else "by its metal pair's offset ("
             + ", ".join(f"{k} {float(v):+.3f}" for k, v in sorted(pairs.items()))
             + f" eV) or, for the other pairs, by {anchor['offset']:+.3f} eV, the mean"
             if pairs
             else f"by {anchor['offset']:+.3f} eV, the mean"
         )
+        sig_text = (
+            "the leave-one-host-out error of the chosen site's class"
+            if classes
+            else "the leave-one-host-out error of those offsets"
+        )
         reference_md = (
             f"- **DFT anchoring** (`screen anchor`): every ΔGH* is shifted {shift} "
             f"plane-wave DFT − model ΔE_H of {anchor['n_triples']} DFT triple(s) on the hosts "
             f"{', '.join(anchor['hosts'])} ({anchor.get('preset', '?')} labels), and its σ carries "
-            f"{anchor['sigma_add']:.3f} eV in quadrature, the leave-one-host-out error of those offsets. The network "
+            f"{'the σ above' if classes else format(anchor['sigma_add'], '.3f') + ' eV'} in quadrature, {sig_text}. The network "
             "weights are those of the SevenNet-0-trained model; the energy and force errors below say how well "
             "it learned those pre-training labels, not how right it is. Its accuracy is the DFT section."
         )

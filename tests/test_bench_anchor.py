@@ -374,6 +374,20 @@ def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the
     err = abs(held[0]["model_de"] - held[0]["dft_de"])
     assert f"MAE against DFT {err:.3f} eV" in card.read_text()
     assert "metals Cu, Ni and the motifs 4Na, 5Na only" in card.read_text()
+    # re-anchored with site classes, no --valid: the held-out errors of the same network are reused, and the
+    # card describes the class offsets; another network's result is refused
+    first = json.loads((tmp_path / "benchmarks" / "results" / "model.json").read_text())
+    assert main(["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored),
+                 "--site-classes"]) == 0  # fmt: skip
+    short = ["bench", "model", "--model", str(anchored), "--dft-db", db, "--card", str(card), "--no-sevenn"]
+    assert main([*short, "--samples", "4"]) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "model.json").read_text())
+    assert res["forces"] == first["forces"] and res["network_hash"] == first["network_hash"]
+    text = card.read_text()
+    assert "Measured on this network" in text and "before the lowest site is picked" in text
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**first, "network_hash": "0" * 64}))
+    assert main([*short, "--reuse-valid", str(other)]) == 2
 
 
 # ---- bench dft-al: the retrospective of DFT labelling strategies ----------------------------------------
