@@ -382,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     # ---- data summary
-    train_note = ""
+    train_note = str(reused.get("train_note") or "") if reused is not None and not args.train else ""
     if args.train:
         train = read_dataset(args.train)
         counts = Counter(s for a in train for s in set(a.get_chemical_symbols()))
@@ -540,6 +540,7 @@ Produced by `screen bench model --model {args.model}{" --valid " + args.valid if
         "n_valid": n_valid,
         "valid": valid_src,
         "network_hash": net,
+        "train_note": train_note,
     }
     table = (
         f"Held-out vs training reference: E MAE {1000 * m_e['mae']:.1f} meV/atom, F MAE {1000 * m_f['mae']:.1f} meV/Å, "
