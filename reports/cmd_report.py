@@ -54,5 +54,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if st.get("n"):
         print(f"DFT validation: n = {st['n']}, MAE {st['mae']:.3f} eV, inside 2σ {st['within_2sigma']:.0%}")
+    if st.get("n_host"):
+        print(
+            f"against DFT's lowest labelled site of each host: n = {st['n_host']}, MAE {st['mae_host']:.3f} eV "
+            f"({st['n_other_site']} at another site than the model's)"
+        )
     print(f"{len(res['files'])} files -> {args.out} (open {args.out.rstrip('/')}/report.html)")
     return 0

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         echo=lambda m: print(m, flush=True),
     )
-    failed = missing = 0
+    failed = missing = partial = 0
     for r in results:
         if math.isfinite(r.dft_dg):
             print(
@@ -148,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
                     else ""
                 )
             )
+        elif r.status == "partial":
+            partial += 1
+            print(
+                f"{r.host} ({r.site}): no DFT at the model's site ({r.error}); DFT's lowest labelled site is "
+                f"{r.dft_site_host}: {r.dft_dg_host:+.3f} eV (classes {r.dft_host_classes}), model "
+                f"{r.dg_model:+.3f} ± {r.dg_std:.3f} eV"
+            )
         elif args.reuse_only and r.status == "error":
             missing += 1
             print(f"{r.host} ({r.site}): not validated, no label in the store ({r.error})")
@@ -155,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{r.host} ({r.site}): {r.status}: {r.error}")
     print(
-        f"{len(results) - failed - missing}/{len(results)} validated; dft_dg written to {args.db}"
+        f"{len(results) - failed - missing - partial}/{len(results)} validated; dft_dg written to {args.db}"
         + (f" ({missing} without labels left as they were)" if missing else "")
+        + (f" ({partial} at other sites only: dft_dg_host)" if partial else "")
     )
-    return 1 if failed else 0
+    return 1 if failed or (partial and not args.reuse_only) else 0

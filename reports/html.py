@@ -159,12 +159,12 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
                 else ""
             )
         )
-        if stats.get("n_host"):
-            out["DFT validation, host minimum"] = (
-                f"MAE {stats['mae_host']:.3f} eV against DFT's lowest labelled site of each host "
-                f"({stats['n_host']} hosts; on {stats['n_other_site']} DFT's lowest site is not the model's: "
-                "`screen validate --site-classes` labels the best site of each binding class)"
-            )
+    if stats and stats.get("n_host"):
+        out["DFT validation, host minimum"] = (
+            f"MAE {stats['mae_host']:.3f} eV against DFT's lowest labelled site of each host "
+            f"({stats['n_host']} hosts; on {stats['n_other_site']} DFT's lowest site is not the model's: "
+            "`screen validate --site-classes` labels the best site of each binding class)"
+        )
     return out
 
 
@@ -240,7 +240,7 @@ def build_report(
     try:
         write_tables(df, tmp, config)
         figures = make_figures(df, tmp, config)
-        stats = validation_stats(df) if np.isfinite(df["dft_dg"].to_numpy(float)).any() else {"n": 0}
+        stats = validation_stats(df)
         write_html(tmp / "report.html", df, figures, config, str(db_path), stats)
         out.mkdir(exist_ok=True)
         files = []

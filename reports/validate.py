@@ -12,7 +12,8 @@ with the engine (ASE BFGS, ``steps`` at most, ``fmax`` eV/Å) and the relaxed ge
 
 Written back on the ΔG row (``kind="dg"``), under the store's lock: ``dft_dg``, ``dft_de`` (eV),
 ``dft_engine``,
-``dft_settings`` ("<preset>:<settings hash>"), ``dft_relax``, ``dft_status`` (ok | unconverged | error),
+``dft_settings`` ("<preset>:<settings hash>"), ``dft_relax``, ``dft_status`` (ok | unconverged | error |
+partial: no DFT at the model's site, but at other sites of the host, so only ``dft_dg_host`` is written),
 ``dft_site``, ``dft_wall_s`` (s, sum over the three calculations), ``dft_date``, ``dft_labels`` (label store);
 ``dft_dg_host``, ``dft_site_host``, ``dft_host_classes``: the host's lowest DFT ΔGH* over the sites this
 validation labelled (the best site and, with ``site_classes``, the best site of each other binding class),
@@ -265,29 +266,35 @@ def validate(
             wall_s=wall,
             energies={s.kind: lab["energy"] for s, lab in zip(c.states, labs)},
         )
-        if all(lab["converged"] for lab in labs):
-            e_host, e_hh, e_h2 = (lab["energy"] for lab in labs)
-            res.dft_de = e_hh - e_host - 0.5 * e_h2
-            res.dft_dg = res.dft_de + c.correction
-            sites = {c.best_site: (res.dft_dg, site_class(structures[folders[1]]))}
+        if labs[0]["converged"] and labs[2]["converged"]:  # host and H2: a ΔGH* for every labelled site
+            e_host, e_h2 = labs[0]["energy"], labs[2]["energy"]
+            sites: dict[str, tuple[float, str]] = {}
+            if labs[1]["converged"]:
+                res.dft_de = labs[1]["energy"] - e_host - 0.5 * e_h2
+                res.dft_dg = res.dft_de + c.correction
+                sites[c.best_site] = (res.dft_dg, site_class(structures[folders[1]]))
             for s in extra:
                 lab = got.get(key_of[s.folder], {})
                 if s.folder.startswith(f"{c.host}/H@") and lab.get("converged"):
                     dg = lab["energy"] - e_host - 0.5 * e_h2 + c.correction
                     sites[s.folder.split("/H@", 1)[1]] = (dg, site_class(structures[s.folder]))
-            res.dft_site_host = min(sites, key=lambda k: sites[k][0])
-            res.dft_dg_host = sites[res.dft_site_host][0]
-            res.dft_host_classes = ",".join(sorted({cls for _, cls in sites.values()}))
-        else:
+            if sites:
+                res.dft_site_host = min(sites, key=lambda k: sites[k][0])
+                res.dft_dg_host = sites[res.dft_site_host][0]
+                res.dft_host_classes = ",".join(sorted({cls for _, cls in sites.values()}))
+        if not all(lab["converged"] for lab in labs):
             bad = [f"{s.kind}: {lab['status']}" for s, lab in zip(c.states, labs) if not lab["converged"]]
             res.status = (
                 "unconverged"
                 if all(lab["status"] == "unconverged" for lab in labs if not lab["converged"])
                 else "error"
             )
+            if np.isfinite(res.dft_dg_host):  # the model's site failed, other sites of the host did not
+                res.status = "partial"
             res.error = "; ".join(bad)
         results.append(res)
-    done = [r for r in results if not (config.reuse_only and r.status == "error")]  # missing: left as is
+    # --reuse-only: a row with no label at all is left as it is; one with labels at other sites only is "partial"
+    done = [r for r in results if not (config.reuse_only and r.status == "error")]
     write_back(db_path, done, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
     return results
 
@@ -319,14 +326,19 @@ def write_back(
                 "dft_labels": str(labels_db),
             }
             delete: list[str] = []
+            stale: list[str] = []
             if np.isfinite(r.dft_dg):
                 kv.update(dft_dg=float(r.dft_dg), dft_de=float(r.dft_de))
+            else:
+                stale += ["dft_dg", "dft_de"]
+            if np.isfinite(r.dft_dg_host):
                 kv.update(
                     dft_dg_host=float(r.dft_dg_host),
                     dft_site_host=r.dft_site_host,
                     dft_host_classes=r.dft_host_classes,
                 )
             else:
-                stale = ("dft_dg", "dft_de", "dft_dg_host", "dft_site_host", "dft_host_classes")
+                stale += ["dft_dg_host", "dft_site_host", "dft_host_classes"]
+            if stale:
                 delete = [k for k in stale if k in db.get(id=r.dg_row_id).key_value_pairs]
             db.update(r.dg_row_id, delete_keys=delete, **kv)

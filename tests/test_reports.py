@@ -385,6 +385,8 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
     host_min = df["dft_dg"].to_numpy(float).copy()
     host_min[held[0]] -= 1.0
     df["dft_dg_host"] = host_min
+    df["dft_site_host"] = df["best_site"]
+    df.loc[held[0], "dft_site_host"] = "elsewhere"
     st = validation_stats(df)
     assert st["mae"] == pytest.approx(0.2) and st["n_host"] == 2 and st["n_other_site"] == 1
     assert st["mae_host"] == pytest.approx((0.8 + 0.2) / 2)  # model 0.2 below DFT, 0.8 above its minimum

@@ -505,6 +505,23 @@ def test_validate_site_classes_labels_the_best_site_of_each_other_class(tmp_path
     assert L.label_structures(moved(2e-3), "emt", db_path=labels, progress=False).labelled == len(picked)
     assert main([*argv[:-1], "metal,Fe"]) == 2
     assert "--site-classes" in capsys.readouterr().err
+    # the model's own site has no label (e.g. a re-anchored screen moved it), its other sites do: --reuse-only
+    # writes the host's DFT minimum alone ("partial"), removes the stale same-site value, and the report uses it
+    from reports.figures import validation_stats
+
+    with ase.db.connect(str(labels)) as ldb:
+        ldb.delete(
+            [r.id for r in ldb.select() if str(r.get("name", "")).endswith("@" + str(row["best_site"]))]
+        )
+    capsys.readouterr()
+    assert main([*argv, "--reuse-only"]) == 0
+    assert "at other sites only: dft_dg_host" in capsys.readouterr().out
+    again = rank(load_table(db)).set_index("host").loc[row["host"]]
+    others_min = min(t["dft_de"] for t in triples if t is not mine) + best["correction"]
+    assert again["dft_status"] == "partial" and not np.isfinite(again["dft_dg"])
+    assert again["dft_dg_host"] == pytest.approx(others_min, abs=1e-9)
+    st = validation_stats(rank(load_table(db)))
+    assert st["n"] == 0 and st["n_host"] == 1 and st["n_other_site"] == 1
 
 
 def test_export_site_classes_writes_the_best_site_of_each_other_class(tmp_path, capsys):
