@@ -86,7 +86,7 @@ screen bench heldout --hosts $TEST --work runs/heldout --exclude runs/d4/train_v
 #      Rerun it whenever dft/labels.db has new hosts; a minute or so per triple on one core.
 #      Session 11 re-anchored it on 16 triples of 15 DFT training hosts (pair offsets, as before). Offsets by
 #      site class (`--site-classes`) were measured against it and not shipped: held-out per-host ΔE_H MAE
-#      0.406 against 0.335 eV (BENCHMARKS.md "anchor_sites", docs/dft.md sixth measurement).
+#      0.406 against 0.373 eV (BENCHMARKS.md "anchor_sites", docs/dft.md sixth measurement).
 cp potentials/models/default.pt runs/v04_unanchored.pt  # step 10 left the unanchored v0.4 there
 screen anchor --model runs/v04_unanchored.pt --dft-db dft/labels.db --preset pw500 \
   --exclude-hosts benchmarks/heldout_hosts.txt --out potentials/models/default.pt
