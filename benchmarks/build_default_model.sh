@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped default model (potentials/models/default.pt) and its model card, exactly as shipped
-# (v0.4-dft: v0.4 with the DFT anchoring of step 11a).
+# (v0.4-dft-site: v0.4 with the DFT anchoring of step 11a).
 # Steps 1-7 made v0.3 on the 2-core CPU of the dev machine (~25 min SevenNet-0 labels, ~55 min fine-tuning);
 # steps 8-11 made v0.4: ~40 min more SevenNet-0 labels on two cores, 7 min of fine-tuning on one H200
 # (benchmarks/gpu_session.sh; docs/gpu.md) and 35 min on one CPU core, a minute for each Laplace fit and
@@ -84,12 +84,12 @@ screen bench heldout --hosts $TEST --work runs/heldout --exclude runs/d4/train_v
 #      from every pw500 DFT triple outside the held-out hosts, and σ_anchor from their leave-one-host-out
 #      errors; the network is v0.4's, so a screen with it reuses v0.4's relaxations (checkpoint.network_hash).
 #      Rerun it whenever dft/labels.db has new hosts; a minute or so per triple on one core.
-#      Session 11 re-anchored it on 16 triples of 15 DFT training hosts (pair offsets, as before). Offsets by
-#      site class (`--site-classes`) were measured against it and not shipped: held-out per-host ΔE_H MAE
-#      0.406 against 0.373 eV (BENCHMARKS.md "anchor_sites", docs/dft.md sixth measurement).
+#      Since session 11 (v0.4-dft-site): offsets by site class (`--site-classes`, H on a metal / N / C) with
+#      metal-pair deviations, on 16 triples of 15 DFT training hosts: held-out per-host ΔE_H MAE
+#      0.372 against 0.415 eV for pair offsets (BENCHMARKS.md "anchor_sites", docs/dft.md).
 cp potentials/models/default.pt runs/v04_unanchored.pt  # step 10 left the unanchored v0.4 there
 screen anchor --model runs/v04_unanchored.pt --dft-db dft/labels.db --preset pw500 \
-  --exclude-hosts benchmarks/heldout_hosts.txt --out potentials/models/default.pt
+  --exclude-hosts benchmarks/heldout_hosts.txt --site-classes --out potentials/models/default.pt
 # 11. the model card (a re-anchored copy without --valid reuses the held-out errors of the same network)
 screen bench model --model potentials/models/default.pt --valid runs/d2/valid_all.extxyz \
   --train runs/d4/train_v4.extxyz --dft-db dft/labels.db
