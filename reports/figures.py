@@ -428,8 +428,13 @@ def _validated(df, anchor_fit: bool = False):
     """Rows with a DFT and a model ΔGH*: the held-out ones, or with ``anchor_fit`` those whose DFT labels
     fitted the model's DFT anchoring (column ``anchor_fit``; no test of the anchored ΔGH*)."""
     ok = np.isfinite(df["dft_dg"].to_numpy(float)) & np.isfinite(df["dg"].to_numpy(float))
-    fit = df["anchor_fit"].to_numpy(bool) if "anchor_fit" in df else np.zeros(len(df), dtype=bool)
+    fit = _fit_mask(df)
     return df[ok & (fit if anchor_fit else ~fit)]
+
+
+def _fit_mask(df) -> np.ndarray:
+    """Rows whose host's DFT labels fitted the model's DFT anchoring (column ``anchor_fit``; all False without)."""
+    return df["anchor_fit"].to_numpy(bool) if "anchor_fit" in df else np.zeros(len(df), dtype=bool)
 
 
 def validation_stats(df) -> dict[str, float]:
@@ -462,8 +467,7 @@ def _host_stats(df) -> dict[str, float]:
     site has no DFT label; n_other_site: rows where that site is not the model's. {} without such rows."""
     host = _host_dft(df)
     dg = df["dg"].to_numpy(float)
-    fit = df["anchor_fit"].to_numpy(bool) if "anchor_fit" in df else np.zeros(len(df), dtype=bool)
-    ok = np.isfinite(host) & np.isfinite(dg) & ~fit
+    ok = np.isfinite(host) & np.isfinite(dg) & ~_fit_mask(df)
     if not ok.any():
         return {}
     site = df["dft_site_host"].astype(str).to_numpy() if "dft_site_host" in df else np.full(len(df), "")
@@ -476,10 +480,9 @@ def _host_stats(df) -> dict[str, float]:
 
 
 def _host_dft(d) -> np.ndarray:
-    """DFT ΔGH* of each row's host at its lowest labelled site (``dft_dg_host``), NaN where not written."""
-    if "dft_dg_host" not in d:
-        return np.full(len(d), np.nan)
-    return np.asarray([np.nan if v is None else float(v) for v in d["dft_dg_host"]], dtype=float)
+    """DFT ΔGH* of each row's host at its lowest labelled site (``dft_dg_host``, a float column of
+    :func:`reports.tables.load_table`), NaN where not written."""
+    return d["dft_dg_host"].to_numpy(float) if "dft_dg_host" in d else np.full(len(d), np.nan)
 
 
 def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
@@ -493,9 +496,8 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
     st = validation_stats(df)
     xh = _host_dft(d)
     moved = np.isfinite(xh) & (xh < x - 1e-6)  # DFT's lowest labelled site is another site
-    fit_all = df["anchor_fit"].to_numpy(bool) if "anchor_fit" in df else np.zeros(len(df), dtype=bool)
     part = df[  # held out, DFT at other sites of the host but not at the model's
-        np.isfinite(_host_dft(df)) & ~np.isfinite(df["dft_dg"].to_numpy(float)) & ~fit_all
+        np.isfinite(_host_dft(df)) & ~np.isfinite(df["dft_dg"].to_numpy(float)) & ~_fit_mask(df)
         & np.isfinite(df["dg"].to_numpy(float))
     ]  # fmt: skip
     xp, yp = _host_dft(part), part["dg"].to_numpy(float)

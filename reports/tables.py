@@ -196,10 +196,11 @@ def anchor_text(anchor: dict[str, Any] | None) -> str:
         return ""
     hosts = list(anchor.get("hosts", ()))
     if anchor.get("class_offsets"):
-        sig = anchor.get("class_sigma") or {}
-        what = "offsets by site class (applied to every H* site before the lowest is picked): " + ", ".join(
-            f"H on {c} {o:+.3f} eV" + (f" (σ {sig[c]:.3f})" if c in sig else "")
-            for c, o in sorted(anchor["class_offsets"].items())
+        from screening.anchoring import class_offsets_text
+
+        what = (
+            "offsets by site class (applied to every H* site before the lowest is picked): "
+            + class_offsets_text(anchor)
         )
         if anchor.get("pair_deviations"):
             what += f", plus metal-pair deviations for {len(anchor['pair_deviations'])} pairs"

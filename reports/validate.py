@@ -325,8 +325,7 @@ def write_back(
                 "dft_date": date,
                 "dft_labels": str(labels_db),
             }
-            delete: list[str] = []
-            stale: list[str] = []
+            stale: list[str] = []  # keys of an earlier validation that this one no longer supports
             if np.isfinite(r.dft_dg):
                 kv.update(dft_dg=float(r.dft_dg), dft_de=float(r.dft_de))
             else:
@@ -339,6 +338,5 @@ def write_back(
                 )
             else:
                 stale += ["dft_dg_host", "dft_site_host", "dft_host_classes"]
-            if stale:
-                delete = [k for k in stale if k in db.get(id=r.dg_row_id).key_value_pairs]
-            db.update(r.dg_row_id, delete_keys=delete, **kv)
+            present = db.get(id=r.dg_row_id).key_value_pairs if stale else {}
+            db.update(r.dg_row_id, delete_keys=[k for k in stale if k in present], **kv)

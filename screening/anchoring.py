@@ -76,6 +76,15 @@ def parse_site_classes(text: str, option: str = "--site-classes") -> tuple[str, 
     return classes
 
 
+def class_offsets_text(anchor: dict[str, Any]) -> str:
+    """ "H on C +1.032 eV (σ 0.855), H on N ..." for the class offsets of a site-class anchoring ("" without)."""
+    sig = anchor.get("class_sigma") or {}
+    return ", ".join(
+        f"H on {c} {o:+.3f} eV" + (f" (σ {sig[c]:.3f})" if c in sig else "")
+        for c, o in sorted((anchor.get("class_offsets") or {}).items())
+    )
+
+
 def site_class(atoms) -> str:
     """What the (last) H of ``atoms`` binds to: ``metal`` when its nearest neighbour (minimum image) is a
     transition metal, else that neighbour's element (``N``, ``C``); ``none`` without H or neighbours."""
@@ -301,6 +310,7 @@ __all__ = [
     "PRIOR_SIGMA",
     "PRIOR_WEIGHT",
     "SITE_CLASSES",
+    "class_offsets_text",
     "fit_anchor",
     "labelled_pairs",
     "offset_for",

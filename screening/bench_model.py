@@ -326,12 +326,13 @@ def run(args: argparse.Namespace) -> int:
 
     from potentials import calibration as C
     from potentials.bayes import load_posterior
-    from potentials.checkpoint import load, model_hash, network_hash
+    from potentials.checkpoint import load, network_hash
     from potentials.data import read_dataset
     from structures.common import InputError, atomic_write_text, write_bench_result
 
     post = load_posterior(args.model)
-    net = network_hash(load(args.model))
+    payload = load(args.model)
+    net, h = network_hash(payload), payload["hash"]  # checkpoint.model_hash reads the same field
     reused = None
     if args.valid:
         valid = read_dataset(args.valid)
@@ -449,7 +450,6 @@ def run(args: argparse.Namespace) -> int:
             "`screen validate` (each with the settings of its most recent labels). Every energy is a single "
             "point at that geometry.\n" + (f"\n{left_out_note(left_out)}\n" if left_out else "")
         )
-    h = model_hash(args.model)
     heldout_md = heldout_section(args.heldout, h)
     if anchor:
         pairs = anchor.get("pair_offsets") or {}

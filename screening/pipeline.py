@@ -29,7 +29,7 @@ from ase import Atoms
 from structures import keys as SK
 from structures.common import InputError
 
-from .anchoring import site_class
+from .anchoring import class_offsets_text, site_class
 from .dgh import DGConfig, dg_anchor, dg_from_stats, dg_sigma_scale, h2_molecule, predict_energies
 from .flags import FlagConfig, dg_flags, order, structure_flags, to_booleans, to_string
 from .relax import RelaxConfig, relax_many, resolve_device
@@ -699,13 +699,9 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
             f"(leave-one-host-out) from {len(a['hosts'])} DFT hosts ({', '.join(a['hosts'])})"
         )
         if a.get("class_offsets"):
-            sig = a.get("class_sigma") or {}
             lines.append(
                 "  by site class, applied before the lowest site is picked: "
-                + ", ".join(
-                    f"H on {c} {o:+.3f} eV" + (f" (σ {sig[c]:.3f})" if c in sig else "")
-                    for c, o in sorted(a["class_offsets"].items())
-                )
+                + class_offsets_text(a)
                 + (
                     f"; metal-pair deviations for {len(a['pair_deviations'])} pairs"
                     if a.get("pair_deviations")
