@@ -5,7 +5,10 @@ Every host with a complete (host, host+H, H2) triple at one settings hash is a c
 ``--splits`` seeded random splits puts ``--test-fraction`` of the hosts in a test set and the rest in a pool.
 A strategy orders the pool; after each acquired host the model is anchored (``screen anchor``'s pair
 offsets, screening.anchoring) on the acquired hosts and judged on the test hosts (ΔE_H MAE against DFT at the
-DFT geometries, so the ΔGH* error). Strategies, from the model's prediction on each host:
+DFT geometries, so the ΔGH* error; a host's error is the mean over its triples). ``--anchoring`` picks the
+offsets: ``site-pair`` (default, what the shipped model uses: one offset per site class, H on a metal / N / C,
+with metal-pair deviations) or ``pair`` (one offset per metal pair). Strategies, from the model's prediction on
+each host:
 
 - ``random``: a seeded random order;
 - ``pair``: random, but a host of a metal pair without a DFT label first (diversity without uncertainty);
@@ -27,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 STRATEGIES = ("random", "pair", "sigma", "bald", "bald-pair")
+ANCHORINGS = ("site-pair", "pair")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,17 +52,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(STRATEGIES),
         help=f"comma list of {', '.join(STRATEGIES)} (default all)",
     )
+    parser.add_argument(
+        "--anchoring",
+        default="site-pair",
+        help="offsets fitted on the acquired hosts: site-class offsets with pair deviations (default, as "
+        "`screen anchor --site-classes`) or pair offsets: " + ", ".join(ANCHORINGS),
+    )
     parser.add_argument("--kappa", type=float, default=1.0, help="pooling of the pair offsets (default 1)")
+    parser.add_argument(
+        "--kappa-class", type=float, default=1.0, help="pooling of the site-class offsets (default 1)"
+    )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
+    parser.add_argument(
+        "--target-mae",
+        type=float,
+        default=0.15,
+        help="ΔGH* MAE (eV) that the learning-curve extrapolation is asked about (default 0.15, issue 10)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
 def host_rows(triples: Sequence[dict], post, n_samples: int) -> list[dict[str, Any]]:
     """One row per host: mean DFT and model ΔE_H over its triples (eV), the model's epistemic and aleatoric
-    σ (eV, root-mean-square over triples), the BALD score and the DFT core-hours of its single points."""
+    σ (eV, root-mean-square over triples), the BALD score, the DFT core-hours of its single points and
+    ``triples``: per triple ``host``, ``dft_de``, ``base`` (eV) and ``site_class`` (screening.anchoring)."""
     import numpy as np
 
-    from .anchoring import pair_of
+    from .anchoring import pair_of, site_class
     from .bench_model import triple_de_parts
 
     by_host: dict[str, list] = {}
@@ -71,6 +91,10 @@ def host_rows(triples: Sequence[dict], post, n_samples: int) -> list[dict[str, A
             (t["dft_de"], *triple_de_parts(post, t["atoms"], n_samples), t["core_s"]) for t in by_host[host]
         ]
         dft, base, ep, al, core_s = (np.array(x, float) for x in zip(*parts))
+        triples = [
+            {"host": host, "dft_de": float(d), "base": float(b), "site_class": site_class(t["atoms"][1])}
+            for t, d, b in zip(by_host[host], dft, base)
+        ]
         ep_rms, al_rms = float(np.sqrt(np.mean(ep**2))), float(np.sqrt(np.mean(al**2)))
         rows.append(
             {
@@ -83,26 +107,46 @@ def host_rows(triples: Sequence[dict], post, n_samples: int) -> list[dict[str, A
                 "bald": 0.5 * math.log1p((ep_rms / max(al_rms, 1e-6)) ** 2),
                 "core_h": float(core_s.max())
                 / 3600.0,  # one triple's single points (repeats are not new labels)
+                "triples": triples,
             }
         )
     return rows
 
 
-def anchored_mae(acquired: Sequence[dict], test: Sequence[dict], kappa: float) -> float:
-    """ΔE_H MAE (eV) on ``test`` of the model anchored on ``acquired`` host rows: none, the base model;
-    one, its residual as a global offset; more, screening.anchoring's pair offsets."""
+def anchored_mae(
+    acquired: Sequence[dict],
+    test: Sequence[dict],
+    kappa: float,
+    site_classes: bool = False,
+    kappa_class: float = 1.0,
+) -> float:
+    """ΔE_H MAE (eV) on the ``test`` hosts of the model anchored on the ``acquired`` host rows (each with
+    ``triples``, :func:`host_rows`): none, the base model; one, its mean residual as a global offset; more,
+    screening.anchoring's pair offsets, or with ``site_classes`` its site-class offsets and pair deviations.
+    A host's error is the mean absolute error over its triples; the MAE the mean over hosts."""
     import numpy as np
 
     from .anchoring import fit_anchor, offset_for
 
-    if not acquired:
-        offsets = [0.0] * len(test)
-    elif len(acquired) == 1:
-        offsets = [acquired[0]["dft_de"] - acquired[0]["base"]] * len(test)
-    else:
-        anchor = fit_anchor(list(acquired), kappa)
-        offsets = [offset_for(anchor, r["host"])[0] for r in test]
-    return float(np.mean([abs(r["base"] + o - r["dft_de"]) for r, o in zip(test, offsets)]))
+    fit_rows = [t for r in acquired for t in r["triples"]]
+    anchor = None
+    one = 0.0
+    if len(acquired) == 1:
+        one = float(np.mean([t["dft_de"] - t["base"] for t in fit_rows]))
+    elif len(acquired) > 1:
+        anchor = fit_anchor(fit_rows, kappa, site_classes=site_classes, kappa_class=kappa_class)
+    errors = []
+    for r in test:
+        e = [
+            abs(
+                t["base"]
+                + (offset_for(anchor, t["host"], t["site_class"])[0] if anchor else one)
+                - t["dft_de"]
+            )
+            for t in r["triples"]
+        ]
+        errors.append(float(np.mean(e)))
+    return float(np.mean(errors))
 
 
 def acquisition_order(pool: Sequence[dict], strategy: str, rng) -> list[int]:
@@ -135,6 +179,33 @@ def _pairs_first(pool: Sequence[dict], ranked: Sequence[int]) -> list[int]:
     return order
 
 
+def learning_curve_floor(curve: Sequence[float], start: int = 2) -> dict[str, float | None]:
+    """Least-squares fit MAE(n) = a + b / sqrt(n) to a mean learning curve (``curve[n]`` eV after n labelled
+    hosts) from ``n = start`` on: ``floor`` a (eV) is where more hosts of the same kind take the anchoring, if
+    the scatter of the host errors around the offsets is what is left; ``slope`` b (eV). ``hosts_for(t)``:
+    see :func:`hosts_for_mae`. An extrapolation from a few points, to read as an order of magnitude."""
+    import numpy as np
+
+    n = np.arange(len(curve), dtype=float)[start:]
+    y = np.asarray(curve, float)[start:]
+    if n.size < 2:
+        raise ValueError(f"a learning-curve fit needs >= 2 points from n = {start}, got {n.size}")
+    A = np.stack([np.ones_like(n), 1.0 / np.sqrt(n)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
+    return {"floor": float(a), "slope": float(b), "start": float(start)}
+
+
+def hosts_for_mae(fit: dict[str, float | None], target: float) -> float | None:
+    """Hosts at which the fitted curve a + b/sqrt(n) reaches ``target`` eV; None when the floor a is not
+    below it (no number of hosts does)."""
+    a, b = float(fit["floor"]), float(fit["slope"])
+    if a >= target:
+        return None
+    if b <= 0:
+        return 0.0
+    return (b / (target - a)) ** 2
+
+
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation of ``x`` and ``y`` (average ranks for ties); NaN below 3 points."""
     import numpy as np
@@ -152,6 +223,8 @@ def simulate(
     test_fraction: float,
     kappa: float,
     seed: int = 0,
+    site_classes: bool = False,
+    kappa_class: float = 1.0,
 ) -> dict[str, Any]:
     """Learning curves over seeded splits: ``mae[s]`` (splits, n_pool + 1) eV and ``core_h[s]`` (splits,
     n_pool + 1) cumulative DFT core-hours after k = 0..n_pool acquired hosts."""
@@ -171,7 +244,7 @@ def simulate(
             order = acquisition_order(pool, s, rng)
             acquired = [pool[i] for i in order]
             for j in range(n_pool + 1):
-                mae[s][k, j] = anchored_mae(acquired[:j], test, kappa)
+                mae[s][k, j] = anchored_mae(acquired[:j], test, kappa, site_classes, kappa_class)
             core[s][k, 1:] = np.cumsum([r["core_h"] for r in acquired])
     return {"n_test": n_test, "n_pool": n_pool, "mae": mae, "core_h": core}
 
@@ -219,6 +292,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--strategies: unknown {bad[0] if bad else ''!r}; allowed: {', '.join(STRATEGIES)}")
     if "random" not in strategies:
         strategies.insert(0, "random")  # the reference every saving is measured against
+    if args.anchoring not in ANCHORINGS:
+        raise InputError(f"--anchoring: unknown {args.anchoring!r}; allowed: {', '.join(ANCHORINGS)}")
+    if not args.target_mae > 0:
+        raise InputError(f"--target-mae {args.target_mae} not allowed; allowed: a MAE > 0 eV")
     if args.splits < 1:
         raise InputError(f"--splits {args.splits} not allowed; allowed: an integer >= 1")
     if not 0.0 < args.test_fraction < 1.0:
@@ -232,13 +309,28 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"{len(rows)} host(s) with a complete {args.preset} triple in {args.dft_db}; need >= 4 for a split"
         )
-    sim = simulate(rows, strategies, args.splits, args.test_fraction, args.kappa, args.seed)
+    site_classes = args.anchoring == "site-pair"
+    sim = simulate(
+        rows,
+        strategies,
+        args.splits,
+        args.test_fraction,
+        args.kappa,
+        args.seed,
+        site_classes,
+        args.kappa_class,
+    )
     n_pool = sim["n_pool"]
     budget = args.budget if args.budget is not None else math.ceil(n_pool / 2)
     if not 1 <= budget <= n_pool:
         raise InputError(f"--budget {budget} not allowed; allowed: 1 to the pool size {n_pool}")
     save = savings(sim, budget)
     target = save.pop("_target")
+    floor: dict[str, Any] | None = None
+    if n_pool >= 4:  # >= 3 points from 2 hosts on
+        floor = learning_curve_floor(sim["mae"]["random"].mean(axis=0))
+        floor["hosts_for_target"] = hosts_for_mae(floor, args.target_mae)
+        floor["target"] = args.target_mae
     abs_err = [abs(r["dft_de"] - r["base"]) for r in rows]
     rho = {k: rank_correlation([r[k] for r in rows], abs_err) for k in ("sigma_ep", "bald")}
 
@@ -302,12 +394,35 @@ def run(args: argparse.Namespace) -> int:
         else:
             frac = f" ({100 * v['saved_fraction']:.0f} %)" if v["saved_fraction"] is not None else ""
             summ += f"| {s} | {v['labels']} | {v['core_h']:.1f} | {v['saved_core_h']:+.1f}{frac} |\n"
+    if floor is None:
+        floor_text = f"No extrapolation: a pool of {n_pool} hosts gives fewer than 3 points from 2 hosts on."
+    else:
+        reach = (
+            f"reaches {args.target_mae:g} eV at about {floor['hosts_for_target']:.0f} hosts"
+            if floor["hosts_for_target"] is not None
+            else f"never reaches {args.target_mae:g} eV however many hosts are labelled"
+        )
+        floor_text = (
+            f"Extrapolation: MAE(n) = a + b/√n fitted to random labelling's mean curve from 2 hosts on gives "
+            f"a = {floor['floor']:.3f} eV, b = {floor['slope']:.3f} eV: anchoring this network with these "
+            f"offsets {reach}. An order of magnitude from {n_pool - 1} points, not a measurement; what it says "
+            "is that offsets on a fixed network level off, and a lower MAE needs a network trained on DFT "
+            "energies and forces."
+        )
     hosts = ", ".join(r["host"] for r in rows)
+    n_triples = sum(len(r["triples"]) for r in rows)
+    anchoring_text = (
+        f"site-class offsets (H on a metal / N / C, κ_class {args.kappa_class:g}) and metal-pair deviations "
+        f"(κ {args.kappa:g})"
+        if site_classes
+        else f"pair offsets (κ {args.kappa:g})"
+    )
     table = (
         f"{len(rows)} hosts with a complete `{args.preset}` triple ({hosts}); {args.splits} seeded splits into "
         f"{sim['n_test']} test and {n_pool} pool hosts. After each acquired host the model `{model_path}` is "
-        f"anchored with pair offsets (κ {args.kappa:g}) on the acquired hosts and judged on the test hosts "
-        "(ΔE_H MAE against DFT at the DFT geometries = the ΔGH* error). Target: random labelling's mean MAE "
+        f"anchored with {anchoring_text} on the acquired hosts and judged on the test hosts "
+        "(ΔE_H MAE against DFT at the DFT geometries = the ΔGH* error; a host's error is the mean over its "
+        f"{n_triples} triples). Target: random labelling's mean MAE "
         f"with {budget} hosts, {target['mae']:.3f} eV at {target['random_core_h']:.1f} core-hours. "
         "Curves: mean ± spread over splits (mean core-hours of the labels in parentheses). A retrospective on "
         "the labels that exist: the pool is small, so read the spread. Does the model's uncertainty know "
@@ -321,16 +436,19 @@ def run(args: argparse.Namespace) -> int:
         + by_budget
         + "\nLearning curves:\n\n"
         + curve
+        + f"\n{floor_text}\n"
         + "\n![dft al](benchmarks/figures/dft_al.png)\n"
     )
     cmd = (
         f"screen bench dft-al --model {model_path} --dft-db {args.dft_db} --preset {args.preset} "
         f"--splits {args.splits} --test-fraction {args.test_fraction:g} --budget {budget} "
-        f"--strategies {','.join(strategies)} --kappa {args.kappa:g} --seed {args.seed}"
+        f"--strategies {','.join(strategies)} --anchoring {args.anchoring} --kappa {args.kappa:g} "
+        f"--kappa-class {args.kappa_class:g} --target-mae {args.target_mae:g} --seed {args.seed}"
     )
     result = {
         "model": model_path,
         "settings_hash": sh,
+        "anchoring": args.anchoring,
         "hosts": rows,
         "n_test": sim["n_test"],
         "n_pool": n_pool,
@@ -342,6 +460,7 @@ def run(args: argparse.Namespace) -> int:
             for b, sv in sweep.items()
         },
         "spearman_abs_error": rho,
+        "learning_curve_fit": floor,
         "mae_mean": {s: sim["mae"][s].mean(axis=0).tolist() for s in strategies},
         "mae_std": {s: sim["mae"][s].std(axis=0).tolist() for s in strategies},
         "core_h_mean": {s: sim["core_h"][s].mean(axis=0).tolist() for s in strategies},

@@ -391,11 +391,17 @@ def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the
 
 
 # ---- bench dft-al: the retrospective of DFT labelling strategies ----------------------------------------
-def _host(host, dft, base, ep, bald, core=1.0):
+def _host(host, dft, base, ep, bald, core=1.0, triples=None):
+    """A host row of bench_dft_al.host_rows; ``triples`` (site class, DFT, base) default to one metal-site
+    triple with the host's means."""
     from screening.anchoring import pair_of
 
+    trip = [
+        {"host": host, "dft_de": d, "base": b, "site_class": c}
+        for c, d, b in (triples or [("metal", dft, base)])
+    ]
     return {"host": host, "pair": pair_of(host), "dft_de": dft, "base": base, "sigma_ep": ep, "bald": bald,
-            "core_h": core}  # fmt: skip
+            "core_h": core, "triples": trip}  # fmt: skip
 
 
 def test_dft_al_acquisition_orders_and_anchored_mae_by_hand():
@@ -425,8 +431,45 @@ def test_dft_al_acquisition_orders_and_anchored_mae_by_hand():
     assert anchored_mae(pool[:1], test, 1.0) == pytest.approx(0.65)
     # two Pt hosts (residuals +1.0, +0.8): pair Pt2 and the global offset both +0.9 -> errors 0.0 and 1.1
     assert anchored_mae(pool[:2], test, 1.0) == pytest.approx(0.55)
+    # the same two hosts and no site-class dependence: site-class anchoring gives the same offsets
+    assert anchored_mae(pool[:2], test, 1.0, site_classes=True) == pytest.approx(0.55)
     assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_dft_al_site_class_anchoring_by_hand():
+    """The model is 1 eV too low on N sites and right on metal sites, on every host: pair offsets average
+    the two (+0.5 eV each), site classes separate them. Two acquired hosts: host residuals 0.5 -> b = 0.5;
+    class N 0.5 + 2/3 (1.0 - 0.5) = 0.833, metal 0.5 + 2/3 (0 - 0.5) = 0.167 (κ_class 1); pair deviations 0."""
+    from screening.bench_dft_al import anchored_mae
+
+    def two_sites(host):
+        return _host(host, 0.5, 0.0, 0.2, 1.0, triples=[("N", 1.0, 0.0), ("metal", 0.0, 0.0)])
+
+    acquired = [two_sites("Cu2@4Na"), two_sites("Fe2@3Nd")]
+    test = [two_sites("Ni2@4Na")]
+    assert anchored_mae(acquired, test, 1.0) == pytest.approx(0.5)
+    assert anchored_mae(acquired, test, 1.0, site_classes=True) == pytest.approx(1 / 6)
+    # one acquired host: its mean residual over its triples as a global offset, either way
+    assert anchored_mae(acquired[:1], test, 1.0, site_classes=True) == pytest.approx(0.5)
+    # a host's error is the mean over its triples, then the mean over hosts
+    test2 = test + [_host("Re2@3Nc", 0.0, 0.0, 0.2, 1.0)]
+    assert anchored_mae(acquired, test2, 1.0, site_classes=True) == pytest.approx((1 / 6 + 1 / 6) / 2)
+
+
+def test_dft_al_learning_curve_floor():
+    from screening.bench_dft_al import hosts_for_mae, learning_curve_floor
+
+    n = np.arange(12, dtype=float)
+    curve = 0.3 + 0.5 / np.sqrt(np.maximum(n, 1))
+    curve[0], curve[1] = 9.0, -9.0  # n < start is ignored
+    fit = learning_curve_floor(curve)
+    assert fit["floor"] == pytest.approx(0.3) and fit["slope"] == pytest.approx(0.5)
+    assert hosts_for_mae(fit, 0.15) is None  # the floor is above the target
+    assert hosts_for_mae(fit, 0.4) == pytest.approx(25.0)  # 0.3 + 0.5/5
+    assert hosts_for_mae({"floor": 0.1, "slope": -0.1}, 0.15) == 0.0
+    with pytest.raises(ValueError):
+        learning_curve_floor([0.5, 0.4, 0.3])
 
 
 def test_dft_al_simulation_and_savings():
@@ -447,8 +490,12 @@ def test_dft_al_simulation_and_savings():
         for mo in ("4Na", "5Na")
     ]
     for r in rows:  # the model's error is the metal's offset: labels of a new pair teach the most
-        r["base"] = r["dft_de"] - offsets[r["pair"][:-1]]
+        r["base"] = r["triples"][0]["base"] = r["dft_de"] - offsets[r["pair"][:-1]]
     sim = simulate(rows, ["random", "pair", "bald"], 60, 0.5, 1.0, seed=0)
+    # one metal-site triple per host: site-class anchoring has one class and equals pair offsets here
+    sim_sites = simulate(rows, ["random", "pair", "bald"], 60, 0.5, 1.0, seed=0, site_classes=True)
+    for s in ("random", "pair", "bald"):
+        assert np.allclose(sim_sites["mae"][s], sim["mae"][s])
     assert sim["n_test"] == 6 and sim["n_pool"] == 6
     for s in ("random", "pair", "bald"):
         assert sim["mae"][s].shape == (60, 7)
@@ -480,10 +527,19 @@ def test_dft_al_bench_command(world, tmp_path, monkeypatch, capsys):
         "bald",
         "bald-pair",
     }
-    assert "## dft_al" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert res["anchoring"] == "site-pair" and res["learning_curve_fit"] is None  # a pool of 2 or 3 hosts
+    assert "No extrapolation: a pool of" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert all(len(r["triples"]) >= 1 and r["triples"][0]["site_class"] for r in res["hosts"])
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## dft_al" in text and "site-class offsets" in text and "--anchoring site-pair" in text
     assert (tmp_path / "benchmarks" / "figures" / "dft_al.png").stat().st_size > 0
+    assert main([*argv, "--anchoring", "pair"]) == 0
+    assert (
+        json.loads((tmp_path / "benchmarks" / "results" / "dft_al.json").read_text())["anchoring"] == "pair"
+    )
     capsys.readouterr()
-    for bad, msg in ((["--strategies", "magic"], "'magic'"), (["--splits", "0"], "--splits 0"),
+    for bad, msg in ((["--strategies", "magic"], "'magic'"), (["--anchoring", "magic"], "'magic'"),
+                     (["--target-mae", "0"], "--target-mae 0"), (["--splits", "0"], "--splits 0"),
                      (["--test-fraction", "1"], "--test-fraction 1"), (["--budget", "9"], "--budget 9")):  # fmt: skip
         assert main([*argv, *bad]) == 2
         assert msg in capsys.readouterr().err
