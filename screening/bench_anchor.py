@@ -101,6 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
+    parser.add_argument(
+        "--no-loho",
+        action="store_true",
+        help="skip the leave-one-host-out refits of the trained variants (one refit per DFT training host "
+        "each): their σ is then their own Laplace σ; the offset variants keep theirs",
+    )
 
 
 def _host_of(atoms) -> str:
@@ -378,10 +384,12 @@ def run(args: argparse.Namespace) -> int:
 
     def fit_variant(variant: str, frames: list) -> Any:
         """Fine-tune (``finetune``, ``replay``) or train from scratch (``scratch``) on ``frames``; the work
-        folder is keyed by the training hosts (and replayed set), so a grown DFT set never resumes a run on
-        other data."""
+        folder is keyed by the training hosts (and replayed set and fine-tuning settings), so a grown DFT set
+        or other settings never resume a run on other data."""
         hosts = sorted({h for h in map(_host_of, frames) if "@" in h})
         tag = f":{args.replay}:{len(replayed)}:{args.seed}" if variant == "replay" else ""
+        if variant in ("finetune", "replay"):  # a run with other training settings is another run
+            tag += f":{args.trainable}:{args.epochs}:{args.lr:g}:{args.energy_weight:g}:{args.force_weight:g}"
         key = hashlib.sha1(f"{sh}:{','.join(hosts)}:{len(frames)}{tag}".encode()).hexdigest()[:10]
         if variant in ("finetune", "replay"):
             return fit_posterior(
@@ -480,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- leave-one-host-out σ of the fitted variants
     loho: dict[str, list[float]] = {v: a["loho_residuals"] for v, a in anchors.items()}
-    if len(fit_hosts) >= 2:
+    if len(fit_hosts) >= 2 and not args.no_loho:
         for v in TRAINED:
             if v not in variants:
                 continue
@@ -599,6 +607,7 @@ def run(args: argparse.Namespace) -> int:
         f"--prior-sigma {args.prior_sigma:g} --prior-weight {args.prior_weight:g}"
         + (f" --kappa-class {args.kappa_class:g}" if args.kappa_class != 1.0 else "")
         + (f" --trainable {args.trainable}" if args.trainable else "")
+        + (" --no-loho" if args.no_loho else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
         + (
             f" --pretrain-valid {args.pretrain_valid} --pretrain-n {args.pretrain_n}"
@@ -623,8 +632,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{v} {x:.3f} eV (LOHO RMS {loho_rms.get(v, float('nan')):.3f})"
                 for v, x in loho_sigma.items()
             )
-            + "); the Laplace σ of the fine-tuned and DFT-only posteriors, fitted on the DFT frames alone, "
-            "stay in the JSON (`*_sigma_laplace`).\n\n"
+            + (
+                "); with --no-loho the fine-tuned and DFT-only posteriors show their own Laplace σ, fitted on "
+                "the DFT frames alone (no leave-one-host-out refits).\n\n"
+                if args.no_loho
+                else "); the Laplace σ of the fine-tuned and DFT-only posteriors, fitted on the DFT frames "
+                "alone, stay in the JSON (`*_sigma_laplace`).\n\n"
+            )
             if loho_sigma
             else "With fewer than 2 DFT training hosts there is no leave-one-host-out σ: the offset variant "
             "carries the base σ, the fine-tuned and DFT-only posteriors their Laplace σ fitted on the DFT "

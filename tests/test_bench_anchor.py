@@ -162,6 +162,27 @@ def test_anchor_bench_keeps_heldout_hosts_out_and_fits_the_dft_labels(world, tmp
     assert (tmp_path / "benchmarks" / "figures" / "anchor_parity.png").stat().st_size > 0
 
 
+def test_anchor_bench_no_loho_fits_each_trained_variant_once(world, tmp_path, monkeypatch):
+    """--no-loho: one fine-tuning, no leave-one-host-out refits; the trained variant keeps its own σ and the
+    offset variants their LOHO σ. Other fine-tuning settings train in another work folder."""
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    argv = ["bench", "anchor", "--model", post, "--dft-db", db, "--no-sevenn", "--samples", "4",
+            "--heldout", "Cu2@5Na", "--variants", "base,pair,finetune", "--epochs", "3", "--out", str(run),
+            "--no-loho"]  # fmt: skip
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    assert sorted(res["loho_rms"]) == ["pair"]
+    row = res["test"][0]
+    assert row["finetune_sigma"] == pytest.approx(row["finetune_sigma_laplace"])
+    assert len(list(run.glob("finetune-*"))) == 1  # no refit per training host
+    md = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "--no-loho" in md and "show their own Laplace σ" in md
+    assert main([*argv, "--trainable", "readout"]) == 0
+    assert len(list(run.glob("finetune-*"))) == 2
+
+
 def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     tmp, post, db = world
     monkeypatch.chdir(tmp_path)
