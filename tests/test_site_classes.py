@@ -131,6 +131,20 @@ def test_dg_anchor_gives_one_offset_per_state_for_a_site_class_anchoring():
     assert dg_anchor(post, "A2@9")[0] == pytest.approx(fit["offset"] + fit["pair_deviations"]["A2"])
 
 
+def test_bootstrap_mae_interval():
+    from screening.bench_anchor import bootstrap_mae_ci
+
+    lo, hi = bootstrap_mae_ci([0.3] * 5)
+    assert lo == pytest.approx(0.3) and hi == pytest.approx(0.3)  # no spread, no width
+    e = np.random.default_rng(3).exponential(0.4, size=10)
+    lo, hi = bootstrap_mae_ci(e)
+    assert lo < e.mean() < hi and hi - lo > 0.1
+    lo40, hi40 = bootstrap_mae_ci(np.tile(e, 4))  # four times the hosts: about half the width
+    assert 0.35 < (hi40 - lo40) / (hi - lo) < 0.7
+    assert bootstrap_mae_ci(e) == (lo, hi)  # seeded
+    assert all(np.isnan(bootstrap_mae_ci([])))
+
+
 def test_host_level_takes_the_lowest_site_of_dft_and_of_each_variant():
     from screening.bench_anchor import host_level, host_table
 
@@ -166,7 +180,9 @@ def test_host_level_takes_the_lowest_site_of_dft_and_of_each_variant():
     assert summary["base"]["mae"] == pytest.approx((0.7 + 0.2) / 2) and summary["base"]["site_right"] == 0.0
     assert summary["site"]["mae"] == pytest.approx((0.0 + 0.1) / 2) and summary["site"]["site_right"] == 1.0
     assert summary["site"]["n"] == 2 and summary["site"]["n_multi"] == 1
-    assert "| site | 2 | 0.050 |" in host_table(summary, per_host)
+    # two hosts, errors 0.0 and 0.1: a bootstrap mean lies in [0, 0.1], each end reached by some resample
+    assert summary["site"]["mae_ci"] == pytest.approx((0.0, 0.1))
+    assert "| site | 2 | 0.050 | 0.00–0.10 |" in host_table(summary, per_host)
     assert host_table(*host_level(rows[2:], ["base"])) == ""  # one site per host: no table
     # site-complete: only A (a metal and a C site); B has one metal site, so its DFT minimum is a bound
     assert [h["complete"] for h in per_host] == [True, False]
