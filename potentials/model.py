@@ -241,7 +241,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto``/None -> cuda when available else cpu; else the named device (InputError if unavailable)."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise InputError(f"device '{device}' is not a device name; allowed: auto, cpu, cuda, cuda:N") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device '{device}' is not available on this machine; allowed: auto, cpu")
     return dev

@@ -99,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "forces only",
     )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the trained variants train (cpu, cuda, cuda:1; default cpu): their leave-one-host-out "
+        "refits are one training per DFT host each, minutes on a GPU",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
     parser.add_argument(
@@ -355,6 +361,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_dft_source(args)
     check_prior_arguments(args)
+    from potentials.model import resolve_device
+
+    device = resolve_device(args.device)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     check_section_name(args.section)
     bad = [v for v in variants if v not in VARIANTS]
@@ -423,6 +432,7 @@ def run(args: argparse.Namespace) -> int:
                 recalibration="none",
                 seed=args.seed,
                 init_from=model_path,
+                device=device,
             )[0]
         return fit_posterior(
             "laplace",
@@ -434,6 +444,7 @@ def run(args: argparse.Namespace) -> int:
             train_config=_train_config(args, args.scratch_epochs, 1e-2, False, ()),
             recalibration="none",
             seed=args.seed,
+            device=device,
         )[0]
 
     for v in TRAINED:
@@ -628,6 +639,7 @@ def run(args: argparse.Namespace) -> int:
         + (f" --kappa-class {args.kappa_class:g}" if args.kappa_class != 1.0 else "")
         + (f" --trainable {args.trainable}" if args.trainable else "")
         + (" --no-loho" if args.no_loho else "")
+        + (f" --device {args.device}" if args.device != "cpu" else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
         + (
             f" --pretrain-valid {args.pretrain_valid} --pretrain-n {args.pretrain_n}"

@@ -201,6 +201,8 @@ def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     bad = ["--variants", "replay", "--replay", str(tmp_path / "missing.extxyz")]
     assert main([*base, "--heldout", "Cu2@5Na", *bad]) == 2
     assert "missing.extxyz" in capsys.readouterr().err
+    assert main([*base, "--heldout", "Cu2@5Na", "--device", "gpu0"]) == 2
+    assert "device 'gpu0' is not a device name" in capsys.readouterr().err
     assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
