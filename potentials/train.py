@@ -346,7 +346,32 @@ def freeze_parameters(model: torch.nn.Module, trainable: Sequence[str]) -> None:
         p.requires_grad_(not trainable or any(t in n for t in trainable))
 
 
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """Text like " (at model.e0s.0: -8.1 != -8.2)" for the first entry where ``a`` and ``b`` differ; "" if
+    none. Floats agree within a relative 1e-7: E0s re-fitted by least squares differ in the last bits with the
+    BLAS thread count (session 12: a fine-tuning run refused to resume under OMP_NUM_THREADS=2 after 1)."""
+    if isinstance(a, float) and isinstance(b, float):
+        same = abs(a - b) <= 1e-7 * max(abs(a), abs(b), 1e-300)
+        return "" if same else f" (at {path.rstrip('.')}: {a} != {b})"
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                return f" (at {path}{k}: only in one run)"
+            d = _first_difference(a[k], b[k], f"{path}{k}.")
+            if d:
+                return d
+        return ""
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _first_difference(x, y, f"{path}{i}.")
+            if d:
+                return d
+        return ""
+    return "" if a == b else f" (at {path.rstrip('.')}: {str(a)[:40]} != {str(b)[:40]})"
+
+
 def _settings_key(model_config: ModelConfig, train_config: TrainConfig, n_train: int, n_valid: int) -> str:
+    """What a resumed run must share with the saved one (compared by :func:`_first_difference`)."""
     return json.dumps(
         {"model": model_config.to_dict(), "train": train_config.to_dict(), "n": [n_train, n_valid]},
         sort_keys=True,
@@ -455,8 +480,13 @@ def train(
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if resume and last_path.exists():
         saved = checkpoint.load(last_path)["extra"].get("train_state")
-        if saved is None or saved["settings"] != settings:
-            raise InputError(f"{out_dir} holds a run with other settings or data; use a new output folder")
+        where = (
+            "" if saved is None else _first_difference(json.loads(saved["settings"]), json.loads(settings))
+        )
+        if saved is None or where:
+            raise InputError(
+                f"{out_dir} holds a run with other settings or data{where}; use a new output folder"
+            )
         model.load_state_dict(saved["raw_state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None:

@@ -209,3 +209,24 @@ def test_cosine_learning_rates_in_the_history(data, tmp_path):
     lo = train_cfg.min_lr
     expected = [lo + 0.5 * (2e-2 - lo) * (1 + cos(pi * (e + 1) / 4)) for e in range(4)]
     assert lrs == pytest.approx(expected)
+
+
+def test_resume_check_ignores_last_bit_differences_of_fitted_floats():
+    """E0s re-fitted by least squares differ in the last bits with the BLAS thread count: a resumed run must
+    still match, while a real change of settings must not, and the error names what changed."""
+    import json
+    from dataclasses import replace
+
+    from potentials.model import preset
+    from potentials.train import TrainConfig, _first_difference, _settings_key
+
+    cfg = preset("small")
+    t = TrainConfig()
+
+    def diff(x, y):
+        return _first_difference(json.loads(x), json.loads(y))
+
+    a = _settings_key(cfg, replace(t, lr=1e-3), 10, 2)
+    assert diff(a, _settings_key(cfg, replace(t, lr=1e-3 * (1 + 1e-12)), 10, 2)) == ""
+    assert "train.lr" in diff(a, _settings_key(cfg, replace(t, lr=1.1e-3), 10, 2))
+    assert "n.0: 10 != 11" in diff(a, _settings_key(cfg, replace(t, lr=1e-3), 11, 2))
