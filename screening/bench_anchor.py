@@ -248,7 +248,7 @@ def host_table(summary: dict[str, Any], per_host: list[dict]) -> str:
     for v, m in summary.items():
         right = f"{m['site_right']:.0%} of {m['n_multi']}" if m["n_multi"] else ""
         full = f"{m['mae_complete']:.3f} ({m['n_complete']})" if m.get("n_complete") else ""
-        lo, hi = m.get("mae_ci", (float("nan"), float("nan")))
+        lo, hi = m["mae_ci"]
         t += (
             f"| {v} | {m['n']} | {m['mae']:.3f} | {lo:.2f}–{hi:.2f} | {m['mean']:+.3f} | {right} | {full} |\n"
         )
@@ -413,37 +413,29 @@ def run(args: argparse.Namespace) -> int:
 
     def fit_variant(variant: str, frames: list) -> Any:
         """Fine-tune (``finetune``, ``replay``) or train from scratch (``scratch``) on ``frames``; the work
-        folder is keyed by the training hosts (and replayed set and fine-tuning settings), so a grown DFT set
+        folder is keyed by the training hosts, the replayed set and the training settings, so a grown DFT set
         or other settings never resume a run on other data."""
         hosts = sorted({h for h in map(_host_of, frames) if "@" in h})
+        tuned = variant in ("finetune", "replay")
+        train_config = (
+            _train_config(args, args.epochs, args.lr, True, trainable)
+            if tuned
+            else _train_config(args, args.scratch_epochs, 1e-2, False, ())
+        )
         tag = f":{args.replay}:{len(replayed)}:{args.seed}" if variant == "replay" else ""
-        if variant in ("finetune", "replay"):  # a run with other training settings is another run
-            tag += f":{args.trainable}:{args.epochs}:{args.lr:g}:{args.energy_weight:g}:{args.force_weight:g}"
+        tag += ":" + json.dumps(train_config.to_dict(), sort_keys=True)
         key = hashlib.sha1(f"{sh}:{','.join(hosts)}:{len(frames)}{tag}".encode()).hexdigest()[:10]
-        if variant in ("finetune", "replay"):
-            return fit_posterior(
-                "laplace",
-                frames + (replayed if variant == "replay" else []),
-                frames,
-                base_config,
-                "cpu",
-                out / f"{variant}-{key}",
-                train_config=_train_config(args, args.epochs, args.lr, True, trainable),
-                recalibration="none",
-                seed=args.seed,
-                init_from=model_path,
-                device=device,
-            )[0]
         return fit_posterior(
             "laplace",
+            frames + (replayed if variant == "replay" else []),
             frames,
-            frames,
-            replace(preset("fast"), elements=base_config.elements),  # every element, seen or not
+            base_config if tuned else replace(preset("fast"), elements=base_config.elements),  # every element
             "cpu",
-            out / f"scratch-{key}",
-            train_config=_train_config(args, args.scratch_epochs, 1e-2, False, ()),
+            out / f"{variant}-{key}",
+            train_config=train_config,
             recalibration="none",
             seed=args.seed,
+            init_from=model_path if tuned else None,
             device=device,
         )[0]
 

@@ -135,17 +135,11 @@ def anchored_mae(
         one = float(np.mean([t["dft_de"] - t["base"] for t in fit_rows]))
     elif len(acquired) > 1:
         anchor = fit_anchor(fit_rows, kappa, site_classes=site_classes, kappa_class=kappa_class)
-    errors = []
-    for r in test:
-        e = [
-            abs(
-                t["base"]
-                + (offset_for(anchor, t["host"], t["site_class"])[0] if anchor else one)
-                - t["dft_de"]
-            )
-            for t in r["triples"]
-        ]
-        errors.append(float(np.mean(e)))
+
+    def offset(t: dict) -> float:
+        return offset_for(anchor, t["host"], t["site_class"])[0] if anchor else one
+
+    errors = [np.mean([abs(t["base"] + offset(t) - t["dft_de"]) for t in r["triples"]]) for r in test]
     return float(np.mean(errors))
 
 
@@ -182,8 +176,8 @@ def _pairs_first(pool: Sequence[dict], ranked: Sequence[int]) -> list[int]:
 def learning_curve_floor(curve: Sequence[float], start: int = 2) -> dict[str, float | None]:
     """Least-squares fit MAE(n) = a + b / sqrt(n) to a mean learning curve (``curve[n]`` eV after n labelled
     hosts) from ``n = start`` on: ``floor`` a (eV) is where more hosts of the same kind take the anchoring, if
-    the scatter of the host errors around the offsets is what is left; ``slope`` b (eV). ``hosts_for(t)``:
-    see :func:`hosts_for_mae`. An extrapolation from a few points, to read as an order of magnitude."""
+    the scatter of the host errors around the offsets is what is left; ``slope`` b (eV). An extrapolation
+    from a few points, to read as an order of magnitude (:func:`hosts_for_mae` inverts it)."""
     import numpy as np
 
     n = np.arange(len(curve), dtype=float)[start:]
