@@ -4,7 +4,12 @@ and a pre-training validation set on other hosts (the forgetting check, `--pretr
 benchmarks/heldout_hosts.txt are left out of both. Labelled by `screen label`'s machinery (screening.labelling:
 resumable, provenance in `OUT/<set>.db`), exported to `OUT/<set>.extxyz`.
 
-    python benchmarks/make_replay_sets.py runs/screen4/results.db runs/replay_s12   # ~3 min on one core
+A third set, ``references``: the formation-energy references of the screen (each metal-free pocket at the
+network's minimum plus one rattle, each bulk metal at the network's lattice scale and 3 % either side),
+exported as ``OUT/replay_refs.extxyz`` = the replay frames followed by these, for `--replay-energies
+references` (their energies replayed, moved by the E0 re-fit).
+
+    python benchmarks/make_replay_sets.py runs/screen4/results.db runs/replay_s12   # ~4 min on one core
 """
 
 from __future__ import annotations
@@ -44,6 +49,46 @@ def main(db: str, out: str, n_valid_hosts: int = 40, n_valid: int = 120, n_repla
         L.label_structures(frames, "sevenn", None, labels, progress=False)
         k = L.export_training_set(labels, Path(out) / f"{name}.extxyz", engine="sevenn")
         print(f"{name}: {k} frames of {len(hs)} hosts")
+    L.label_structures(reference_frames(db), "sevenn", None, str(Path(out) / "references.db"), progress=False)
+    k = L.export_training_set(Path(out) / "references.db", Path(out) / "references.extxyz", engine="sevenn")
+    from ase.io import read, write
+
+    write(
+        Path(out) / "replay_refs.extxyz",
+        read(Path(out) / "replay.extxyz", ":") + read(Path(out) / "references.extxyz", ":"),
+    )
+    print(f"references: {k} frames (pockets and bulk metals) -> replay_refs.extxyz")
+
+
+def reference_frames(db: str, rattle: float = 0.03, strain: float = 0.03) -> list:
+    """The store's relaxed pockets (+ one rattled copy) and scanned bulk metals (at 1 - strain, 1, 1 + strain
+    of the network's lattice), with ``ref_kind`` in their info (potentials.data.replay_frames keys on it)."""
+    from ase.db import connect
+
+    rng = np.random.default_rng(11)
+    frames = []
+    for row in connect(db).select(kind="reference"):
+        if row.ref_kind not in ("pocket", "bulk"):
+            continue
+        a = row.toatoms()
+        a.calc = None
+        info = {"name": row.name, "ref_kind": row.ref_kind, "frame": row.ref_kind}
+        variants = [(a, "minimum")]
+        if row.ref_kind == "pocket":
+            r = a.copy()
+            r.positions += rng.normal(0.0, rattle, r.positions.shape)
+            variants.append((r, f"rattle{rattle:g}"))
+        else:
+            for s in (1.0 - strain, 1.0 + strain):
+                b = a.copy()
+                b.set_cell(a.cell.array * s, scale_atoms=True)
+                variants.append((b, f"scale{s:g}"))
+        for v, tag in variants:
+            v.info = {**info, "variant": tag}
+            frames.append(v)
+    if not frames:
+        raise SystemExit(f"{db}: no pocket or bulk reference rows (run `screen run --db {db}` first)")
+    return frames
 
 
 if __name__ == "__main__":

@@ -100,6 +100,20 @@ def add_replay_arguments(parser: argparse.ArgumentParser, replay_help: str) -> N
     parser.add_argument(
         "--replay-n", type=int, default=60, help="structures drawn from --replay (seeded, default 60)"
     )
+    parser.add_argument(
+        "--replay-energies",
+        default="none",
+        choices=("none", "references", "all"),
+        help="replay energies too, moved by the E0 re-fit: 'references' = every bulk-metal and pocket frame "
+        "of --replay (added to the --replay-n drawn), so formation energies keep the pre-training reference's "
+        "values; 'all' = every replayed frame (default none: forces only)",
+    )
+    parser.add_argument(
+        "--replay-energy-weight",
+        type=float,
+        default=1.0,
+        help="energy weight of the replayed energies, relative to the fine-tuning labels' (default 1)",
+    )
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +153,7 @@ def _cap_forces(frames: list, fmax: float) -> tuple[list, int]:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from potentials import keys as K
     from potentials.data import read_dataset, read_e0s, replay_frames
     from potentials.model import preset, resolve_device
     from potentials.train import evaluate, train, train_preset
@@ -155,7 +170,18 @@ def run(args: argparse.Namespace) -> int:
     train_atoms = read_dataset(args.data, **keys)
     valid_atoms = read_dataset(args.valid, **keys) if args.valid else None
     e0s = read_e0s(args.e0s, energy_key=args.energy_key) if args.e0s else None
-    replayed = replay_frames(args.replay, args.replay_n, args.seed, **keys) if args.replay else []
+    replayed = (
+        replay_frames(
+            args.replay,
+            args.replay_n,
+            args.seed,
+            energies=args.replay_energies,
+            energy_weight=args.replay_energy_weight,
+            **keys,
+        )
+        if args.replay
+        else []
+    )
     if args.max_force is not None:
         if not args.max_force > 0:
             raise InputError(f"--max-force {args.max_force} is not allowed; allowed: > 0 eV/Å")
@@ -184,7 +210,11 @@ def run(args: argparse.Namespace) -> int:
                     f"it knows {', '.join(known)}"
                 )
     if replayed:
-        print(f"--replay: {len(replayed)} frames of {args.replay} train forces only (energy_weight 0)")
+        n_e = sum(K.SHIFTED_ENERGY_WEIGHT in a.info for a in replayed)
+        print(
+            f"--replay: {len(replayed)} frames of {args.replay} train their forces"
+            + (f"; {n_e} their energies moved by the E0 re-fit" if n_e else " only (energy_weight 0)")
+        )
         if valid_atoms is None:  # hold out validation frames from --data alone, never replay frames
             from potentials.data import split_isolated
             from potentials.train import split_validation

@@ -268,6 +268,9 @@ def atoms_to_graph(atoms, elements: Sequence[str], cutoff: float, with_labels: b
             graph[K.STRESS] = torch.as_tensor(stress)
         for key in (K.WEIGHT, K.ENERGY_WEIGHT):
             graph[key] = torch.tensor(float(atoms.info.get(key, 1.0)), dtype=torch.float64)
+        if K.SHIFTED_ENERGY_WEIGHT in atoms.info:
+            w = float(atoms.info[K.SHIFTED_ENERGY_WEIGHT])
+            graph[K.SHIFTED_ENERGY_WEIGHT] = torch.tensor(w, dtype=torch.float64)
     return graph
 
 
@@ -489,19 +492,54 @@ def read_dataset(
 ISOLATED_MIN_IMAGE_DISTANCE = 8.0
 
 
-def replay_frames(path: str | os.PathLike, n: int, seed: int = 0, option: str = "--replay", **keys) -> list:
+#: what ``replay_frames(energies=...)`` replays the energy of: nothing, the stability references (bulk
+#: metals and metal-free pockets, ``ref_kind`` / ``frame`` bulk or pocket), or every replayed frame
+REPLAY_ENERGIES = ("none", "references", "all")
+
+
+def _is_reference(atoms) -> bool:
+    return any(str(atoms.info.get(k, "")) in ("bulk", "pocket") for k in ("ref_kind", "frame"))
+
+
+def replay_frames(
+    path: str | os.PathLike,
+    n: int,
+    seed: int = 0,
+    option: str = "--replay",
+    energies: str = "none",
+    energy_weight: float = 1.0,
+    **keys,
+) -> list:
     """``n`` seeded structures of ``path`` (isolated atoms and H2 left out) marked ``energy_weight`` 0:
     their forces train, their energies (on another code's reference, e.g. SevenNet-0 frames while
-    fine-tuning on DFT) do not. Replaying them keeps a fine-tuned network near its pre-training forces."""
+    fine-tuning on DFT) do not. Replaying them keeps a fine-tuned network near its pre-training forces.
+
+    ``energies="references"`` also replays the energies of the bulk-metal and pocket frames (all of them,
+    on top of the ``n`` drawn from the rest; ``"all"``: of every frame), marked
+    ``K.SHIFTED_ENERGY_WEIGHT`` = ``energy_weight``: the trainer moves them by its per-element E0 re-fit,
+    so formation energies, which no DFT label covers, keep the pre-training reference's values."""
     if n < 1:
         raise InputError(f"{option}-n {n} is not allowed; allowed: >= 1")
-    frames = [a for a in read_dataset(path, **keys) if len(a) > 2]
+    if energies not in REPLAY_ENERGIES:
+        raise InputError(
+            f"{option}-energies {energies!r} is not allowed; allowed: {', '.join(REPLAY_ENERGIES)}"
+        )
+    if energies != "none" and not energy_weight > 0:
+        raise InputError(f"{option}-energy-weight {energy_weight} is not allowed; allowed: > 0")
+    structures, _ = split_isolated(read_dataset(path, **keys))
+    frames = [a for a in structures if len(a) > 2 or bool(np.asarray(a.pbc).any())]  # no H2
     if not frames:
-        raise InputError(f"{option} {path}: no structure with more than 2 atoms to replay")
-    idx = np.sort(np.random.default_rng(seed).choice(len(frames), min(n, len(frames)), replace=False))
-    out = [frames[i] for i in idx]
+        raise InputError(f"{option} {path}: no structure to replay (only isolated atoms or H2)")
+    refs = [a for a in frames if _is_reference(a)] if energies == "references" else []
+    rest = [a for a in frames if not _is_reference(a)] if refs else frames
+    out = refs
+    if rest:
+        idx = np.sort(np.random.default_rng(seed).choice(len(rest), min(n, len(rest)), replace=False))
+        out = refs + [rest[i] for i in idx]
     for a in out:
         a.info[K.ENERGY_WEIGHT] = 0.0
+        if energies == "all" or (energies == "references" and _is_reference(a)):
+            a.info[K.SHIFTED_ENERGY_WEIGHT] = float(energy_weight)
     return out
 
 

@@ -28,6 +28,10 @@ STRESS = "stress"  # (G, 3, 3) float, eV/Å^3 (ASE sign convention)
 WEIGHT = "weight"  # (G,) float, optional per-structure loss weight
 ENERGY_WEIGHT = "energy_weight"  # (G,) float, optional weight of the energy term alone: 0 keeps a frame's
 # forces in training but not its energy (replay frames whose energies are on another code's reference)
+SHIFTED_ENERGY_WEIGHT = "shifted_energy_weight"  # (G,) float, optional, training only: a replay frame whose
+# energy is on the pre-trained model's reference. Left out of the E0 re-fit (its ENERGY_WEIGHT is 0); then
+# its label moves by the re-fit's per-element E0 shift and it trains with this energy weight
+# (potentials.train.shift_replay_energies: bulk metals and pockets that no DFT label covers)
 
 # ---- model outputs ---------------------------------------------------------------------------
 NODE_FEATURES = "node_features"  # (N, F) e3nn irreps array, last message-passing layer

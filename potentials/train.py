@@ -334,6 +334,29 @@ def refit_e0s(
     return replace(config, e0s=new)
 
 
+def shift_replay_energies(
+    graphs: Sequence[dict], old_e0s: Sequence[float] | None, new_e0s: Sequence[float] | None
+) -> int:
+    """Move the energy label of every graph that carries ``K.SHIFTED_ENERGY_WEIGHT`` (a replay frame on the
+    pre-trained model's reference) by the E0 re-fit, sum over its atoms of (new - old) E0 (eV), and make
+    that weight its energy weight; in place. Returns how many graphs moved.
+
+    The re-fit is a per-element change of reference, so a formation energy (host - pocket - bulk metals,
+    the same atoms on both sides) computed from shifted labels is the pre-training reference's own."""
+    n_el = len(new_e0s or old_e0s or [])
+    old = torch.as_tensor(old_e0s if old_e0s else [0.0] * n_el, dtype=torch.float64)
+    new = torch.as_tensor(new_e0s if new_e0s else [0.0] * n_el, dtype=torch.float64)
+    moved = 0
+    for g in graphs:
+        w = g.get(K.SHIFTED_ENERGY_WEIGHT)
+        if w is None or K.ENERGY not in g:
+            continue
+        g[K.ENERGY] = g[K.ENERGY] + (new - old)[g[K.SPECIES]].sum()
+        g[K.ENERGY_WEIGHT] = w.clone()
+        moved += 1
+    return moved
+
+
 def freeze_parameters(model: torch.nn.Module, trainable: Sequence[str]) -> None:
     """Train only the parameters whose names contain one of ``trainable`` (all when empty). An entry that
     matches no parameter is an error."""
@@ -451,7 +474,11 @@ def train(
     if cfg.refit_e0s:
         if init_payload is None:
             raise InputError("refit_e0s re-references a pre-trained model: it needs init_from")
+        old_e0s = model_config.e0s
         model_config = refit_e0s(model, model_config, train_atoms + isolated, train_graphs)
+        shift_replay_energies(train_graphs, old_e0s, model_config.e0s)
+    else:
+        shift_replay_energies(train_graphs, model_config.e0s, model_config.e0s)
     freeze_parameters(model, cfg.trainable)
     if cuda_graphs:
         from .graph_step import static_graphs

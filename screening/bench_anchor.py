@@ -16,7 +16,9 @@ held-out (host, host+H, H2) triples ΔE_H = E(host+H) - E(host) - E(H2)/2 is com
   posterior fitted on the same frames;
 - ``replay``: like ``finetune`` plus ``--replay-n`` frames of the pre-training set (``--replay``) whose
   forces are replayed with energy_weight 0 (their energies are on SevenNet-0's reference): the network fits
-  the DFT energies without forgetting the pre-training forces;
+  the DFT energies without forgetting the pre-training forces; with ``--replay-energies references`` the
+  energies of the replayed bulk metals and pockets train too, moved by the E0 re-fit, so the formation
+  energies (no DFT label has a bulk metal or a bare pocket) keep their pre-training values;
 - ``scratch``: the same architecture trained on the DFT training frames only (same DFT budget);
 - SevenNet-0 itself, the pre-training labeler.
 
@@ -96,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_replay_arguments(
         parser,
         "pre-training frames (extxyz, e.g. runs/d2/train_all.extxyz) replayed by the `replay` variant, "
-        "forces only",
+        "forces (and with --replay-energies the energies of its bulk metals and pockets)",
     )
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per prediction")
     parser.add_argument(
@@ -408,7 +410,16 @@ def run(args: argparse.Namespace) -> int:
     if "replay" in variants and not args.replay:
         raise InputError("the replay variant needs --replay FILE (pre-training frames, extxyz)")
     replayed = (
-        replay_frames(args.replay, args.replay_n, args.seed, "--replay") if "replay" in variants else []
+        replay_frames(
+            args.replay,
+            args.replay_n,
+            args.seed,
+            "--replay",
+            energies=args.replay_energies,
+            energy_weight=args.replay_energy_weight,
+        )
+        if "replay" in variants
+        else []
     )
 
     def fit_variant(variant: str, frames: list) -> Any:
@@ -423,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
             else _train_config(args, args.scratch_epochs, 1e-2, False, ())
         )
         tag = f":{args.replay}:{len(replayed)}:{args.seed}" if variant == "replay" else ""
+        if variant == "replay" and args.replay_energies != "none":  # forces-only keys stay as they were
+            tag += f":{args.replay_energies}:{args.replay_energy_weight}"
         tag += ":" + json.dumps(train_config.to_dict(), sort_keys=True)
         key = hashlib.sha1(f"{sh}:{','.join(hosts)}:{len(frames)}{tag}".encode()).hexdigest()[:10]
         return fit_posterior(
@@ -633,6 +646,11 @@ def run(args: argparse.Namespace) -> int:
         + (" --no-loho" if args.no_loho else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
+        + (
+            f" --replay-energies {args.replay_energies} --replay-energy-weight {args.replay_energy_weight:g}"
+            if "replay" in variants and args.replay_energies != "none"
+            else ""
+        )
         + (
             f" --pretrain-valid {args.pretrain_valid} --pretrain-n {args.pretrain_n}"
             if args.pretrain_valid
