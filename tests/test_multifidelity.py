@@ -288,3 +288,38 @@ def test_replayed_reference_energies_follow_the_refit_reference(tmp_path):
     assert errors["none"] > 0.15 and errors["references"] < 0.25 * errors["none"], (
         errors
     )  # measured 0.28, 0.05
+
+
+def test_laplace_fit_counts_replayed_energies(tmp_path):
+    """The Laplace likelihood sees a replayed energy as training did: the energy σ of the replayed
+    stability references shrinks when their energies are replayed (--replay-energies references), against
+    the same fit with forces alone."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    from potentials.bayes.laplace import LaplaceConfig, fit_laplace
+    from potentials.data import collate, replay_frames
+
+    frames = emt_dataset(10, seed=2, with_stress=False)
+    cells = []
+    for k, a0 in enumerate((3.55, 3.6, 3.65, 3.7)):
+        c = bulk("Au", "fcc", a=a0 + 0.5, cubic=True)
+        c.rattle(0.03, seed=k)
+        c.calc = EMT()
+        c.get_potential_energy()
+        c.info["ref_kind"] = "bulk"
+        cells.append(c)
+    m, t = _cfg(epochs=4)
+    pre = train(frames[:8] + cells, frames[8:], m, t, tmp_path / "pre", progress=False)
+    write(tmp_path / "replay.extxyz", cells)
+    cfg = LaplaceConfig(variant="last_layer", ggn="exact", n_samples=6, marglik_steps=0)
+    sigma = {}
+    for mode in ("none", "references"):
+        replayed = replay_frames(tmp_path / "replay.extxyz", 4, 0, energies=mode)
+        post = fit_laplace(
+            frames[:8] + replayed, frames[8:], m, t, cfg, tmp_path / mode, init_from=pre, train=False
+        )
+        batch = collate(cells, post.elements, post.cutoff, dtype=torch.float64)
+        sigma[mode] = float(post.predict(batch).energy_var_epistemic.sqrt().mean())
+    assert sigma["references"] < 0.7 * sigma["none"], sigma

@@ -540,6 +540,7 @@ def fit_laplace(
     given) and fit its Laplace posterior on the training set (on the CPU). ``train=False``: no training, the
     posterior of the ``init_from`` model itself."""
     from potentials.data import atoms_to_graph, split_isolated
+    from potentials.train import shift_replay_energies
     from potentials.train import train as train_point
 
     if not train:
@@ -562,6 +563,10 @@ def fit_laplace(
     model, config = model_and_config(checkpoint.load(best))
     structures, _ = split_isolated(list(train_atoms))
     graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
+    # replayed energies (K.SHIFTED_ENERGY_WEIGHT) enter the likelihood as training saw them: moved by the
+    # E0 re-fit of the fine-tuning, which is the trained model's E0s minus those of the model it started from
+    start = checkpoint.load(init_from)["config"].get("e0s") if (train and init_from is not None) else None
+    shift_replay_energies(graphs, start or config.e0s, config.e0s)
     return laplace_from_model(model, config, graphs, cfg, seed)
 
 
