@@ -45,6 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def dft_trained_hosts(frames) -> set[str]:
+    """Hosts with a GPAW (DFT) label among training ``frames``: a model fine-tuned on them has seen their
+    DFT energies, so the card's DFT table calls their rows 'trained on', not 'held out'."""
+    return {
+        str(a.info.get("host") or "")
+        for a in frames
+        if str(a.info.get("reference", a.info.get("engine", ""))) == "gpaw"
+    } - {""}
+
+
 def heldout_section(path: str, full_hash: str) -> str:
     """The card's held-out ΔGH* paragraph from a ``screen bench heldout`` JSON, when it is this model's."""
     import json
@@ -384,8 +394,10 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- data summary
     train_note = str(reused.get("train_note") or "") if reused is not None and not args.train else ""
+    dft_trained: set[str] = set()  # hosts with a GPAW label in --train: a fine-tuned model has seen them
     if args.train:
         train = read_dataset(args.train)
+        dft_trained = dft_trained_hosts(train)
         counts = Counter(s for a in train for s in set(a.get_chemical_symbols()))
         refs = Counter(str(a.info.get("reference", a.info.get("engine", "?"))) for a in train)
         train_note = (
@@ -407,7 +419,11 @@ def run(args: argparse.Namespace) -> int:
     anchor = getattr(getattr(post, "recal", None), "anchor", None) or None
     fitted = set(anchor.get("hosts", ())) if anchor else set()
     for r in dft_rows:
-        r["role"] = "anchor fit" if r.get("host") in fitted else "held out"
+        r["role"] = (
+            "anchor fit"
+            if r.get("host") in fitted
+            else ("trained on" if r.get("host") in dft_trained else "held out")
+        )
     dft_table = "No converged GPAW (host, host+H, H2) triple in the label store yet.\n"
     if dft_rows:
         head = (
@@ -433,6 +449,8 @@ def run(args: argparse.Namespace) -> int:
                 (
                     f"\nOn the {len(test)} structure(s) not used to fit the anchoring: "
                     if anchor
+                    else f"\nOn the {len(test)} structure(s) of hosts with no DFT label in --train: "
+                    if dft_trained
                     else f"\nOn all {len(test)} structure(s) (the model has no DFT anchoring): "
                 )
                 + "model ΔE_H MAE against DFT "
@@ -440,7 +458,7 @@ def run(args: argparse.Namespace) -> int:
                 + (f"; SevenNet-0 MAE {np.mean(s7e):.3f} eV" if s7e else "")
                 + ". "
                 if test
-                else "\nEvery structure was used to fit the anchoring: no held-out DFT error yet. "
+                else "\nEvery structure was used to fit the anchoring or to train: no held-out DFT error yet. "
             )
             + "DFT labels cover the metals "
             + ", ".join(sorted({h.split("2@")[0] for h in hosts}))

@@ -145,3 +145,19 @@ def test_explicit_hosts_seen_in_training_are_refused(tmp_path):
     with pytest.raises(InputError, match="Cu2@3Nb"):
         B.run(args, handle=handle_from_loader(morse_posterior))
     assert not (tmp_path / "w").exists()  # refused before any work
+
+
+def test_model_card_calls_dft_training_hosts_trained_on():
+    """A fine-tuned model's card must not count hosts whose GPAW labels it trained on as held out; the
+    SevenNet-0 replay frames and the host-less H2 reference name no host."""
+    from ase import Atoms
+
+    from screening.bench_model import dft_trained_hosts
+
+    frames = [
+        Atoms("H2", info={"reference": "gpaw"}),
+        Atoms("C", info={"reference": "gpaw", "host": "Pt2@5Na"}),
+        Atoms("C", info={"reference": "sevenn", "host": "Fe2@3Nd"}),
+        Atoms("C", info={"engine": "gpaw", "host": "Ir2@4Nc"}),
+    ]
+    assert dft_trained_hosts(frames) == {"Pt2@5Na", "Ir2@4Nc"}
