@@ -36,6 +36,7 @@ def main(db: str, out: str, n_valid_hosts: int = 40, n_valid: int = 120, n_repla
         ("pre_valid", set(hosts[:n_valid_hosts]), n_valid),
         ("replay", set(hosts[n_valid_hosts:]), n_replay),
     )
+    labelled: dict[str, list] = {}
     for name, hs, n in sets:
         sub = st[st.host.isin(hs)]
         frames = []
@@ -45,19 +46,20 @@ def main(db: str, out: str, n_valid_hosts: int = 40, n_valid: int = 120, n_repla
             a.calc = None
             a.info = {"name": r["name"], "host": r["host"], "frame": "model_minimum"}
             frames.append(a)
-        labels = str(Path(out) / f"{name}.db")
-        L.label_structures(frames, "sevenn", None, labels, progress=False)
-        k = L.export_training_set(labels, Path(out) / f"{name}.extxyz", engine="sevenn")
-        print(f"{name}: {k} frames of {len(hs)} hosts")
-    L.label_structures(reference_frames(db), "sevenn", None, str(Path(out) / "references.db"), progress=False)
-    k = L.export_training_set(Path(out) / "references.db", Path(out) / "references.extxyz", engine="sevenn")
-    from ase.io import read, write
+        labelled[name] = _label(frames, out, name)
+        print(f"{name}: {len(labelled[name])} frames of {len(hs)} hosts")
+    refs = _label(reference_frames(db), out, "references")
+    L.write_extxyz_atomic(Path(out) / "replay_refs.extxyz", labelled["replay"] + refs)
+    print(f"references: {len(refs)} frames (pockets and bulk metals) -> replay_refs.extxyz")
 
-    write(
-        Path(out) / "replay_refs.extxyz",
-        read(Path(out) / "replay.extxyz", ":") + read(Path(out) / "references.extxyz", ":"),
-    )
-    print(f"references: {k} frames (pockets and bulk metals) -> replay_refs.extxyz")
+
+def _label(frames: list, out: str, name: str) -> list:
+    """SevenNet-0 labels of ``frames`` in ``OUT/<name>.db`` (resumable), exported to ``OUT/<name>.extxyz``."""
+    db = Path(out) / f"{name}.db"
+    L.label_structures(frames, "sevenn", None, str(db), progress=False)
+    labelled = L.labelled_frames(db, "sevenn")
+    L.write_extxyz_atomic(Path(out) / f"{name}.extxyz", labelled)
+    return labelled
 
 
 def reference_frames(db: str, rattle: float = 0.03, strain: float = 0.03) -> list:

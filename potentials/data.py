@@ -531,16 +531,15 @@ def replay_frames(
     if not frames:
         raise InputError(f"{option} {path}: no structure to replay (only isolated atoms or H2)")
     refs = [a for a in frames if _is_reference(a)] if energies == "references" else []
-    rest = [a for a in frames if not _is_reference(a)] if refs else frames
-    out = refs
-    if rest:
-        idx = np.sort(np.random.default_rng(seed).choice(len(rest), min(n, len(rest)), replace=False))
-        out = refs + [rest[i] for i in idx]
-    for a in out:
+    ref_ids = {id(a) for a in refs}
+    rest = [a for a in frames if id(a) not in ref_ids]  # drawn from, as before when no reference
+    idx = np.sort(np.random.default_rng(seed).choice(len(rest), min(n, len(rest)), replace=False))
+    drawn = [rest[i] for i in idx]
+    for a in refs + drawn:
         a.info[K.ENERGY_WEIGHT] = 0.0
-        if energies == "all" or (energies == "references" and _is_reference(a)):
-            a.info[K.SHIFTED_ENERGY_WEIGHT] = float(energy_weight)
-    return out
+    for a in refs + (drawn if energies == "all" else []):
+        a.info[K.SHIFTED_ENERGY_WEIGHT] = float(energy_weight)
+    return refs + drawn
 
 
 def _is_isolated_atom(atoms) -> bool:

@@ -471,14 +471,12 @@ def train(
     for name, graphs in (("training", train_graphs), ("validation", valid_graphs)):
         if any(K.ENERGY not in g or K.FORCES not in g for g in graphs):
             raise InputError(f"every {name} structure needs energy and forces labels")
+    old_e0s = model_config.e0s
     if cfg.refit_e0s:
         if init_payload is None:
             raise InputError("refit_e0s re-references a pre-trained model: it needs init_from")
-        old_e0s = model_config.e0s
         model_config = refit_e0s(model, model_config, train_atoms + isolated, train_graphs)
-        shift_replay_energies(train_graphs, old_e0s, model_config.e0s)
-    else:
-        shift_replay_energies(train_graphs, model_config.e0s, model_config.e0s)
+    shift_replay_energies(train_graphs, old_e0s, model_config.e0s)  # no re-fit: weights only, no shift
     freeze_parameters(model, cfg.trainable)
     if cuda_graphs:
         from .graph_step import static_graphs
