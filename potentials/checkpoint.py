@@ -155,17 +155,21 @@ def model_hash(path: str | os.PathLike) -> str:
 
 
 # what `screen anchor` writes into a posterior's recalibration: offsets and σ of ΔGH*, nothing the network or
-# its relaxations see
-ANCHOR_KEYS = ("anchor", "dg_offset", "dg_sigma_add")
+# its relaxations see (``dg_fit``: the record of a ΔGH* σ factor fitted by `screen anchor --sigma-only`)
+ANCHOR_KEYS = ("anchor", "dg_offset", "dg_sigma_add", "dg_fit")
 
 
 def network_hash(payload: dict[str, Any]) -> str:
     """The content hash of a checkpoint payload without its DFT anchoring (:data:`ANCHOR_KEYS` of
-    ``extra["recalibration"]``): equal for a posterior and its anchored copies, so a screen can reuse the
-    relaxations of the unanchored model. Equal to ``payload["hash"]`` when there is no anchoring."""
+    ``extra["recalibration"]``, and the ΔGH* σ factor back at its parent's value after ``--sigma-only``):
+    equal for a posterior and its anchored or σ-calibrated copies, so a screen can reuse the relaxations of
+    the unanchored model. Equal to ``payload["hash"]`` when there is no anchoring."""
     recal = (payload.get("extra") or {}).get("recalibration")
     if not isinstance(recal, dict) or not any(k in recal for k in ANCHOR_KEYS):
         return payload["hash"]
     extra = dict(payload["extra"])
     extra["recalibration"] = {k: v for k, v in recal.items() if k not in ANCHOR_KEYS}
+    fit = recal.get("dg_fit")
+    if isinstance(fit, dict) and "parent_dg" in fit:  # the ΔGH* σ factor the copy was made from
+        extra["recalibration"]["dg"] = float(fit["parent_dg"])
     return content_hash({**payload, "extra": extra})

@@ -140,10 +140,12 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
         "code version": ", ".join(sorted(set(map(str, df["code_version"])))),
         "ΔGH* correction (eV)": ", ".join(f"{c:g}" for c in sorted(set(df["correction"].dropna()))),
     }
-    from .tables import anchor_text
+    from .tables import anchor_text, dg_fit_text
 
     if df.attrs.get("anchor"):
         out["DFT anchoring of ΔGH*"] = anchor_text(df.attrs["anchor"])
+    if df.attrs.get("dg_fit"):
+        out["ΔGH* σ"] = dg_fit_text(df.attrs["dg_fit"])
     runs = df.attrs.get("runs", [])
     if len(runs) > 1:
         out["other runs in the store"] = "; ".join(

@@ -148,6 +148,7 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     df.attrs["runs"] = [{"model_hash": m, "settings_hash": s, "rows": int(n)} for (m, s), n in runs.items()]
     anchor = run_anchor(db_path, str(df["model_hash"].iloc[0]))
     df.attrs["anchor"] = anchor
+    df.attrs["dg_fit"] = run_anchor(db_path, str(df["model_hash"].iloc[0]), key="dg_fit")
     df["anchor_fit"] = df["host"].isin({str(h) for h in anchor.get("hosts", ())} if anchor else set())
     dft = read_dft_columns(db_path, df["id"].tolist())
     for c in DFT_COLUMNS:
@@ -157,10 +158,11 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     return df
 
 
-def run_anchor(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any] | None:
+def run_anchor(db_path: str | os.PathLike, model_hash: str, key: str = "anchor") -> dict[str, Any] | None:
     """The DFT anchoring record (``screen anchor``, :func:`screening.anchoring.fit_anchor`) of the model that
     wrote the run ``model_hash``, read from the checkpoint its run record names; None when the model has no
-    anchoring or its file is gone or was replaced since the run."""
+    anchoring or its file is gone or was replaced since the run. ``key="dg_fit"``: its ΔGH* σ calibration
+    record (``screen anchor --sigma-only``) instead."""
     import ase.db
 
     from potentials import checkpoint
@@ -177,7 +179,7 @@ def run_anchor(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any] | 
         if payload["hash"][:16] != model_hash.removeprefix("m"):
             continue  # the file was replaced since the run: its anchoring is another's
         recal = payload.get("extra", {}).get("recalibration")
-        anchor = recal.get("anchor") if isinstance(recal, dict) else None
+        anchor = recal.get(key) if isinstance(recal, dict) else None
         if isinstance(anchor, dict):
             return anchor
     return None
@@ -188,6 +190,18 @@ def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
     without one. Their DFT values are no test of the anchored ΔGH*."""
     anchor = run_anchor(db_path, model_hash)
     return {str(h) for h in anchor.get("hosts", ())} if anchor else set()
+
+
+def dg_fit_text(fit: dict[str, Any] | None) -> str:
+    """One line describing a ΔGH* σ calibration record (``screen anchor --sigma-only``); "" without one."""
+    if not fit:
+        return ""
+    c1, c2 = fit.get("loho_coverage", [float("nan")] * 2)
+    return (
+        f"calibrated against plane-wave DFT: σ × {float(fit['factor']):.3f}, fitted on {fit['n_triples']} DFT "
+        f"triple(s) of {len(fit['hosts'])} hosts the model never saw ({', '.join(fit['hosts'])}); "
+        f"leave-one-host-out coverage 1σ {c1:.2f}, 2σ {c2:.2f}"
+    )
 
 
 def anchor_text(anchor: dict[str, Any] | None) -> str:

@@ -418,11 +418,18 @@ def run(args: argparse.Namespace) -> int:
 
     anchor = getattr(getattr(post, "recal", None), "anchor", None) or None
     fitted = set(anchor.get("hosts", ())) if anchor else set()
+    dg_fit = getattr(getattr(post, "recal", None), "dg_fit", None) or None
+    sigma_hosts = set(dg_fit.get("hosts", ())) if dg_fit else set()
     for r in dft_rows:
+        h = r.get("host")
         r["role"] = (
             "anchor fit"
-            if r.get("host") in fitted
-            else ("trained on" if r.get("host") in dft_trained else "held out")
+            if h in fitted
+            else "trained on"
+            if h in dft_trained
+            else "σ calibration"
+            if h in sigma_hosts
+            else "held out"
         )
     dft_table = "No converged GPAW (host, host+H, H2) triple in the label store yet.\n"
     if dft_rows:
@@ -447,10 +454,16 @@ def run(args: argparse.Namespace) -> int:
         dft_table = head + (
             (
                 (
-                    f"\nOn the {len(test)} structure(s) not used to fit the anchoring: "
+                    f"\nOn the {len(test)} structure(s) not used to fit the anchoring"
+                    + (" or the σ factor" if sigma_hosts else "")
+                    + ": "
                     if anchor
-                    else f"\nOn the {len(test)} structure(s) of hosts with no DFT label in --train: "
+                    else f"\nOn the {len(test)} structure(s) of hosts with no DFT label in --train"
+                    + (" and outside the σ calibration" if sigma_hosts else "")
+                    + ": "
                     if dft_trained
+                    else f"\nOn the {len(test)} structure(s) outside the σ calibration: "
+                    if sigma_hosts
                     else f"\nOn all {len(test)} structure(s) (the model has no DFT anchoring): "
                 )
                 + "model ΔE_H MAE against DFT "
@@ -509,6 +522,15 @@ def run(args: argparse.Namespace) -> int:
             "for H* on\n  metal–N–graphene (SevenNet-0 is ~0.5 eV off on average against plane-wave PBE); errors "
             "below against that\n  reference say how well the model reproduces it, not how right it is. The DFT "
             "section is the check against truth."
+        )
+    if dg_fit:
+        c1, c2 = dg_fit.get("loho_coverage", [float("nan")] * 2)
+        reference_md += (
+            f"\n- **ΔGH* σ calibrated against DFT** (`screen anchor --sigma-only`): every ΔGH* σ is "
+            f"{float(dg_fit['factor']):.3f} times the posterior's (factor now {float(post.recal.dg):.3f}), the "
+            f"factor that gives the z-scores of {dg_fit['n_triples']} DFT triple(s) on hosts the model never saw "
+            f"({', '.join(dg_fit['hosts'])}) unit variance; leave-one-host-out over them, 2σ covers {c2:.2f} "
+            f"(1σ {c1:.2f}). Those rows are marked `σ calibration` below and left out of the held-out figures."
         )
     heldout_block = (
         "" if anchor else f"## ΔGH* on held-out hosts against the training reference\n{heldout_md}\n"

@@ -16,6 +16,14 @@ From every (host, host+H, H2) triple of one DFT settings hash in the label store
 It writes a copy of the posterior whose recalibration carries both and the record of how they were fitted
 (hosts, settings, residuals); the network weights are unchanged. ``screen run --model anchored.pt`` then
 reports DFT-anchored ΔGH*; `screen bench anchor` compares this with fine-tuning on the same labels.
+
+``--sigma-only`` fits no offset: it scales the model's ΔGH* σ (both parts, the posterior's ``recal.dg``) by
+the factor s that gives the z-scores (model − DFT ΔE_H) / σ of the chosen hosts' triples unit variance
+(the Gaussian maximum likelihood, s² = mean z²). The hosts must be ones the model never saw (``--hosts``:
+e.g. DFT labels that landed after a fine-tuning), else s is that of training errors and too small. It
+prints the leave-one-host-out coverage (each host's z-scores under the factor of the others), the honest
+estimate of what the factor does on new hosts; the held-out hosts of `screen bench model --dft-db` measure
+it. A screen with the copy reuses every relaxation of the parent (same network hash).
 """
 
 from __future__ import annotations
@@ -82,6 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="hosts never fitted on: comma list or file (e.g. benchmarks/heldout_hosts.txt)",
     )
+    parser.add_argument(
+        "--hosts",
+        default=None,
+        help="fit on these hosts' DFT triples only: comma list or file (default: every DFT host outside "
+        "--exclude-hosts)",
+    )
+    parser.add_argument(
+        "--sigma-only",
+        action="store_true",
+        help="fit no offset: scale the ΔGH* σ so the z-scores of the hosts' DFT errors have unit variance "
+        "(for a model never trained on those hosts, e.g. a fine-tuned one and labels that came after it)",
+    )
     parser.add_argument("--out", required=True, help="anchored posterior to write (.pt)")
     parser.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
     parser.add_argument(
@@ -133,10 +153,24 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--kappa-class {args.kappa_class} not allowed; need a finite number >= 0")
     check_prior_arguments(args)
     exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
+    only = set(read_host_list(args.hosts, "--hosts")) if args.hosts else None
     post = load_posterior(model_path)
+    if args.sigma_only and isinstance(post.recal.anchor, dict):
+        raise InputError(
+            f"--sigma-only on {model_path}: the model already carries a DFT offset anchoring; allowed: a "
+            "model without one (calibrate the unanchored model)"
+        )
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
     left_out: list[dict] = []
     triples = [t for t in dft_triples(args.dft_db, sh, left_out=left_out) if t.get("host") not in exclude]
+    if only is not None:
+        missing = sorted(only - {t.get("host") for t in triples})
+        if missing:
+            raise InputError(
+                f"--hosts: no {args.preset} DFT triple outside --exclude-hosts for {', '.join(missing)}; "
+                f"allowed: hosts with one in {args.dft_db} ({', '.join(sorted({str(t.get('host')) for t in triples}))})"
+            )
+        triples = [t for t in triples if t.get("host") in only]
     for t in left_out:
         print(
             f"left out {t['name']}: DFT force on H {t['h_force']:.1f} eV/Å > {MAX_H_FORCE:g} at the model "
@@ -161,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
             f"anchoring needs DFT triples of at least 2 hosts outside --exclude-hosts, found {len(hosts)}"
             f"{' (' + hosts[0] + ')' if hosts else ''}; label more with `screen validate` or `screen label`"
         )
+    if args.sigma_only:
+        return _write_sigma_only(args, post, model_path, rows, sh, exclude)
     fit = fit_anchor(
         rows,
         None if args.global_only else args.kappa,
@@ -194,5 +230,67 @@ def run(args: argparse.Namespace) -> int:
         + f", σ_anchor {fit['sigma_add']:.3f} eV (leave-one-host-out with a {fit['prior_sigma']:g} eV prior; {fit['sigma_add_covered']:.3f} eV for "
         f"labelled pairs) from {fit['n_triples']} DFT triple(s) of {len(fit['hosts'])} hosts: "
         f"{', '.join(fit['hosts'])}"
+    )
+    return 0
+
+
+def fit_sigma_factor(rows: list[dict]) -> dict:
+    """The ΔGH* σ factor of ``rows`` (``host``, ``dft_de``, ``base`` = model ΔE_H, ``sigma``; eV) and its
+    leave-one-host-out check: ``factor`` s = (mean z²)^½ over the rows, z = (base − dft_de) / sigma;
+    ``loho_z`` each row's z under the factor fitted without its host, ``loho_coverage`` the share of those
+    inside 1 and 2 (a factor that fits its own hosts covers them by construction; this is what it does on
+    a host it has not seen)."""
+    import numpy as np
+
+    from .bench_heldout import fit_dg_scale
+
+    err = np.array([r["base"] - r["dft_de"] for r in rows], dtype=float)
+    sig = np.array([r["sigma"] for r in rows], dtype=float)
+    if not (np.all(np.isfinite(sig)) and np.all(sig > 0) and np.all(np.isfinite(err))):
+        raise ValueError("σ calibration needs a finite error and a σ > 0 for every triple")
+    factor = fit_dg_scale(err, sig)
+    host = np.array([r["host"] for r in rows])
+    loho = np.empty_like(err)
+    for h in set(host.tolist()):
+        m = host == h
+        loho[m] = err[m] / (fit_dg_scale(err[~m], sig[~m]) * sig[m])
+    return {
+        "factor": factor,
+        "z": (err / sig).tolist(),
+        "loho_z": loho.tolist(),
+        "loho_coverage": [float(np.mean(np.abs(loho) <= 1)), float(np.mean(np.abs(loho) <= 2))],
+        "mae": float(np.abs(err).mean()),
+        "mean_sigma_before": float(sig.mean()),
+    }
+
+
+def _write_sigma_only(args, post, model_path: str, rows: list[dict], sh: str, exclude: set[str]) -> int:
+    import datetime
+
+    fit = fit_sigma_factor(rows)
+    parent = float(post.recal.dg)
+    fit.update(
+        parent_dg=parent,
+        hosts=sorted({r["host"] for r in rows}),
+        triples=[r["name"] for r in rows],
+        n_triples=len(rows),
+        residuals={r["name"]: float(r["dft_de"] - r["base"]) for r in rows},
+        dft_db=str(args.dft_db),
+        settings_hash=sh,
+        preset=args.preset,
+        excluded_hosts=sorted(exclude),
+        source_model=str(model_path),
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+    )
+    post.recal.dg = parent * fit["factor"]
+    post.recal.dg_fit = fit
+    digest = post.save(args.out)
+    c1, c2 = fit["loho_coverage"]
+    print(
+        f"σ-calibrated {model_path} -> {args.out} ({digest[:12]}): ΔGH* σ factor {fit['factor']:.3f} "
+        f"(now {post.recal.dg:.3f}) from {fit['n_triples']} DFT triple(s) of {len(fit['hosts'])} hosts "
+        f"({', '.join(fit['hosts'])}): model ΔE_H MAE {fit['mae']:.3f} eV, mean σ {fit['mean_sigma_before']:.3f} "
+        f"-> {fit['factor'] * fit['mean_sigma_before']:.3f} eV; leave-one-host-out coverage 1σ {c1:.2f}, "
+        f"2σ {c2:.2f}; no offset"
     )
     return 0

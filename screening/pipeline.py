@@ -125,6 +125,9 @@ class RunSummary:
     results: Any = None  # pandas DataFrame (load_results of this model and settings)
     status_counts: dict[str, int] = field(default_factory=dict)  # relaxation status -> structures (selection)
     anchor: dict[str, Any] | None = None  # the model's DFT anchoring of ΔGH* (screen anchor), if any
+    dg_fit: dict[str, Any] | None = (
+        None  # its ΔGH* σ factor fitted on DFT (screen anchor --sigma-only), if any
+    )
 
 
 # ---- model -----------------------------------------------------------------------------------
@@ -638,6 +641,7 @@ def run_screen(
         results=results,
         status_counts=status_counts,
         anchor=getattr(getattr(handle.posterior, "recal", None), "anchor", None),
+        dg_fit=getattr(getattr(handle.posterior, "recal", None), "dg_fit", None),
     )
     if out is not None:
         out.write(format_summary(summary, top=top))
@@ -689,6 +693,10 @@ def format_summary(summary: RunSummary, top: int = 10) -> str:
         f"{summary.n_dg} ΔGH* rows written, {summary.wall_s:.1f} s",
         f"database {summary.db_path}  model {summary.model_hash}  settings {summary.settings_hash}",
     ]
+    if summary.dg_fit:
+        from reports.tables import dg_fit_text
+
+        lines.append("ΔGH* σ " + dg_fit_text(summary.dg_fit))
     a = summary.anchor
     if a:
         lines.append(

@@ -318,6 +318,64 @@ def test_anchor_command_writes_an_offset_anchored_posterior(world, tmp_path, cap
     assert triple_de(glob, held, 4)[0] == pytest.approx(d0 + glob.recal.dg_offset, abs=1e-9)
 
 
+def test_sigma_only_scales_the_dg_sigma_by_the_unit_variance_factor_of_the_chosen_hosts(
+    world, tmp_path, capsys
+):
+    """`screen anchor --sigma-only --hosts`: σ factor s = (mean z²)^½ over the chosen hosts' triples, no offset,
+    leave-one-host-out coverage by hand; the copy has the parent's network hash, so a screen with it reuses
+    every relaxation and reports the same ΔGH* with s times the σ."""
+    from potentials import checkpoint
+    from potentials.bayes import load_posterior
+    from screening.bench_model import dft_triples, triple_de
+    from screening.pipeline import ScreenConfig, load_model, run_screen
+    from screening.relax import RelaxConfig
+    from screening.store import load_results
+
+    tmp, post, db = world
+    out = tmp_path / "sigma.pt"
+    chosen = ["Cu2@4Na", "Ni2@4Na", "Ni2@5Na"]
+    argv = ["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(out), "--sigma-only"]
+    assert main([*argv, "--hosts", ",".join(chosen)]) == 0
+    assert "no offset" in capsys.readouterr().out
+    base, cal = load_posterior(post), load_posterior(out)
+    sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset("pw500"))
+    triples = {t["host"]: t for t in dft_triples(db, sh)}
+    pred = {h: triple_de(base, triples[h]["atoms"], 4) for h in triples}
+    z = {h: (pred[h][0] - triples[h]["dft_de"]) / pred[h][1] for h in chosen}
+    s = float(np.sqrt(np.mean([v**2 for v in z.values()])))
+    fit = cal.recal.dg_fit
+    assert fit["factor"] == pytest.approx(s, rel=1e-9) and cal.recal.dg == pytest.approx(s, rel=1e-9)
+    assert fit["hosts"] == chosen and fit["parent_dg"] == 1.0 and cal.recal.anchor is None
+    loho = [z[h] / np.sqrt(np.mean([z[o] ** 2 for o in chosen if o != h])) for h in chosen]
+    assert fit["loho_coverage"] == pytest.approx([np.mean(np.abs(loho) <= k) for k in (1, 2)])
+    for h, (d0, s0) in pred.items():  # every host, also the one left out of the fit
+        d1, s1 = triple_de(cal, triples[h]["atoms"], 4)
+        assert d1 == pytest.approx(d0, abs=1e-9) and s1 == pytest.approx(s * s0, rel=1e-9)
+    pa, pc = checkpoint.load(post), checkpoint.load(out)
+    assert pc["hash"] != pa["hash"] and checkpoint.network_hash(pc) == pa["hash"]
+    results = tmp_path / "results.db"
+    cfg = ScreenConfig(metals="Cu,Ni", motifs="4Na", relax=RelaxConfig(max_steps=15), progress=False)
+    first = run_screen(cfg, results, model=load_model(post), out=None)
+    second = run_screen(cfg, results, model=load_model(str(out)), out=None)
+    assert first.n_relaxed > 0 and second.n_relaxed == 0 and second.n_references == 0
+    a = load_results(results, model_hash=first.model_hash).set_index("host")
+    b = load_results(results, model_hash=second.model_hash).set_index("host")
+    for host in ("Cu2@4Na", "Ni2@4Na"):
+        assert b.loc[host, "dg"] == pytest.approx(a.loc[host, "dg"], abs=1e-9)
+        assert b.loc[host, "dg_std"] == pytest.approx(s * a.loc[host, "dg_std"], rel=1e-6)
+    # bad input: a host without a triple, a model that already carries an offset anchoring; nothing written
+    bad = tmp_path / "bad.pt"
+    argv[argv.index(str(out))] = str(bad)
+    assert main([*argv, "--hosts", "Cu2@4Na,Fe2@4Na"]) == 2
+    assert "--hosts: no pw500 DFT triple outside --exclude-hosts for Fe2@4Na" in capsys.readouterr().err
+    anchored = tmp_path / "anchored.pt"
+    assert main(["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored)]) == 0
+    argv[argv.index(post)] = str(anchored)
+    assert main(argv) == 2
+    assert "already carries a DFT offset anchoring" in capsys.readouterr().err
+    assert not bad.exists()
+
+
 def test_screen_with_an_anchored_copy_reuses_the_relaxations(world, tmp_path, capsys):
     """`screen anchor` changes ΔGH* offsets and σ only: a screen with the anchored copy finds every
     relaxation of the unanchored model's screen in the store, writes its own ΔG rows, and those are the
@@ -411,6 +469,19 @@ def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**first, "network_hash": "0" * 64}))
     assert main([*short, "--reuse-valid", str(other)]) == 2
+    # a σ-only calibration on two hosts: those are `σ calibration`, the other two the held-out figures
+    assert main(["anchor", "--model", post, "--dft-db", db, "--samples", "4", "--out", str(anchored),
+                 "--sigma-only", "--hosts", "Cu2@4Na,Ni2@4Na"]) == 0  # fmt: skip
+    assert main([*short, "--samples", "4"]) == 0
+    res = json.loads((tmp_path / "benchmarks" / "results" / "model.json").read_text())
+    roles = {r["host"]: r["role"] for r in res["dft"]}
+    assert roles == {"Cu2@4Na": "σ calibration", "Ni2@4Na": "σ calibration"} | {
+        h: "held out" for h in ("Cu2@5Na", "Ni2@5Na")
+    }
+    text = card.read_text()
+    assert (
+        "ΔGH* σ calibrated against DFT" in text and "On the 2 structure(s) outside the σ calibration" in text
+    )
 
 
 # ---- bench dft-al: the retrospective of DFT labelling strategies ----------------------------------------

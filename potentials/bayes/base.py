@@ -130,6 +130,9 @@ class RecalibrationPair:
     dg_offset: float = 0.0
     dg_sigma_add: float = 0.0
     anchor: dict[str, Any] | None = None
+    #: how ``dg`` was fitted against DFT (``screen anchor --sigma-only``): hosts, z-scores, the factor and
+    #: ``parent_dg``, the factor before it (so the network hash of the copy is its parent's)
+    dg_fit: dict[str, Any] | None = None
 
     def calibration_dict(self) -> dict[str, float]:
         """Sigma factors in the checkpoint's ``calibration`` field (same meaning as for point models)."""
@@ -141,6 +144,8 @@ class RecalibrationPair:
             out.update(
                 dg_offset=float(self.dg_offset), dg_sigma_add=float(self.dg_sigma_add), anchor=self.anchor
             )
+        if self.dg_fit is not None:
+            out["dg_fit"] = self.dg_fit
         return out
 
     @classmethod
@@ -154,6 +159,7 @@ class RecalibrationPair:
                 float(full.get("dg_offset", 0.0)),
                 float(full.get("dg_sigma_add", 0.0)),
                 full.get("anchor"),
+                full.get("dg_fit"),
             )
         cal = payload.get("calibration") or {}
         kind = "scale" if cal else "none"
