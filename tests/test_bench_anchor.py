@@ -454,6 +454,7 @@ def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the
     assert [r["host"] for r in held] == ["Ni2@5Na"]
     err = abs(held[0]["model_de"] - held[0]["dft_de"])
     assert f"MAE against DFT {err:.3f} eV" in card.read_text()
+    assert f"lowest labelled site): MAE {err:.3f} eV over 1 hosts" in card.read_text()  # one site per host
     assert "metals Cu, Ni and the motifs 4Na, 5Na only" in card.read_text()
     # re-anchored with site classes, no --valid: the held-out errors of the same network are reused, and the
     # card describes the class offsets; another network's result is refused
