@@ -173,3 +173,12 @@ def network_hash(payload: dict[str, Any]) -> str:
     if isinstance(fit, dict) and "parent_dg" in fit:  # the ΔGH* σ factor the copy was made from
         extra["recalibration"]["dg"] = float(fit["parent_dg"])
     return content_hash({**payload, "extra": extra})
+
+
+def relaxation_hash(payload: dict[str, Any]) -> str:
+    """The hash that keys a model's relaxations in a result store: :func:`network_hash`, or, for a posterior
+    refitted on the unchanged weights of another (a Laplace fit without training, ``screen train --epochs
+    0``: new σ, same mean forces), that model's relaxation hash, recorded as ``extra["network_of"]`` when
+    the fit was made. Relaxations follow the mean forces only, so such a copy finds its parent's."""
+    parent = (payload.get("extra") or {}).get("network_of")
+    return str(parent) if parent else network_hash(payload)

@@ -131,6 +131,19 @@ def add_method_arguments(parser: argparse.ArgumentParser) -> None:
         help="method settings: 'paper' defaults or the scaled-down 'cpu' / 'tiny' (default cpu)",
     )
     parser.add_argument(
+        "--laplace-structures",
+        type=int,
+        default=None,
+        help="structures of the training set in the Laplace Hessian and evidence (0 = all; default: the "
+        "preset's, 200 for 'cpu'): a fine-tuning set of a few hundred frames fits whole",
+    )
+    parser.add_argument(
+        "--replay-e0s-from",
+        default=None,
+        help="with --epochs 0: the checkpoint a fine-tuning started from, whose E0s the replayed energies "
+        "(--replay-energies) are moved from to this model's, as the fine-tuning moved them",
+    )
+    parser.add_argument(
         "--recalibration",
         default="scale",
         choices=RECALIBRATIONS,
@@ -166,6 +179,20 @@ def run(args: argparse.Namespace) -> int:
             "--epochs 0 is allowed only with --method laplace --init-from CHECKPOINT; allowed: >= 1"
         )
 
+    if args.laplace_structures is not None and (args.method != "laplace" or args.laplace_structures < 0):
+        raise InputError(
+            f"--laplace-structures {args.laplace_structures} with --method {args.method}; allowed: an integer "
+            ">= 0 (0 = all) with --method laplace"
+        )
+    if args.replay_e0s_from is not None:
+        if not (laplace_only and args.replay and args.replay_energies != "none"):
+            raise InputError(
+                "--replay-e0s-from moves replayed energies in a Laplace refit; allowed only with --epochs 0 "
+                "--method laplace --init-from and --replay with --replay-energies references or all"
+            )
+        from potentials.checkpoint import load as load_checkpoint
+
+        load_checkpoint(args.replay_e0s_from)  # one-line error for a missing or foreign file before any work
     keys = {"energy_key": args.energy_key, "forces_key": args.forces_key, "stress_key": args.stress_key}
     train_atoms = read_dataset(args.data, **keys)
     valid_atoms = read_dataset(args.valid, **keys) if args.valid else None

@@ -99,7 +99,9 @@ class ModelHandle:
     posterior: Any
     model_hash: str
     path: str = ""
-    net_hash: str = ""  # the network's hash without DFT anchoring (checkpoint.network_hash); "" = model_hash
+    net_hash: str = (
+        ""  # hash of its relaxations (checkpoint.relaxation_hash: no DFT anchoring); "" = model_hash
+    )
 
     @property
     def structure_hash(self) -> str:
@@ -163,7 +165,7 @@ def load_model(path: str | os.PathLike | None) -> ModelHandle:
 
     try:
         payload = checkpoint.load(p)
-        digest, net = payload["hash"], checkpoint.network_hash(payload)
+        digest, net = payload["hash"], checkpoint.relaxation_hash(payload)
         loader = functools.partial(load_checkpoint_posterior, str(p))
         posterior = loader()
     except InputError as exc:

@@ -376,6 +376,37 @@ def test_sigma_only_scales_the_dg_sigma_by_the_unit_variance_factor_of_the_chose
     assert not bad.exists()
 
 
+def test_screen_with_a_laplace_refit_of_the_same_weights_reuses_the_relaxations(world, tmp_path):
+    """A Laplace posterior refitted on the unchanged weights of another (``screen train --epochs 0``)
+    relaxes like it: a screen finds every relaxation of the first model in the store and reports the same
+    ΔGH* with the new posterior's σ."""
+    from potentials.bayes import load_posterior
+    from potentials.bayes.laplace import LaplaceConfig, fit_laplace
+    from screening.pipeline import ScreenConfig, load_model, run_screen
+    from screening.relax import RelaxConfig
+    from screening.store import load_results
+
+    tmp, post, db = world
+    base = load_posterior(post)
+    frames = _emt(_queue())
+    refit = fit_laplace(
+        frames, None, base.config, None, LaplaceConfig(variant="last_layer", ggn="exact", n_samples=4),
+        tmp_path / "refit", init_from=post, train=False,
+    )  # fmt: skip
+    path = refit.save(tmp_path / "refit.pt")
+    results = tmp_path / "results.db"
+    cfg = ScreenConfig(metals="Cu,Ni", motifs="4Na", relax=RelaxConfig(max_steps=15), progress=False)
+    first = run_screen(cfg, results, model=load_model(post), out=None)
+    second = run_screen(cfg, results, model=load_model(str(tmp_path / "refit.pt")), out=None)
+    assert path and second.model_hash != first.model_hash
+    assert first.n_relaxed > 0 and second.n_relaxed == 0 and second.n_references == 0 and second.n_dg == 2
+    a = load_results(results, model_hash=first.model_hash).set_index("host")
+    b = load_results(results, model_hash=second.model_hash).set_index("host")
+    for host in ("Cu2@4Na", "Ni2@4Na"):
+        assert b.loc[host, "dg"] == pytest.approx(a.loc[host, "dg"], abs=1e-6)
+        assert b.loc[host, "dg_std"] != pytest.approx(a.loc[host, "dg_std"], rel=1e-3)
+
+
 def test_screen_with_an_anchored_copy_reuses_the_relaxations(world, tmp_path, capsys):
     """`screen anchor` changes ΔGH* offsets and σ only: a screen with the anchored copy finds every
     relaxation of the unanchored model's screen in the store, writes its own ΔG rows, and those are the

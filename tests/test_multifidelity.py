@@ -323,3 +323,73 @@ def test_laplace_fit_counts_replayed_energies(tmp_path):
         batch = collate(cells, post.elements, post.cutoff, dtype=torch.float64)
         sigma[mode] = float(post.predict(batch).energy_var_epistemic.sqrt().mean())
     assert sigma["references"] < 0.7 * sigma["none"], sigma
+
+
+def test_laplace_refit_moves_replayed_energies_from_the_named_e0s_and_keeps_the_relaxation_hash(
+    tmp_path, capsys
+):
+    """A Laplace fit without training (``screen train --epochs 0``) of a fine-tuned model sees replayed
+    reference energies on the fine-tuned reference only when told the E0s they were moved from
+    (``--replay-e0s-from``, the model the fine-tuning started from): its energy residuals are then those of
+    the fine-tuning, not the E0 shift. It records the fine-tuned model's relaxation hash."""
+    from dataclasses import replace
+
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    from cli import main
+    from potentials.bayes import load_posterior
+    from potentials.bayes.laplace import LaplaceConfig, fit_laplace
+    from potentials.data import replay_frames
+
+    lo = emt_low_fidelity(emt_dataset(14, seed=4, with_stress=False))
+    cells = []
+    for k, a0 in enumerate((3.55, 3.6, 3.65)):
+        c = bulk("Cu", "fcc", a=a0, cubic=True)
+        c.rattle(0.03, seed=k)
+        c.calc = EMT()
+        cells.append(c)
+    refs = emt_low_fidelity(cells)
+    for a in refs:
+        a.info["ref_kind"] = "bulk"
+    m, t = _cfg(epochs=10)
+    pre = train(lo[:12] + refs, lo[12:], m, t, tmp_path / "pre", progress=False)
+    shifts = {"Cu": 1.5, "Au": -0.7}
+    hi = _shifted(emt_dataset(8, seed=9, with_stress=False), shifts)
+    write(tmp_path / "replay.extxyz", lo[:2] + refs)
+    replayed = replay_frames(tmp_path / "replay.extxyz", 1, 0, energies="references")
+    t_ft = replace(_cfg(epochs=10, lr=1e-2)[1], refit_e0s=True)
+    ft = train(hi[:6] + replayed, hi[6:], m, t_ft, tmp_path / "ft", progress=False, init_from=pre)
+    cfg = LaplaceConfig(variant="last_layer", ggn="exact", n_samples=4, fit_marglik=False)
+    var = {}
+    for origin in (None, pre):
+        post = fit_laplace(
+            hi[:6] + replayed, None, m, t, cfg, tmp_path / "refit", init_from=ft, train=False,
+            replay_e0s_from=origin,
+        )  # fmt: skip
+        var[origin is not None] = post.hyper["var_energy"]
+        assert post.network_of == checkpoint.relaxation_hash(checkpoint.load(ft))
+    assert var[True] < 0.1 * var[False], var  # without the shift, 1.5 eV/atom x 4 atoms per replayed cell
+    # the command: the same refit, saved; the copy's relaxation hash is the fine-tuned model's
+    write(tmp_path / "hi.extxyz", hi[:6])
+    out = tmp_path / "cmd"
+    argv = ["train", "--data", str(tmp_path / "hi.extxyz"), "--valid", str(tmp_path / "hi.extxyz"),
+            "--init-from", str(ft), "--epochs", "0", "--method", "laplace", "--bayes-preset", "tiny",
+            "--laplace-structures", "0", "--replay", str(tmp_path / "replay.extxyz"), "--replay-n", "1",
+            "--replay-energies", "references", "--recalibration", "none", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main([*argv, "--replay-e0s-from", str(pre)]) == 0
+    payload = checkpoint.load(out / "posterior.pt")
+    assert checkpoint.relaxation_hash(payload) == checkpoint.relaxation_hash(checkpoint.load(ft))
+    assert checkpoint.relaxation_hash(payload) != payload["hash"]
+    assert load_posterior(out / "posterior.pt").hyper["n_structures"] == 10.0  # all: 6 + 1 + 3
+    capsys.readouterr()
+    bad = [str(tmp_path / "bad") if a == str(out) else a for a in argv]
+    assert main([*bad, "--laplace-structures", "-1"]) == 2
+    assert "--laplace-structures -1" in capsys.readouterr().err
+    two = ["2" if a == "0" and bad[i - 1] == "--epochs" else a for i, a in enumerate(bad)]
+    assert main([*two, "--replay-e0s-from", str(pre)]) == 2
+    assert "allowed only with --epochs 0" in capsys.readouterr().err
+    assert main([*bad, "--replay-e0s-from", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -221,6 +221,7 @@ def fit_posterior(
     init_from: str | os.PathLike | None = None,
     device: Any = None,
     laplace_only: bool = False,
+    replay_e0s_from: str | os.PathLike | None = None,
 ) -> tuple[Any, Path]:
     """Fit the posterior of ``method`` and write ``out_dir/posterior.pt``; returns (posterior, path).
 
@@ -292,6 +293,7 @@ def fit_posterior(
             init_from=init_from,
             device=device,
             train=not laplace_only,
+            replay_e0s_from=replay_e0s_from,
         )
     fit_seconds = time.perf_counter() - t0
     if recalibration != "none":
@@ -310,6 +312,7 @@ def run_from_train_args(
 
     ``train_config`` None: Laplace fit of ``args.init_from`` without fine-tuning (``--epochs 0``).
     """
+    structures = getattr(args, "laplace_structures", None)
     posterior, path = fit_posterior(
         args.method,
         train_atoms,
@@ -318,6 +321,10 @@ def run_from_train_args(
         getattr(args, "bayes_preset", "cpu"),
         args.out,
         train_config=train_config,
+        config=None
+        if structures is None
+        else method_config(args.method, getattr(args, "bayes_preset", "cpu"), max_structures=structures),
+        replay_e0s_from=getattr(args, "replay_e0s_from", None),
         e0s=e0s,
         recalibration=getattr(args, "recalibration", "scale"),
         progress=not getattr(args, "quiet", False),

@@ -383,8 +383,12 @@ class LaplacePosterior(WeightSamplePosterior):
         seed: int = 0,
         recal: RecalibrationPair | None = None,
         hyper: dict[str, float] | None = None,
+        network_of: str | None = None,
     ):
         super().__init__(model, config, names, n_samples, seed, recal)
+        #: relaxation hash of the model whose unchanged weights this posterior was fitted on (a Laplace fit
+        #: without training), so a screen reuses that model's relaxations (checkpoint.relaxation_hash)
+        self.network_of = network_of
         if variant not in VARIANTS or predictive not in PREDICTIVES:
             raise InputError(f"Laplace variant {variant!r} / predictive {predictive!r} not allowed")
         self.variant, self.predictive = variant, predictive
@@ -446,7 +450,7 @@ class LaplacePosterior(WeightSamplePosterior):
             "variant": self.variant,
             "predictive": self.predictive,
             "hyper": dict(self.hyper),
-        }
+        } | ({"network_of": self.network_of} if self.network_of else {})
 
 
 def evaluate_heads(out: dict[str, torch.Tensor], forces: bool) -> dict[str, torch.Tensor]:
@@ -475,6 +479,7 @@ def from_checkpoint(payload: dict[str, Any]) -> LaplacePosterior:
         int(extra.get("seed", 0)),
         RecalibrationPair.from_payload(payload),
         extra.get("hyper"),
+        extra.get("network_of"),
     )
 
 
@@ -535,10 +540,14 @@ def fit_laplace(
     init_from: str | os.PathLike | None = None,
     device=None,
     train: bool = True,
+    replay_e0s_from: str | os.PathLike | None = None,
 ) -> LaplacePosterior:
     """Train a point model (resumable, ``out_dir/map``, on ``device``; fine-tuned from ``init_from`` when
     given) and fit its Laplace posterior on the training set (on the CPU). ``train=False``: no training, the
-    posterior of the ``init_from`` model itself."""
+    posterior of the ``init_from`` model itself (it records that model's relaxation hash, so a screen reuses
+    its relaxations). ``replay_e0s_from``: the checkpoint whose E0s the replayed energies were shifted from
+    (the model a fine-tuning started from; default ``init_from`` when training, none without: a refit of a
+    fine-tuned model names the model it was fine-tuned from)."""
     from potentials.data import atoms_to_graph, split_isolated
     from potentials.train import shift_replay_energies
     from potentials.train import train as train_point
@@ -565,9 +574,13 @@ def fit_laplace(
     graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
     # replayed energies (K.SHIFTED_ENERGY_WEIGHT) enter the likelihood as training saw them: moved by the
     # E0 re-fit of the fine-tuning, which is the trained model's E0s minus those of the model it started from
-    start = checkpoint.load(init_from)["config"].get("e0s") if (train and init_from is not None) else None
+    origin = replay_e0s_from if replay_e0s_from is not None else (init_from if train else None)
+    start = checkpoint.load(origin)["config"].get("e0s") if origin is not None else None
     shift_replay_energies(graphs, start or config.e0s, config.e0s)
-    return laplace_from_model(model, config, graphs, cfg, seed)
+    post = laplace_from_model(model, config, graphs, cfg, seed)
+    if not train:
+        post.network_of = checkpoint.relaxation_hash(checkpoint.load(best))
+    return post
 
 
 __all__ = [
