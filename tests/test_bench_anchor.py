@@ -203,6 +203,8 @@ def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     assert "missing.extxyz" in capsys.readouterr().err
     assert main([*base, "--heldout", "Cu2@5Na", "--device", "gpu0"]) == 2
     assert "device 'gpu0' is not a device name" in capsys.readouterr().err
+    assert main([*base, "--heldout", "Cu2@5Na", "--laplace-structures", "-2"]) == 2
+    assert "--laplace-structures -2 not allowed" in capsys.readouterr().err
     assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
