@@ -155,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     exclude = set(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else set()
     only = set(read_host_list(args.hosts, "--hosts")) if args.hosts else None
     post = load_posterior(model_path)
+    if args.sigma_only and (args.site_classes or args.global_only):
+        raise InputError(
+            "--sigma-only fits no offset; allowed: without --site-classes / --global-only (offset options)"
+        )
     if args.sigma_only and isinstance(post.recal.anchor, dict):
         raise InputError(
             f"--sigma-only on {model_path}: the model already carries a DFT offset anchoring; allowed: a "
@@ -247,7 +251,9 @@ def fit_sigma_factor(rows: list[dict]) -> dict:
     err = np.array([r["base"] - r["dft_de"] for r in rows], dtype=float)
     sig = np.array([r["sigma"] for r in rows], dtype=float)
     if not (np.all(np.isfinite(sig)) and np.all(sig > 0) and np.all(np.isfinite(err))):
-        raise ValueError("σ calibration needs a finite error and a σ > 0 for every triple")
+        from structures.common import InputError
+
+        raise InputError("σ calibration needs a finite model ΔE_H and a σ > 0 for every DFT triple")
     factor = fit_dg_scale(err, sig)
     host = np.array([r["host"] for r in rows])
     loho = np.empty_like(err)

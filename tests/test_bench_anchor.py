@@ -375,6 +375,8 @@ def test_sigma_only_scales_the_dg_sigma_by_the_unit_variance_factor_of_the_chose
     argv[argv.index(post)] = str(anchored)
     assert main(argv) == 2
     assert "already carries a DFT offset anchoring" in capsys.readouterr().err
+    assert main([*argv, "--site-classes"]) == 2
+    assert "--sigma-only fits no offset" in capsys.readouterr().err
     assert not bad.exists()
 
 
