@@ -432,7 +432,8 @@ def test_screen_with_an_anchored_copy_reuses_the_relaxations(world, tmp_path, ca
     assert second.model_hash != first.model_hash
     a = load_results(results, model_hash=first.model_hash).set_index("host")
     b = load_results(results, model_hash=second.model_hash).set_index("host")
-    assert (b["structure_model_hash"] == first.model_hash).all()
+    # relaxations keyed by the unanchored model's relaxation hash (its Laplace fit's parent network)
+    assert (b["structure_model_hash"] == a["structure_model_hash"]).all()
     pairs = load_posterior(anchored).recal.anchor["pair_offsets"]
     for host in ("Cu2@4Na", "Ni2@4Na"):
         assert b.loc[host, "dg"] == pytest.approx(a.loc[host, "dg"] + pairs[host[:3]], abs=1e-9)
@@ -748,7 +749,8 @@ def test_screen_with_a_site_class_anchoring_shifts_each_site_by_its_class(world,
     assert second.n_relaxed == 0
     a = load_results(results, model_hash=first.model_hash, with_data=True).set_index("host")
     b = load_results(results, model_hash=second.model_hash, with_data=True).set_index("host")
-    structs = load_structures(results, state="relaxed", model_hash=first.model_hash)
+    net = str(a["structure_model_hash"].iloc[0])  # the relaxations' key (checkpoint.relaxation_hash)
+    structs = load_structures(results, state="relaxed", model_hash=net)
     for host in ("Cu2@4Na", "Ni2@4Na"):
         rows = structs[(structs["host"] == host) & (structs["site"].fillna("").astype(str) != "")]
         classes = {str(r["site"]): site_class(r["atoms"]) for _, r in rows.iterrows()}
