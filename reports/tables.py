@@ -146,9 +146,10 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
         mh, sh = runs.index[0]
         df = df[(df["model_hash"] == mh) & (df["settings_hash"] == sh)].reset_index(drop=True)
     df.attrs["runs"] = [{"model_hash": m, "settings_hash": s, "rows": int(n)} for (m, s), n in runs.items()]
-    anchor = run_anchor(db_path, str(df["model_hash"].iloc[0]))
+    recal = run_recalibration(db_path, str(df["model_hash"].iloc[0]))
+    anchor = _record(recal, "anchor")
     df.attrs["anchor"] = anchor
-    df.attrs["dg_fit"] = run_anchor(db_path, str(df["model_hash"].iloc[0]), key="dg_fit")
+    df.attrs["dg_fit"] = _record(recal, "dg_fit")
     df["anchor_fit"] = df["host"].isin({str(h) for h in anchor.get("hosts", ())} if anchor else set())
     dft = read_dft_columns(db_path, df["id"].tolist())
     for c in DFT_COLUMNS:
@@ -158,11 +159,11 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     return df
 
 
-def run_anchor(db_path: str | os.PathLike, model_hash: str, key: str = "anchor") -> dict[str, Any] | None:
-    """The DFT anchoring record (``screen anchor``, :func:`screening.anchoring.fit_anchor`) of the model that
-    wrote the run ``model_hash``, read from the checkpoint its run record names; None when the model has no
-    anchoring or its file is gone or was replaced since the run. ``key="dg_fit"``: its ΔGH* σ calibration
-    record (``screen anchor --sigma-only``) instead."""
+def run_recalibration(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any]:
+    """The recalibration record (``extra["recalibration"]``) of the model that wrote the run ``model_hash``,
+    read from the checkpoint its run record names: its DFT anchoring (``anchor``, ``screen anchor``) and
+    ΔGH* σ calibration (``dg_fit``, ``screen anchor --sigma-only``) among others; {} when the file is gone,
+    unreadable or was replaced since the run."""
     import ase.db
 
     from potentials import checkpoint
@@ -179,10 +180,20 @@ def run_anchor(db_path: str | os.PathLike, model_hash: str, key: str = "anchor")
         if payload["hash"][:16] != model_hash.removeprefix("m"):
             continue  # the file was replaced since the run: its anchoring is another's
         recal = payload.get("extra", {}).get("recalibration")
-        anchor = recal.get(key) if isinstance(recal, dict) else None
-        if isinstance(anchor, dict):
-            return anchor
-    return None
+        if isinstance(recal, dict):
+            return recal
+    return {}
+
+
+def _record(recal: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = recal.get(key)
+    return value if isinstance(value, dict) else None
+
+
+def run_anchor(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any] | None:
+    """The DFT anchoring record (``screen anchor``, :func:`screening.anchoring.fit_anchor`) of the run
+    ``model_hash`` (:func:`run_recalibration`); None when the model has none."""
+    return _record(run_recalibration(db_path, model_hash), "anchor")
 
 
 def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:

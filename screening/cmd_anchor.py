@@ -130,7 +130,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import datetime
     from pathlib import Path
 
     from potentials.bayes import load_posterior
@@ -209,15 +208,7 @@ def run(args: argparse.Namespace) -> int:
         site_classes=args.site_classes,
         kappa_class=args.kappa_class,
     )
-    fit["residuals"] = {r["name"]: float(r["dft_de"] - r["base"]) for r in rows}
-    fit.update(
-        dft_db=str(args.dft_db),
-        settings_hash=sh,
-        preset=args.preset,
-        excluded_hosts=sorted(exclude),
-        source_model=str(model_path),
-        date=datetime.datetime.now().isoformat(timespec="seconds"),
-    )
+    fit.update(_fit_record(args, rows, sh, exclude, model_path))
     post.recal.dg_offset = fit["offset"]
     post.recal.dg_sigma_add = fit["sigma_add"]
     post.recal.anchor = fit
@@ -270,9 +261,23 @@ def fit_sigma_factor(rows: list[dict]) -> dict:
     }
 
 
-def _write_sigma_only(args, post, model_path: str, rows: list[dict], sh: str, exclude: set[str]) -> int:
+def _fit_record(args, rows: list[dict], sh: str, exclude: set[str], model_path: str) -> dict:
+    """What a fit written by ``screen anchor`` records besides its numbers: the DFT − model residual of each
+    triple (eV) and where the labels and the model came from."""
     import datetime
 
+    return {
+        "residuals": {r["name"]: float(r["dft_de"] - r["base"]) for r in rows},
+        "dft_db": str(args.dft_db),
+        "settings_hash": sh,
+        "preset": args.preset,
+        "excluded_hosts": sorted(exclude),
+        "source_model": str(model_path),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _write_sigma_only(args, post, model_path: str, rows: list[dict], sh: str, exclude: set[str]) -> int:
     fit = fit_sigma_factor(rows)
     parent = float(post.recal.dg)
     fit.update(
@@ -280,13 +285,7 @@ def _write_sigma_only(args, post, model_path: str, rows: list[dict], sh: str, ex
         hosts=sorted({r["host"] for r in rows}),
         triples=[r["name"] for r in rows],
         n_triples=len(rows),
-        residuals={r["name"]: float(r["dft_de"] - r["base"]) for r in rows},
-        dft_db=str(args.dft_db),
-        settings_hash=sh,
-        preset=args.preset,
-        excluded_hosts=sorted(exclude),
-        source_model=str(model_path),
-        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        **_fit_record(args, rows, sh, exclude, model_path),
     )
     post.recal.dg = parent * fit["factor"]
     post.recal.dg_fit = fit

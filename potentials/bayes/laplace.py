@@ -569,7 +569,8 @@ def fit_laplace(
             init_from=init_from,
             device=device,
         )
-    model, config = model_and_config(checkpoint.load(best))
+    payload = checkpoint.load(best)
+    model, config = model_and_config(payload)
     structures, _ = split_isolated(list(train_atoms))
     graphs = [atoms_to_graph(a, config.elements, config.cutoff) for a in structures]
     # replayed energies (K.SHIFTED_ENERGY_WEIGHT) enter the likelihood as training saw them: moved by the
@@ -579,7 +580,7 @@ def fit_laplace(
     shift_replay_energies(graphs, start or config.e0s, config.e0s)
     post = laplace_from_model(model, config, graphs, cfg, seed)
     if not train:
-        post.network_of = checkpoint.relaxation_hash(checkpoint.load(best))
+        post.network_of = checkpoint.relaxation_hash(payload)
     return post
 
 
