@@ -14,7 +14,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 COMMON="screen validate --engine gpaw --preset pw500 --workers 1 --labels dft/labels.db --no-progress --max 12"
 V6="$COMMON --db runs/screen6/results.db --model-hash m976adfb7b2cd0e3c --exclude-hosts benchmarks/heldout_hosts.txt"
 ( $COMMON --db runs/screen4/results.db --model-hash mbeaf24df120b873e --site-classes N,C --select id:Mo2@2Nc \
-    > runs/queue_s14a.log 2>&1
+    >> runs/queue_s14a.log 2>&1
   $V6 --select id:Nb2@2Nf,W2@2Nf,Rh2@4Ne,Ni2@2Nd >> runs/queue_s14a.log 2>&1 ) &
-( $V6 --select id:Co2@2Nf,V2@3Na,Hf2@4Nf > runs/queue_s14b.log 2>&1 ) &
+( $V6 --select id:Co2@2Nf,V2@3Na,Hf2@4Nf >> runs/queue_s14b.log 2>&1 ) &
 wait

@@ -55,18 +55,32 @@ def dft_trained_hosts(frames) -> set[str]:
     } - {""}
 
 
-def heldout_section(path: str, full_hash: str) -> str:
-    """The card's held-out ΔGH* paragraph from a ``screen bench heldout`` JSON, when it is this model's."""
+def heldout_section(path: str, full_hash: str, dft_trained: bool = False) -> str:
+    """The card's held-out ΔGH* paragraph from a ``screen bench heldout`` JSON, when it is this model's.
+
+    ``dft_trained``: the model was fine-tuned on DFT labels, so a ΔGH* comparison with its pre-training
+    reference measures how far the fine-tuning moved it from that teacher, not its accuracy; without a result
+    of its own the card says so instead of asking for one.
+    """
     import json
     from pathlib import Path
 
     hp = Path(path)
+    teacher = (
+        "This model is fine-tuned on DFT labels: ΔGH* against its pre-training reference would say how far "
+        "the fine-tuning moved it from that teacher, not how right it is; its held-out accuracy is the DFT "
+        "section below"
+    )
     if not hp.exists():
-        return "Not measured for this model (run `screen bench heldout`).\n"
+        return (
+            f"{teacher}.\n" if dft_trained else "Not measured for this model (run `screen bench heldout`).\n"
+        )
     ho = json.loads(hp.read_text())
     if not str(ho.get("model_hash", "")).lstrip("m") or not full_hash.startswith(
         str(ho["model_hash"]).lstrip("m")
     ):
+        if dft_trained:
+            return f"{teacher} (`{hp}` is for another model, {ho.get('model_hash')}).\n"
         return f"`{hp}` is for another model ({ho.get('model_hash')}); rerun `screen bench heldout`.\n"
     return (
         f"{ho['n_hosts']} hosts in no training file, reference `{ho['reference']}` relaxed from the "
@@ -513,7 +527,7 @@ def run(args: argparse.Namespace) -> int:
             "`screen validate` (each with the settings of its most recent labels). Every energy is a single "
             "point at that geometry.\n" + (f"\n{left_out_note(left_out)}\n" if left_out else "")
         )
-    heldout_md = heldout_section(args.heldout, h)
+    heldout_md = heldout_section(args.heldout, h, dft_trained=bool(dft_trained))
     if anchor:
         pairs = anchor.get("pair_offsets") or {}
         classes = anchor.get("class_offsets") or {}

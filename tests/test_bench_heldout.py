@@ -130,6 +130,12 @@ def test_model_card_takes_the_heldout_result_of_its_own_model_only(tmp_path):
     assert "another model" in heldout_section(str(path), full)
     path.write_text(json.dumps({**res, "model_hash": ""}))
     assert "another model" in heldout_section(str(path), full)
+    # a model fine-tuned on DFT is not asked to match its SevenNet-0 teacher; its own result still shows
+    dft = heldout_section(str(path), full, dft_trained=True)
+    assert "fine-tuned on DFT" in dft and "rerun" not in dft
+    path.write_text(json.dumps(res))
+    assert "ΔGH* MAE 0.125 eV" in heldout_section(str(path), full, dft_trained=True)
+    assert "fine-tuned on DFT" in heldout_section(str(tmp_path / "none.json"), full, dft_trained=True)
 
 
 def test_explicit_hosts_seen_in_training_are_refused(tmp_path):
