@@ -159,6 +159,52 @@ def model_hash(path: str | os.PathLike) -> str:
 ANCHOR_KEYS = ("anchor", "dg_offset", "dg_sigma_add", "dg_fit")
 
 
+# training provenance: the hosts whose DFT labels a model was trained or fitted on (its own data and that of the
+# checkpoint it started from), so reports and model cards never count them as held-out tests
+DFT_HOSTS = "dft_hosts"
+DFT_REFERENCES = ("gpaw", "vasp", "qe")  # labellers (info key structures.keys.REFERENCE) whose labels are DFT
+
+
+def dft_hosts_of(frames) -> set[str]:
+    """Hosts (info ``host``) of the ``frames`` labelled by a DFT code (:data:`DFT_REFERENCES`)."""
+    from structures import keys as SK
+
+    return {
+        str(a.info.get(SK.HOST) or "")
+        for a in frames
+        if str(a.info.get(SK.REFERENCE, a.info.get("engine", ""))) in DFT_REFERENCES
+    } - {""}
+
+
+def dft_hosts(payload: dict[str, Any] | None) -> set[str]:
+    """Hosts whose DFT labels the checkpoint ``payload`` records having been trained on (``extra``
+    :data:`DFT_HOSTS`); empty for None or a model trained on none (or before the record existed)."""
+    if not payload:
+        return set()
+    return {str(h) for h in (payload.get("extra") or {}).get(DFT_HOSTS, ()) or ()}
+
+
+def add_extra(path: str | os.PathLike, items: dict[str, Any]) -> str:
+    """Merge ``items`` into the ``extra`` of the checkpoint at ``path`` and rewrite it atomically (new
+    content hash, returned); every other entry is kept as it was."""
+    payload = load(path)
+    payload["extra"] = {**dict(payload.get("extra") or {}), **items}
+    payload["hash"] = content_hash(payload)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return payload["hash"]
+
+
+def save_keeping_provenance(posterior: Any, path: str | os.PathLike, source: str | os.PathLike) -> str:
+    """``posterior.save(path)`` with the training provenance (:data:`DFT_HOSTS`) of the checkpoint it was
+    loaded from, ``source``, carried over: a copy that changes no weight (an anchoring, a σ factor) keeps its
+    parent's record and so its network hash. Returns the content hash of the written file."""
+    digest = posterior.save(path)
+    seen = dft_hosts(load(source))
+    return add_extra(path, {DFT_HOSTS: sorted(seen)}) if seen else digest
+
+
 def network_hash(payload: dict[str, Any]) -> str:
     """The content hash of a checkpoint payload without its DFT anchoring (:data:`ANCHOR_KEYS` of
     ``extra["recalibration"]``, and the ΔGH* σ factor back at its parent's value after ``--sigma-only``):

@@ -452,6 +452,10 @@ def train(
         train_atoms, valid_atoms = split_validation(train_atoms, cfg.valid_fraction, cfg.seed)
 
     init_payload = checkpoint.load(init_from) if init_from else None
+    # hosts whose DFT labels this model sees (validation frames steer early stopping) or its start had seen
+    seen_dft = sorted(
+        checkpoint.dft_hosts_of([*train_atoms, *valid_atoms]) | checkpoint.dft_hosts(init_payload)
+    )
     if init_payload is not None:
         base = ModelConfig.from_dict(init_payload["config"])
         # the parameter-free repulsion prior follows the requested config (it adds no weights to load)
@@ -609,6 +613,8 @@ def train(
             or (cfg.max_minutes > 0 and state["elapsed"] > 60.0 * cfg.max_minutes)
         )
         meta = {"history_tail": record, "train_config": cfg.to_dict()}
+        if seen_dft:
+            meta[checkpoint.DFT_HOSTS] = seen_dft
         train_state = {
             "settings": settings,
             "raw_state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},

@@ -424,27 +424,28 @@ def trends(df, out: Path, config: ReportConfig) -> dict[str, dict[str, Path]]:
     }
 
 
-def _validated(df, anchor_fit: bool = False):
-    """Rows with a DFT and a model ΔGH*: the held-out ones, or with ``anchor_fit`` those whose DFT labels
-    fitted the model's DFT anchoring (column ``anchor_fit``; no test of the anchored ΔGH*)."""
+def _validated(df, dft_fit: bool = False):
+    """Rows with a DFT and a model ΔGH*: the held-out ones, or with ``dft_fit`` those whose DFT labels fitted
+    the model (its DFT anchoring or its training; column ``dft_fit``; no test of that model's ΔGH*)."""
     ok = np.isfinite(df["dft_dg"].to_numpy(float)) & np.isfinite(df["dg"].to_numpy(float))
     fit = _fit_mask(df)
-    return df[ok & (fit if anchor_fit else ~fit)]
+    return df[ok & (fit if dft_fit else ~fit)]
 
 
 def _fit_mask(df) -> np.ndarray:
-    """Rows whose host's DFT labels fitted the model's DFT anchoring (column ``anchor_fit``; all False without)."""
-    return df["anchor_fit"].to_numpy(bool) if "anchor_fit" in df else np.zeros(len(df), dtype=bool)
+    """Rows whose host's DFT labels fitted the model, by anchoring or training (column ``dft_fit``; all False
+    without)."""
+    return df["dft_fit"].to_numpy(bool) if "dft_fit" in df else np.zeros(len(df), dtype=bool)
 
 
 def validation_stats(df) -> dict[str, float]:
     """MAE, RMSE, mean signed error (model − DFT), fractions inside 1σ and 2σ, n, over the validated rows
-    that did not fit the model's DFT anchoring (``n_anchor_fit`` counts those left out); eV."""
+    whose DFT labels did not fit the model, by anchoring or training (``n_dft_fit`` counts those left out); eV."""
     d = _validated(df)
-    n_fit = len(_validated(df, anchor_fit=True))
+    n_fit = len(_validated(df, dft_fit=True))
     host = _host_stats(df)
     if d.empty:
-        return {"n": 0, "n_anchor_fit": n_fit, **host}
+        return {"n": 0, "n_dft_fit": n_fit, **host}
     err = d["dg"].to_numpy(float) - d["dft_dg"].to_numpy(float)
     s = d["dg_std"].to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -456,7 +457,7 @@ def validation_stats(df) -> dict[str, float]:
         "mse": float(np.mean(err)),
         "within_1sigma": float(np.mean(z <= 1.0)),
         "within_2sigma": float(np.mean(z <= 2.0)),
-        "n_anchor_fit": n_fit,
+        "n_dft_fit": n_fit,
     }
     return {**out, **host}
 
@@ -487,10 +488,11 @@ def _host_dft(d) -> np.ndarray:
 
 def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
     """Model ΔGH* (± 1σ, 2σ) against DFT ΔGH*; y = x and the ±window band. Hosts whose DFT labels fitted
-    the model's DFT anchoring are drawn apart (grey squares) and left out of the statistics."""
+    the model (its DFT anchoring or its training) are drawn apart (grey squares) and left out of the
+    statistics."""
     plt = _plt()
     d = _validated(df)
-    fit = _validated(df, anchor_fit=True)
+    fit = _validated(df, dft_fit=True)
     x, y, s = d["dft_dg"].to_numpy(float), d["dg"].to_numpy(float), np.nan_to_num(d["dg_std"].to_numpy(float))
     xf, yf = fit["dft_dg"].to_numpy(float), fit["dg"].to_numpy(float)
     st = validation_stats(df)
@@ -517,9 +519,7 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
             x, y, yerr=s, fmt="o", color=MODEL_COLOR, mfc="white", ms=5, elinewidth=2.2, label="model ± 1σ"
         )
         if len(fit):
-            ax.plot(
-                xf, yf, "s", color="0.55", ms=5, label=f"fitted the DFT anchoring ({len(fit)}, not a test)"
-            )
+            ax.plot(xf, yf, "s", color="0.55", ms=5, label=f"fitted the model ({len(fit)}, not a test)")
         if moved.any() or len(part):
             for k in np.flatnonzero(moved):
                 ax.plot([x[k], xh[k]], [y[k], y[k]], color="tab:red", lw=0.7, alpha=0.6)
@@ -553,7 +553,7 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
                 f"Model vs DFT's lowest labelled site (n = {st['n_host']}{held}): MAE {st['mae_host']:.3f} eV\n"
                 "(no DFT at the model's own sites)"
                 if st.get("n_host")
-                else "Model vs DFT: every DFT host fitted the anchoring (no test yet)"
+                else "Model vs DFT: every DFT host fitted the model (no test yet)"
             )
         )
         ax.legend(loc="upper left", framealpha=0.9)
@@ -566,7 +566,7 @@ def calibration(df, out: Path, config: ReportConfig) -> dict[str, Path]:
     plt = _plt()
     from scipy.stats import norm
 
-    d = _validated(df)  # held-out hosts only: the anchoring was fitted to the others
+    d = _validated(df)  # held-out hosts only: the model was fitted to the others
     err = np.abs(d["dg"].to_numpy(float) - d["dft_dg"].to_numpy(float))
     s = d["dg_std"].to_numpy(float)
     with plt.rc_context(STYLE):

@@ -146,6 +146,11 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
         out["DFT anchoring of ΔGH*"] = anchor_text(df.attrs["anchor"])
     if df.attrs.get("dg_fit"):
         out["ΔGH* σ"] = dg_fit_text(df.attrs["dg_fit"])
+    if df.attrs.get("dft_trained"):
+        trained = df.attrs["dft_trained"]
+        out["trained on DFT"] = (
+            f"{len(trained)} host{'s' if len(trained) != 1 else ''} ({', '.join(trained)}): no test of this model's ΔGH*"
+        )
     runs = df.attrs.get("runs", [])
     if len(runs) > 1:
         out["other runs in the store"] = "; ".join(
@@ -156,8 +161,8 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
             f"n = {stats['n']}, MAE {stats['mae']:.3f} eV, RMSE {stats['rmse']:.3f} eV, "
             f"inside 1σ {stats['within_1sigma']:.0%}, inside 2σ {stats['within_2sigma']:.0%}"
             + (
-                f" (hosts the DFT anchoring was not fitted to; {stats['n_anchor_fit']} more fitted it)"
-                if stats.get("n_anchor_fit")
+                f" (hosts whose DFT labels the model was not anchored or trained on; {stats['n_dft_fit']} more were)"
+                if stats.get("n_dft_fit")
                 else ""
             )
         )

@@ -146,11 +146,13 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
         mh, sh = runs.index[0]
         df = df[(df["model_hash"] == mh) & (df["settings_hash"] == sh)].reset_index(drop=True)
     df.attrs["runs"] = [{"model_hash": m, "settings_hash": s, "rows": int(n)} for (m, s), n in runs.items()]
-    recal = run_recalibration(db_path, str(df["model_hash"].iloc[0]))
+    extra = run_model_extra(db_path, str(df["model_hash"].iloc[0]))
+    recal = _recalibration(extra)
     anchor = _record(recal, "anchor")
     df.attrs["anchor"] = anchor
     df.attrs["dg_fit"] = _record(recal, "dg_fit")
-    df["anchor_fit"] = df["host"].isin({str(h) for h in anchor.get("hosts", ())} if anchor else set())
+    df.attrs["dft_trained"] = sorted(checkpoint_dft_hosts(extra))
+    df["dft_fit"] = df["host"].isin(_fit_hosts(extra))
     dft = read_dft_columns(db_path, df["id"].tolist())
     for c in DFT_COLUMNS:
         df[c] = [dft.get(int(i), {}).get(c) for i in df["id"]]
@@ -159,11 +161,10 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     return df
 
 
-def run_recalibration(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any]:
-    """The recalibration record (``extra["recalibration"]``) of the model that wrote the run ``model_hash``,
-    read from the checkpoint its run record names: its DFT anchoring (``anchor``, ``screen anchor``) and
-    ΔGH* σ calibration (``dg_fit``, ``screen anchor --sigma-only``) among others; {} when the file is gone,
-    unreadable or was replaced since the run."""
+def run_model_extra(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any]:
+    """The ``extra`` entry of the checkpoint that wrote the run ``model_hash``, read from the file its run
+    record names: its recalibration (DFT anchoring, σ calibration) and training provenance among others;
+    {} when the file is gone, unreadable or was replaced since the run."""
     import ase.db
 
     from potentials import checkpoint
@@ -179,10 +180,33 @@ def run_recalibration(db_path: str | os.PathLike, model_hash: str) -> dict[str, 
             continue
         if payload["hash"][:16] != model_hash.removeprefix("m"):
             continue  # the file was replaced since the run: its anchoring is another's
-        recal = payload.get("extra", {}).get("recalibration")
-        if isinstance(recal, dict):
-            return recal
+        return dict(payload.get("extra") or {})
     return {}
+
+
+def _recalibration(extra: dict[str, Any]) -> dict[str, Any]:
+    recal = extra.get("recalibration")
+    return recal if isinstance(recal, dict) else {}
+
+
+def checkpoint_dft_hosts(extra: dict[str, Any]) -> set[str]:
+    """Hosts whose DFT labels the model was trained on, from its checkpoint ``extra``
+    (:data:`potentials.checkpoint.DFT_HOSTS`)."""
+    from potentials import checkpoint
+
+    return checkpoint.dft_hosts({"extra": extra})
+
+
+def _fit_hosts(extra: dict[str, Any]) -> set[str]:
+    anchor = _record(_recalibration(extra), "anchor")
+    return {str(h) for h in (anchor or {}).get("hosts", ())} | checkpoint_dft_hosts(extra)
+
+
+def run_recalibration(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any]:
+    """The recalibration record (``extra["recalibration"]``) of the model that wrote the run ``model_hash``
+    (:func:`run_model_extra`): its DFT anchoring (``anchor``, ``screen anchor``) and ΔGH* σ calibration
+    (``dg_fit``, ``screen anchor --sigma-only``) among others; {} without one."""
+    return _recalibration(run_model_extra(db_path, model_hash))
 
 
 def _record(recal: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -196,11 +220,11 @@ def run_anchor(db_path: str | os.PathLike, model_hash: str) -> dict[str, Any] | 
     return _record(run_recalibration(db_path, model_hash), "anchor")
 
 
-def anchor_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
-    """Hosts whose DFT labels fitted the DFT anchoring of the run ``model_hash`` (:func:`run_anchor`); empty
-    without one. Their DFT values are no test of the anchored ΔGH*."""
-    anchor = run_anchor(db_path, model_hash)
-    return {str(h) for h in anchor.get("hosts", ())} if anchor else set()
+def dft_fit_hosts(db_path: str | os.PathLike, model_hash: str) -> set[str]:
+    """Hosts whose DFT labels fitted the model of the run ``model_hash``: its DFT anchoring's (``screen
+    anchor``) and those it was trained or fine-tuned on (checkpoint provenance); empty without either. Their
+    DFT values are no test of that model's ΔGH*."""
+    return _fit_hosts(run_model_extra(db_path, model_hash))
 
 
 def dg_fit_text(fit: dict[str, Any] | None) -> str:

@@ -45,16 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def dft_trained_hosts(frames) -> set[str]:
-    """Hosts with a GPAW (DFT) label among training ``frames``: a model fine-tuned on them has seen their
-    DFT energies, so the card's DFT table calls their rows 'trained on', not 'held out'."""
-    return {
-        str(a.info.get("host") or "")
-        for a in frames
-        if str(a.info.get("reference", a.info.get("engine", ""))) == "gpaw"
-    } - {""}
-
-
 def heldout_section(path: str, full_hash: str, dft_trained: bool = False) -> str:
     """The card's held-out ΔGH* paragraph from a ``screen bench heldout`` JSON, when it is this model's.
 
@@ -377,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from potentials import calibration as C
+    from potentials import checkpoint
     from potentials.bayes import load_posterior
     from potentials.checkpoint import load, network_hash
     from potentials.data import read_dataset
@@ -439,10 +430,11 @@ def run(args: argparse.Namespace) -> int:
 
     # ---- data summary
     train_note = str(reused.get("train_note") or "") if reused is not None and not args.train else ""
-    dft_trained: set[str] = set()  # hosts with a GPAW label in --train: a fine-tuned model has seen them
+    # hosts whose DFT labels the model has seen: its checkpoint's record and those in --train
+    dft_trained: set[str] = checkpoint.dft_hosts(payload)
     if args.train:
         train = read_dataset(args.train)
-        dft_trained = dft_trained_hosts(train)
+        dft_trained |= checkpoint.dft_hosts_of(train)
         counts = Counter(s for a in train for s in set(a.get_chemical_symbols()))
         refs = Counter(str(a.info.get("reference", a.info.get("engine", "?"))) for a in train)
         train_note = (

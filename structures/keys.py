@@ -16,6 +16,8 @@ SITE = "site"  # str or None: H* site label, e.g. "top_M1", "bridge_MM", "top_X3
 SUPERCELL = "supercell"  # str, supercell preset name, e.g. "2r7" (56-site graphene) or "4x4"
 POCKET_INDICES = "pocket"  # str, comma-separated atom indices: metal1, metal2, first-shell sites 0..5
 ADSORBATE_INDEX = "ads_index"  # int, index of the H atom (absent for the bare host)
+REFERENCE = "reference"  # str, labeller of a labelled frame (screening.labelling engine): gpaw, vasp, qe
+# (DFT), sevenn, emt, ase:<module>:<Class>
 
 # per-atom arrays (atoms.arrays)
 ROLE = "role"  # int per atom: 0 = framework, 1 = first shell, 2 = metal, 3 = adsorbate

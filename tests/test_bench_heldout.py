@@ -158,12 +158,13 @@ def test_model_card_calls_dft_training_hosts_trained_on():
     SevenNet-0 replay frames and the host-less H2 reference name no host."""
     from ase import Atoms
 
-    from screening.bench_model import dft_trained_hosts
+    from potentials.checkpoint import dft_hosts_of
 
     frames = [
         Atoms("H2", info={"reference": "gpaw"}),
         Atoms("C", info={"reference": "gpaw", "host": "Pt2@5Na"}),
         Atoms("C", info={"reference": "sevenn", "host": "Fe2@3Nd"}),
         Atoms("C", info={"engine": "gpaw", "host": "Ir2@4Nc"}),
+        Atoms("C", info={"reference": "vasp", "host": "Co2@4Na"}),
     ]
-    assert dft_trained_hosts(frames) == {"Pt2@5Na", "Ir2@4Nc"}
+    assert dft_hosts_of(frames) == {"Pt2@5Na", "Ir2@4Nc", "Co2@4Na"}

@@ -393,3 +393,44 @@ def test_laplace_refit_moves_replayed_energies_from_the_named_e0s_and_keeps_the_
     assert main([*bad, "--replay-e0s-from", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_models_record_the_dft_hosts_they_were_trained_on(tmp_path):
+    """Training provenance (``extra["dft_hosts"]``): a model trained on DFT-labelled frames records their
+    hosts (validation frames included: they steer early stopping), a posterior fitted from it inherits them
+    and adds its own, and an anchored copy keeps them and its parent's network hash; frames of other
+    labellers (SevenNet-0, EMT) name no host."""
+    from dataclasses import replace
+
+    from potentials.bayes import load_posterior
+    from potentials.bayes.fit import fit_posterior, method_config
+
+    frames = emt_dataset(10, seed=3, with_stress=False)
+    for k, a in enumerate(frames):
+        a.info.update(host=f"Cu2@{k}Na", reference="gpaw" if k in (0, 8) else "sevenn")
+    m, t = _cfg(epochs=2)
+    best = train(frames[:8], frames[8:], m, t, tmp_path / "pre", progress=False)
+    assert checkpoint.dft_hosts(checkpoint.load(best)) == {"Cu2@0Na", "Cu2@8Na"}
+    sevenn_only = train(frames[1:8], frames[9:], m, t, tmp_path / "s7", progress=False)
+    assert checkpoint.DFT_HOSTS not in checkpoint.load(sevenn_only)["extra"]
+
+    more = emt_dataset(4, seed=5, with_stress=False)
+    for k, a in enumerate(more):
+        a.info.update(host=f"Au2@{k}Nb", reference="vasp" if k == 0 else "emt")
+    cfg = replace(method_config("laplace", "tiny"), variant="last_layer")
+    post, path = fit_posterior(
+        "laplace", more, None, m, "tiny", tmp_path / "lap", config=cfg, init_from=best,
+        laplace_only=True, recalibration="none",
+    )  # fmt: skip
+    payload = checkpoint.load(path)
+    assert checkpoint.dft_hosts(payload) == {"Cu2@0Na", "Cu2@8Na", "Au2@0Nb"}
+
+    loaded = load_posterior(path)
+    loaded.recal.dg_offset = 0.3
+    loaded.recal.anchor = {"offset": 0.3, "sigma_add": 0.1, "hosts": ["Au2@0Nb", "Cu2@0Na"]}
+    copy = tmp_path / "anchored.pt"
+    digest = checkpoint.save_keeping_provenance(loaded, copy, path)
+    anchored = checkpoint.load(copy)
+    assert anchored["hash"] == digest != payload["hash"]
+    assert checkpoint.dft_hosts(anchored) == checkpoint.dft_hosts(payload)
+    assert checkpoint.network_hash(anchored) == checkpoint.network_hash(payload)

@@ -347,7 +347,7 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
     from potentials import checkpoint
     from potentials.model import build_model, preset
     from reports.figures import parity, validation_stats
-    from reports.tables import ReportConfig, anchor_hosts, load_table
+    from reports.tables import ReportConfig, dft_fit_hosts, load_table
 
     cfg = preset("tiny", elements=("H", "C", "N", "Cu", "Ni"), avg_num_neighbors=6.0, e0s=(0.0,) * 5)
     torch.manual_seed(0)
@@ -361,10 +361,10 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
         if row.get("model_hash") == "mtest":
             db.update(row.id, model_hash=mh)
     db.update(next(db.select(kind="run")).id, model_path=str(model_path))
-    assert anchor_hosts(db_path, mh) == {"Cu2@3Nb", "Ni2@6Na"}
+    assert dft_fit_hosts(db_path, mh) == {"Cu2@3Nb", "Ni2@6Na"}
 
     df = load_table(db_path)
-    assert sorted(df.loc[df["anchor_fit"], "host"]) == ["Cu2@3Nb", "Ni2@6Na"]
+    assert sorted(df.loc[df["dft_fit"], "host"]) == ["Cu2@3Nb", "Ni2@6Na"]
     from reports.html import summary
     from reports.tables import anchor_text, rank
 
@@ -374,14 +374,14 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
     classes = dict(anchor, class_offsets={"metal": 0.05, "C": 1.0}, class_sigma={"C": 0.8})
     assert "H on C +1.000 eV (σ 0.800), H on metal +0.050 eV" in anchor_text(classes)
     assert anchor_text(None) == ""
-    df["dft_dg"] = df["dg"] + np.where(df["anchor_fit"], 0.0, 0.2)  # held-out hosts 0.2 eV off
+    df["dft_dg"] = df["dg"] + np.where(df["dft_fit"], 0.0, 0.2)  # held-out hosts 0.2 eV off
     st = validation_stats(df)
-    assert st["n"] == 2 and st["n_anchor_fit"] == 2 and st["mae"] == pytest.approx(0.2)
+    assert st["n"] == 2 and st["n_dft_fit"] == 2 and st["mae"] == pytest.approx(0.2)
     assert "mae_host" not in st  # no validate --site-classes yet
     files = parity(df, tmp_path / "fig", ReportConfig())
     assert files["png"].stat().st_size > 0
     # one held-out host whose DFT is 1 eV lower at another labelled site: the host-minimum MAE counts it
-    held = np.flatnonzero(~df["anchor_fit"].to_numpy())
+    held = np.flatnonzero(~df["dft_fit"].to_numpy())
     host_min = df["dft_dg"].to_numpy(float).copy()
     host_min[held[0]] -= 1.0
     df["dft_dg_host"] = host_min
@@ -394,4 +394,38 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
 
     torch.manual_seed(1)  # other weights, same anchoring, under the same path: the run's model is gone
     checkpoint.save(model_path, build_model(cfg), cfg, extra={"recalibration": {"anchor": anchor}})
-    assert anchor_hosts(db_path, mh) == set()
+    assert dft_fit_hosts(db_path, mh) == set()
+
+
+def test_hosts_a_model_was_trained_on_with_dft_are_no_test(tmp_path):
+    """A model fine-tuned on DFT labels (checkpoint provenance ``dft_hosts``, no anchoring): those hosts
+    are marked like anchoring hosts, named in the summary and left out of the validation statistics."""
+    import ase.db
+    import torch
+
+    from potentials import checkpoint
+    from potentials.model import build_model, preset
+    from reports.figures import validation_stats
+    from reports.html import summary
+    from reports.tables import ReportConfig, dft_fit_hosts, load_table, rank
+
+    cfg = preset("tiny", elements=("H", "C", "N", "Cu", "Ni"), avg_num_neighbors=6.0, e0s=(0.0,) * 5)
+    torch.manual_seed(0)
+    model_path = tmp_path / "finetuned.pt"
+    digest = checkpoint.save(model_path, build_model(cfg), cfg, extra={checkpoint.DFT_HOSTS: ["Ni2@3Nb"]})
+    db_path = make_results_db(tmp_path / "results.db", metals=("Cu", "Ni"), motifs=("3Nb", "6Na"), hetero=())
+    mh = "m" + digest[:16]
+    db = ase.db.connect(str(db_path), type="db")
+    for row in list(db.select()):
+        if row.get("model_hash") == "mtest":
+            db.update(row.id, model_hash=mh)
+    db.update(next(db.select(kind="run")).id, model_path=str(model_path))
+    assert dft_fit_hosts(db_path, mh) == {"Ni2@3Nb"}
+    df = load_table(db_path)
+    assert sorted(df.loc[df["dft_fit"], "host"]) == ["Ni2@3Nb"]
+    df["dft_dg"] = df["dg"] + np.where(df["dft_fit"], 1.0, -0.1)  # the trained host would skew the MAE
+    st = validation_stats(df)
+    assert st["n"] == len(df) - 1 and st["n_dft_fit"] == 1 and st["mae"] == pytest.approx(0.1)
+    facts = summary(rank(df), ReportConfig(), str(db_path), st)
+    assert facts["trained on DFT"].startswith("1 host (Ni2@3Nb)")
+    assert "1 more were" in facts["DFT validation"]

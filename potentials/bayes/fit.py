@@ -301,6 +301,14 @@ def fit_posterior(
     posterior.fit_seconds = fit_seconds
     path = out_dir / "posterior.pt"
     posterior.save(path)
+    from potentials import checkpoint
+
+    # provenance: hosts whose DFT labels trained, stopped or recalibrated it, or trained its starting point
+    seen = checkpoint.dft_hosts_of([*train_atoms, *valid_atoms])
+    if init_from is not None:
+        seen |= checkpoint.dft_hosts(checkpoint.load(init_from))
+    if seen:
+        checkpoint.add_extra(path, {checkpoint.DFT_HOSTS: sorted(seen)})
     return posterior, path
 
 
