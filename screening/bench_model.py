@@ -458,14 +458,14 @@ def run(args: argparse.Namespace) -> int:
     dg_fit = getattr(getattr(post, "recal", None), "dg_fit", None) or None
     sigma_hosts = set(dg_fit.get("hosts", ())) if dg_fit else set()
     for r in dft_rows:
-        h = r.get("host")
+        host = r.get("host")
         r["role"] = (
             "anchor fit"
-            if h in fitted
+            if host in fitted
             else "trained on"
-            if h in dft_trained
+            if host in dft_trained
             else "σ calibration"
-            if h in sigma_hosts
+            if host in sigma_hosts
             else "held out"
         )
     dft_table = "No converged GPAW (host, host+H, H2) triple in the label store yet.\n"

@@ -13,7 +13,7 @@ from ase.calculators.emt import EMT
 
 from cli import main
 from potentials.bayes.fit import fit_posterior
-from potentials.checkpoint import load_model
+from potentials.checkpoint import load, load_model
 from potentials.model import ModelConfig
 from potentials.testing import emt_low_fidelity, tiny_train_configs
 from potentials.train import train
@@ -477,6 +477,7 @@ def test_model_card_of_an_anchored_model_reports_dft_errors_on_hosts_outside_the
     assert main([*argv, "--card", str(card), "--no-sevenn", "--samples", "4"]) == 0
     text = card.read_text()
     assert "DFT anchoring" in text and "against the training reference" not in text
+    assert f"Hash `{load(anchored)['hash'][:16]}`" in text  # the model's, not a host name
     res = json.loads((tmp_path / "benchmarks" / "results" / "model.json").read_text())
     roles = {r["host"]: r["role"] for r in res["dft"]}
     assert roles == {h: "anchor fit" for h in ("Cu2@4Na", "Cu2@5Na", "Ni2@4Na", "Ni2@5Na")}  # fitted on all 4
