@@ -176,3 +176,14 @@ screen train --data runs/v051/dft.extxyz --valid runs/v051/dft.extxyz --init-fro
   --replay-e0s-from runs/v04_dft_site.pt --recalibration none --seed 0 --out runs/v051
 cp runs/v051/posterior.pt potentials/models/default.pt
 screen run --db runs/screen6/results.db
+# 16. v0.5.1-dft with its training provenance (session 15): the same weights, posterior and relaxation hash,
+#     plus extra["dft_hosts"], the 16 hosts whose DFT labels fine-tuned it (models trained since record it
+#     themselves), so `screen report` and the model card keep them out of the DFT validation. New content
+#     hash (m8d7c4a745b086118 -> mf1f0d8beecbfac41): the screen re-evaluates ΔGH* only.
+python -c "from ase.io import read; from potentials import checkpoint as C; \
+C.add_extra('potentials/models/default.pt', {C.DFT_HOSTS: sorted(C.dft_hosts_of(read('runs/v051/dft.extxyz', ':')))})"
+screen run --db runs/screen6/results.db
+screen validate --db runs/screen6/results.db --engine gpaw --preset pw500 --labels dft/labels.db --reuse-only \
+  --model-hash mf1f0d8beecbfac41 --site-classes metal,N,C --select "id:$(python -c "import ase.db; \
+print(','.join(sorted({r.get('host') for r in ase.db.connect('dft/labels.db').select(settings_hash='8105ed16eae5') if r.get('host')})))")"
+screen report --db runs/screen6/results.db --model-hash mf1f0d8beecbfac41 --out docs/example_report/
