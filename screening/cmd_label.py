@@ -76,7 +76,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--kpts", default=None, help="explicit k-point grid, e.g. 3x3x1 (overrides --kdens)")
     g.add_argument("--smearing", type=float, default=None, help="Fermi-Dirac width, eV (default 0.1)")
-    g.add_argument("--maxiter", type=int, default=None, help="SCF iterations per attempt (default 120)")
+    g.add_argument("--maxiter", type=int, default=None, help="SCF iterations per attempt (default 60)")
     g.add_argument("--xc", default=None, help="exchange-correlation functional (default PBE)")
     g.add_argument("--no-spin", action="store_true", help="spin-paired calculation (default: spin-polarised)")
     g.add_argument("--stress", action="store_true", help="also compute the stress tensor")
