@@ -39,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at these settings: with --select random:per-metal, the next DFT label for `screen anchor` goes to "
         "an unlabelled pair",
     )
-    parser.add_argument("--max", type=int, default=2, help="at most this many candidates (default 2)")
+    parser.add_argument(
+        "--max",
+        type=int,
+        default=None,
+        help="at most this many candidates (default 2; with --select id: every named host)",
+    )
     parser.add_argument(
         "--relax", action="store_true", help="short engine relaxation (BFGS) before the single point"
     )
@@ -111,7 +116,13 @@ def run(args: argparse.Namespace) -> int:
         done = labelled_pairs(labels, args.engine, settings_hash(get_engine(args.engine), settings))
         exclude += [h for h in table["host"] if pair_of(h) in done]
         print(f"skipping metal pairs with DFT labels in {labels}: {', '.join(sorted(done)) or 'none'}")
-    chosen = select(table, args.select, limit=args.max, exclude=exclude)
+    named = str(args.select).startswith("id:")
+    limit = args.max if args.max is not None else (None if named else 2)
+    chosen = select(table, args.select, limit=limit, exclude=exclude)
+    if named and limit is not None:
+        n_named = len([h for h in str(args.select)[3:].split(",") if h.strip()])
+        if n_named > limit:
+            print(f"note: --select names {n_named} hosts; --max {limit} keeps the first {limit}", flush=True)
     print(
         f"validating {len(chosen)} candidate(s) with {args.engine} "
         f"({args.preset}{', relax' if args.relax else ''}): "

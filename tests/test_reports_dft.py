@@ -222,18 +222,25 @@ def test_validate_reuse_only_attaches_existing_labels_and_computes_none(tmp_path
 
     from reports.tables import load_table, rank
 
-    first = make_results_db(tmp_path / "a.db", metals=("Cu", "Pd"), motifs=("0Na",), hetero=())
-    second = make_results_db(tmp_path / "b.db", metals=("Cu", "Pd"), motifs=("0Na",), hetero=())
+    first = make_results_db(tmp_path / "a.db", metals=("Cu", "Pd"), motifs=("0Na", "6Na"), hetero=())
+    second = make_results_db(tmp_path / "b.db", metals=("Cu", "Pd"), motifs=("0Na", "6Na"), hetero=())
     labels = tmp_path / "labels.db"
     base = ["validate", "--engine", "emt", "--labels", str(labels), "--no-progress"]
     assert main([*base, "--db", str(first), "--select", "id:Cu2@0Na"]) == 0
     n_labels = ase.db.connect(str(labels)).count()
-    assert main([*base, "--db", str(second), "--select", "id:Cu2@0Na,Pd2@0Na", "--reuse-only"]) == 0
+    capsys.readouterr()
+    named = ["--select", "id:Cu2@0Na,Pd2@0Na,Cu2@6Na", "--reuse-only"]
+    assert main([*base, "--db", str(second), *named]) == 0
     assert ase.db.connect(str(labels)).count() == n_labels  # nothing computed
     a, b = (rank(load_table(p)).set_index("host") for p in (first, second))
     assert b.loc["Cu2@0Na", "dft_dg"] == pytest.approx(a.loc["Cu2@0Na", "dft_dg"], abs=1e-12)
     assert np.isnan(b.loc["Pd2@0Na", "dft_dg"]) and np.isnan(b.loc["Pd2@0Na", "dft_status"] or np.nan)
-    assert "Pd2@0Na" in capsys.readouterr().out  # named as not validated
+    out = capsys.readouterr().out
+    assert "validating 3 candidate(s)" in out  # every named host, not the default --max 2
+    assert "Pd2@0Na (" in out and "Cu2@6Na (" in out  # named as not validated
+    assert main([*base, "--db", str(second), *named, "--max", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "--select names 3 hosts; --max 1 keeps the first 1" in out and "validating 1 candidate(s)" in out
     assert main([*base, "--db", str(second), "--select", "id:Cu2@0Na", "--reuse-only", "--relax"]) == 2
 
 
