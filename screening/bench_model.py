@@ -495,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
                     + (" or the σ factor" if sigma_hosts else "")
                     + ": "
                     if anchor
-                    else f"\nOn the {len(test)} structure(s) of hosts with no DFT label in --train"
+                    else f"\nOn the {len(test)} structure(s) of hosts whose DFT labels it was not trained on"
                     + (" and outside the σ calibration" if sigma_hosts else "")
                     + ": "
                     if dft_trained
