@@ -184,6 +184,14 @@ def dft_hosts(payload: dict[str, Any] | None) -> set[str]:
     return {str(h) for h in (payload.get("extra") or {}).get(DFT_HOSTS, ()) or ()}
 
 
+def dft_hosts_text(payload: dict[str, Any] | None) -> str:
+    """One line naming the hosts whose DFT labels the checkpoint ``payload`` was trained on, or ''."""
+    hosts = sorted(dft_hosts(payload))
+    if not hosts:
+        return ""
+    return f"trained on DFT labels of {len(hosts)} host(s): {', '.join(hosts)} (no test of this model)"
+
+
 def add_extra(path: str | os.PathLike, items: dict[str, Any]) -> str:
     """Merge ``items`` into the ``extra`` of the checkpoint at ``path`` and rewrite it atomically (new
     content hash, returned); every other entry is kept as it was."""

@@ -312,4 +312,8 @@ def run(args: argparse.Namespace) -> int:
             f"({m['n_structures']} structures)"
         )
     print(f"best model: {best} (hash {payload['hash'][:12]})")
+    from potentials.checkpoint import dft_hosts_text
+
+    if dft_hosts_text(payload):
+        print(dft_hosts_text(payload))
     return 0

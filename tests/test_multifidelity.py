@@ -395,7 +395,7 @@ def test_laplace_refit_moves_replayed_energies_from_the_named_e0s_and_keeps_the_
     assert not (tmp_path / "bad").exists()
 
 
-def test_models_record_the_dft_hosts_they_were_trained_on(tmp_path):
+def test_models_record_the_dft_hosts_they_were_trained_on(tmp_path, capsys):
     """Training provenance (``extra["dft_hosts"]``): a model trained on DFT-labelled frames records their
     hosts (validation frames included: they steer early stopping), a posterior fitted from it inherits them
     and adds its own, and an anchored copy keeps them and its parent's network hash; frames of other
@@ -434,3 +434,25 @@ def test_models_record_the_dft_hosts_they_were_trained_on(tmp_path):
     assert anchored["hash"] == digest != payload["hash"]
     assert checkpoint.dft_hosts(anchored) == checkpoint.dft_hosts(payload)
     assert checkpoint.network_hash(anchored) == checkpoint.network_hash(payload)
+    # the command says what it was trained on
+    from ase.io import write
+
+    from cli import main
+
+    write(tmp_path / "mixed.extxyz", frames[:8])
+    capsys.readouterr()
+    argv = ["train", "--data", str(tmp_path / "mixed.extxyz"), "--preset", "tiny", "--epochs", "1", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "cmd")]) == 0
+    assert "trained on DFT labels of 1 host(s): Cu2@0Na" in capsys.readouterr().out
+    lap = [
+        "--method",
+        "laplace",
+        "--bayes-preset",
+        "tiny",
+        "--recalibration",
+        "none",
+        "--out",
+        str(tmp_path / "lp"),
+    ]
+    assert main([*argv, *lap]) == 0
+    assert "trained on DFT labels of 1 host(s): Cu2@0Na" in capsys.readouterr().out

@@ -346,4 +346,9 @@ def run_from_train_args(
         f"{args.method} posterior: {path} (recalibration sigma x{rec.energy.scale:.3g} energy, "
         f"x{rec.forces.scale:.3g} forces; fitted in {posterior.fit_seconds:.0f} s)"
     )
+    from potentials import checkpoint
+
+    line = checkpoint.dft_hosts_text(checkpoint.load(path))
+    if line:
+        print(line)
     return 0
