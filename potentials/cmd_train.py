@@ -314,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"best model: {best} (hash {payload['hash'][:12]})")
     from potentials.checkpoint import dft_hosts_text
 
-    if dft_hosts_text(payload):
-        print(dft_hosts_text(payload))
+    trained_on = dft_hosts_text(payload)
+    if trained_on:
+        print(trained_on)
     return 0

@@ -306,7 +306,7 @@ def fit_posterior(
     # provenance: hosts whose DFT labels trained, stopped or recalibrated it, or trained its starting point
     seen = checkpoint.dft_hosts_of([*train_atoms, *valid_atoms])
     if init_from is not None:
-        seen |= checkpoint.dft_hosts(checkpoint.load(init_from))
+        seen |= checkpoint.dft_hosts(checkpoint.load(init_from, verify=False))  # read for its record only
     if seen:
         checkpoint.add_extra(path, {checkpoint.DFT_HOSTS: sorted(seen)})
     return posterior, path
