@@ -192,25 +192,13 @@ def dft_hosts_text(payload: dict[str, Any] | None) -> str:
     return f"trained on DFT labels of {len(hosts)} host(s): {', '.join(hosts)} (no test of this model)"
 
 
-def add_extra(path: str | os.PathLike, items: dict[str, Any]) -> str:
-    """Merge ``items`` into the ``extra`` of the checkpoint at ``path`` and rewrite it atomically (new
-    content hash, returned); every other entry is kept as it was."""
-    payload = load(path)
-    payload["extra"] = {**dict(payload.get("extra") or {}), **items}
-    payload["hash"] = content_hash(payload)
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return payload["hash"]
-
-
-def save_keeping_provenance(posterior: Any, path: str | os.PathLike, source: str | os.PathLike) -> str:
-    """``posterior.save(path)`` with the training provenance (:data:`DFT_HOSTS`) of the checkpoint it was
-    loaded from, ``source``, carried over: a copy that changes no weight (an anchoring, a σ factor) keeps its
-    parent's record and so its network hash. Returns the content hash of the written file."""
-    digest = posterior.save(path)
-    seen = dft_hosts(load(source))
-    return add_extra(path, {DFT_HOSTS: sorted(seen)}) if seen else digest
+def provenance_extra(posterior: Any) -> dict[str, Any]:
+    """The ``extra`` entries every posterior ``save`` writes for its training provenance: :data:`DFT_HOSTS`
+    from the posterior's ``dft_hosts`` attribute (set by :func:`potentials.bayes.posterior_from_payload`
+    from the checkpoint it was loaded from, and by a fit from its data), or nothing when it has none. A
+    copy that changes no weight (an anchoring, a σ factor) thus keeps its parent's record."""
+    hosts = sorted({str(h) for h in getattr(posterior, "dft_hosts", ()) or ()})
+    return {DFT_HOSTS: hosts} if hosts else {}
 
 
 def network_hash(payload: dict[str, Any]) -> str:

@@ -132,7 +132,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from potentials import checkpoint
     from potentials.bayes import load_posterior
     from screening import labelling as L
     from structures.common import InputError, read_host_list
@@ -213,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     post.recal.dg_offset = fit["offset"]
     post.recal.dg_sigma_add = fit["sigma_add"]
     post.recal.anchor = fit
-    digest = checkpoint.save_keeping_provenance(post, args.out, model_path)
+    digest = post.save(args.out)  # keeps the training provenance it was loaded with
     pairs = ", ".join(f"{p} {o:+.3f}" for p, o in fit["pair_offsets"].items())
     classes = ", ".join(
         f"H on {c} {o:+.3f} (σ {fit['class_sigma'][c]:.3f})" for c, o in fit.get("class_offsets", {}).items()
@@ -279,7 +278,6 @@ def _fit_record(args, rows: list[dict], sh: str, exclude: set[str], model_path: 
 
 
 def _write_sigma_only(args, post, model_path: str, rows: list[dict], sh: str, exclude: set[str]) -> int:
-    from potentials import checkpoint
 
     fit = fit_sigma_factor(rows)
     parent = float(post.recal.dg)
@@ -292,7 +290,7 @@ def _write_sigma_only(args, post, model_path: str, rows: list[dict], sh: str, ex
     )
     post.recal.dg = parent * fit["factor"]
     post.recal.dg_fit = fit
-    digest = checkpoint.save_keeping_provenance(post, args.out, model_path)
+    digest = post.save(args.out)  # keeps the training provenance it was loaded with
     c1, c2 = fit["loho_coverage"]
     print(
         f"σ-calibrated {model_path} -> {args.out} ({digest[:12]}): ΔGH* σ factor {fit['factor']:.3f} "

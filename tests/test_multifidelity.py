@@ -426,10 +426,12 @@ def test_models_record_the_dft_hosts_they_were_trained_on(tmp_path, capsys):
     assert checkpoint.dft_hosts(payload) == {"Cu2@0Na", "Cu2@8Na", "Au2@0Nb"}
 
     loaded = load_posterior(path)
+    assert loaded.dft_hosts == {"Cu2@0Na", "Cu2@8Na", "Au2@0Nb"}
+    assert loaded.save(tmp_path / "resaved.pt") == payload["hash"]  # a load + save round trip loses nothing
     loaded.recal.dg_offset = 0.3
     loaded.recal.anchor = {"offset": 0.3, "sigma_add": 0.1, "hosts": ["Au2@0Nb", "Cu2@0Na"]}
     copy = tmp_path / "anchored.pt"
-    digest = checkpoint.save_keeping_provenance(loaded, copy, path)
+    digest = loaded.save(copy)
     anchored = checkpoint.load(copy)
     assert anchored["hash"] == digest != payload["hash"]
     assert checkpoint.dft_hosts(anchored) == checkpoint.dft_hosts(payload)

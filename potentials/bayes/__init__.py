@@ -39,8 +39,12 @@ def _loader(method: str):
 
 
 def posterior_from_payload(payload: dict[str, Any], device: str = "cpu") -> Posterior:
-    """Build the posterior of an already loaded checkpoint payload."""
+    """Build the posterior of an already loaded checkpoint payload; its ``dft_hosts`` (training provenance,
+    :func:`potentials.checkpoint.provenance_extra`) is the payload's record, which every ``save`` writes back."""
+    from potentials import checkpoint
+
     posterior = _loader(str(payload.get("method", "point")))(payload)
+    posterior.dft_hosts = frozenset(checkpoint.dft_hosts(payload))
     return posterior.to(device)
 
 

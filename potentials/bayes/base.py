@@ -282,6 +282,7 @@ class WeightSamplePosterior:
             "n_samples": self.n_samples,
             "seed": self.seed,
             "recalibration": self.recal.to_dict(),
+            **checkpoint.provenance_extra(self),
         }
         return checkpoint.save(
             path,

@@ -121,7 +121,12 @@ class EnsemblePosterior:
     def save(self, path: str | os.PathLike) -> str:
         """One file: member 0 as the checkpoint's model, every member's state dict in ``extra``."""
         members = [{k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in self.members]
-        extra = {"members": members, "loss": self.loss, "recalibration": self.recal.to_dict()}
+        extra = {
+            "members": members,
+            "loss": self.loss,
+            "recalibration": self.recal.to_dict(),
+            **checkpoint.provenance_extra(self),
+        }
         return checkpoint.save(
             path,
             self.members[0],

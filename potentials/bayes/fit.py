@@ -200,7 +200,7 @@ class _PointAdapter:
             self.inner.config,
             method="point",
             calibration=self.recal.calibration_dict(),
-            extra={"recalibration": self.recal.to_dict()},
+            extra={"recalibration": self.recal.to_dict(), **checkpoint.provenance_extra(self)},
         )
 
 
@@ -299,16 +299,15 @@ def fit_posterior(
     if recalibration != "none":
         fit_recalibration(posterior, valid_atoms, recalibration)
     posterior.fit_seconds = fit_seconds
-    path = out_dir / "posterior.pt"
-    posterior.save(path)
     from potentials import checkpoint
 
     # provenance: hosts whose DFT labels trained, stopped or recalibrated it, or trained its starting point
     seen = checkpoint.dft_hosts_of([*train_atoms, *valid_atoms])
     if init_from is not None:
         seen |= checkpoint.dft_hosts(checkpoint.load(init_from, verify=False))  # read for its record only
-    if seen:
-        checkpoint.add_extra(path, {checkpoint.DFT_HOSTS: sorted(seen)})
+    posterior.dft_hosts = frozenset(seen)
+    path = out_dir / "posterior.pt"
+    posterior.save(path)
     return posterior, path
 
 

@@ -93,6 +93,7 @@ class PointPosterior:
         return self
 
     def save(self, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> str:
+        extra = {**(extra or {}), **checkpoint.provenance_extra(self)}
         return checkpoint.save(
             path, self.model, self.config, extra=extra, method=self.method, calibration=self.calibration
         )
