@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -188,8 +189,9 @@ class Engine:
     check: Callable[[Sequence[Any]], None] = lambda structures: None
     attempts: Callable[[LabelSettings], list[dict[str, Any]]] = lambda s: [{}]
     has_scf: bool = False
-    # SCF checkpoints (GPAW): ``converge(atoms, calc, path)`` runs the SCF and writes its state to ``path``
-    # every few iterations; ``restart(path, txt)`` is a calculator that continues from such a file
+    # SCF checkpoints (GPAW): ``converge(atoms, calc, path, maxiter=, done=)`` runs the SCF and writes its state
+    # to ``path`` every few iterations (``done``: iterations of the attempt before a restart, so ``maxiter``
+    # caps the attempt in all); ``restart(path, txt)`` is a calculator that continues from such a file
     converge: Callable[..., None] | None = None
     restart: Callable[[Path, str | None], Any] | None = None
 
@@ -197,15 +199,40 @@ class Engine:
 SCF_CHECKPOINT_EVERY = 5  # SCF iterations between two checkpoints of a long single point
 
 
-def _gpaw_converge(atoms, calc, path: Path | None, every: int | None = None) -> None:
+def _gpaw_converge(
+    atoms, calc, path: Path | None, every: int | None = None, *, maxiter: int | None = None, done: int = 0
+) -> None:
     """Iterate GPAW's SCF; every ``every`` iterations write the state (density and wave functions) to
-    ``path`` atomically, so a single point killed with its session continues where it stopped."""
+    ``path`` atomically, so a single point killed with its session continues where it stopped.
+
+    ``done``: SCF iterations that earlier runs of this attempt spent before a restart from ``path``. A
+    restarted calculator counts from 1 again with the ``maxiter`` stored in its checkpoint, so without this
+    an SCF that never converges would get a fresh ``maxiter`` every session; here the attempt gets
+    ``maxiter`` iterations in all (at least one more after a restart)."""
     every = SCF_CHECKPOINT_EVERY if every is None else every
+    loop = getattr(getattr(calc, "_dft", None), "scf_loop", None)  # set on a calculator read from a file
+    if maxiter is not None and loop is not None and hasattr(loop, "maxiter"):
+        loop.maxiter = max(1, int(maxiter) - int(done))
     for i, _ in enumerate(calc.iconverge(atoms), 1):
         if path is not None and i % every == 0:
             tmp = path.with_name(path.name + ".tmp")
             calc.write(str(tmp), mode="all")
             os.replace(tmp, path)
+            atomic_write_text(_scf_count_path(path), json.dumps({"scf": int(done) + i}))
+
+
+def _scf_count_path(ckpt: Path) -> Path:
+    """The SCF iterations that produced the checkpoint ``ckpt`` (JSON ``{"scf": n}``), beside it."""
+    return ckpt.with_name(ckpt.name + ".json")
+
+
+def _scf_before(ckpt: Path, txt: str) -> int:
+    """SCF iterations an attempt spent before its restart from ``ckpt``: the count written with the
+    checkpoint, or (checkpoints written before the count existed) the iterations in its interrupted logs."""
+    try:
+        return int(json.loads(_scf_count_path(ckpt).read_text())["scf"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return _logged_scf_iterations(sorted(Path(txt).parent.glob(Path(txt).stem + ".part*.txt")))
 
 
 def _gpaw_restart(path: Path, txt: str | None):
@@ -436,6 +463,15 @@ def label_key(atoms, engine: Engine, settings: LabelSettings) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # one label
 # ----------------------------------------------------------------------------------------------------------
+_LOGGED_ITERATION = re.compile(r"^\|?iter:\s*\d+", re.MULTILINE)
+
+
+def _logged_scf_iterations(logs: Sequence[Path]) -> int:
+    """SCF iterations written to GPAW text logs (both log formats); a run killed after its last
+    checkpoint repeats up to ``SCF_CHECKPOINT_EVERY - 1`` of them, which count again (compute spent)."""
+    return sum(len(_LOGGED_ITERATION.findall(p.read_text(errors="replace"))) for p in logs if p.exists())
+
+
 def _scf_iterations(calc) -> int | None:
     for attr in ("get_number_of_iterations",):
         fn = getattr(calc, attr, None)
@@ -502,6 +538,7 @@ def compute_label(
                     calc = engine.restart(ckpt, txt)
                     work = calc.get_atoms()
                     rec["restarted"] = n
+                    rec["scf_before"] = _scf_before(ckpt, txt)
                 except Exception as exc:  # noqa: BLE001 - a damaged checkpoint: start afresh
                     rec["restart_error"] = f"{type(exc).__name__}: {exc}"[:300]
                     calc, work = None, atoms.copy()
@@ -509,7 +546,7 @@ def compute_label(
                 calc = engine.make(work, settings, attempt, txt)
             work.calc = calc
             if engine.converge is not None:
-                engine.converge(work, calc, ckpt)
+                engine.converge(work, calc, ckpt, maxiter=settings.maxiter, done=rec.get("scf_before", 0))
             energy = float(work.get_potential_energy())
             forces = np.asarray(work.get_forces(), dtype=float)
             conv_flag = getattr(calc, "converged", True)
@@ -541,8 +578,11 @@ def compute_label(
             out.update(status="unconverged", error=rec["error"])
         rec["wall_s"] = time.perf_counter() - ta
         attempts.append(rec)
-        if ckpt is not None and ckpt.exists():
-            ckpt.unlink()  # the attempt ended (an interrupt re-raises above and keeps it for the restart)
+        if (
+            ckpt is not None
+        ):  # the attempt ended (an interrupt re-raises above and keeps them for the restart)
+            ckpt.unlink(missing_ok=True)
+            _scf_count_path(ckpt).unlink(missing_ok=True)
         if out["converged"]:
             break
     out["attempts"] = attempts

@@ -864,45 +864,85 @@ def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
     assert len(dft_triples(str(db_path), sh, max_h_force=float("inf"))) == 2
 
 
-def test_gpaw_single_point_killed_mid_scf_continues_from_its_checkpoint(tmp_path):
-    """A long single point killed with its session (here: an interrupt after the first checkpoint) continues
-    from its SCF checkpoint: same energy as an uninterrupted run, fewer SCF iterations the second time, the
-    checkpoint removed at the end and the interrupted log kept."""
-    pytest.importorskip("gpaw", reason="GPAW is not installed (optional extra: CC=g++ pip install gpaw)")
+class _DiesAfterCheckpoint:
+    """Wraps a GPAW calculator: the session ends one SCF iteration after the first checkpoint."""
+
+    def __init__(self, calc):
+        self.calc, self.written = calc, False
+
+    def iconverge(self, atoms):
+        for ctx in self.calc.iconverge(atoms):
+            if self.written:
+                raise KeyboardInterrupt
+            yield ctx
+
+    def write(self, *args, **kwargs):
+        self.calc.write(*args, **kwargs)
+        self.written = True
+
+
+def _gpaw_h2_killed_after_checkpoint(settings, logs):
+    """H2 single point (key ``k``) interrupted one iteration after its checkpoint at SCF iteration 3."""
     from dataclasses import replace
 
     h2 = molecule("H2")
     h2.center(vacuum=2.0)
     h2.pbc = True
-    settings = L.LabelSettings(ecut=250.0, kpts=(1, 1, 1), maxiter=60)
-    fresh = L.compute_label(h2, "gpaw", settings, str(tmp_path / "fresh"), "k")
-    assert fresh["converged"] and not list((tmp_path / "fresh").glob("*.gpw"))
 
-    def converge_then_die(atoms, calc, path):
-        L._gpaw_converge(atoms, _Dying(calc), path, every=3)
+    def converge_then_die(atoms, calc, path, **kw):
+        L._gpaw_converge(atoms, _DiesAfterCheckpoint(calc), path, every=3, **kw)
 
-    class _Dying:  # the session ends one SCF iteration after the first checkpoint
-        def __init__(self, calc):
-            self.calc, self.written = calc, False
-
-        def iconverge(self, atoms):
-            for ctx in self.calc.iconverge(atoms):
-                if self.written:
-                    raise KeyboardInterrupt
-                yield ctx
-
-        def write(self, *args, **kwargs):
-            self.calc.write(*args, **kwargs)
-            self.written = True
-
-    logs = tmp_path / "logs"
     dying = replace(L.get_engine("gpaw"), converge=converge_then_die)
     with pytest.raises(KeyboardInterrupt):
         L.compute_label(h2, dying, settings, str(logs), "k")
     assert (logs / "k.a0.gpw").exists()
+    assert json.loads((logs / "k.a0.gpw.json").read_text()) == {"scf": 3}
+    return h2
+
+
+def test_gpaw_single_point_killed_mid_scf_continues_from_its_checkpoint(tmp_path):
+    """A long single point killed with its session (here: an interrupt after the first checkpoint) continues
+    from its SCF checkpoint: same energy as an uninterrupted run, fewer SCF iterations the second time, the
+    checkpoint removed at the end and the interrupted log kept."""
+    pytest.importorskip("gpaw", reason="GPAW is not installed (optional extra: CC=g++ pip install gpaw)")
+    settings = L.LabelSettings(ecut=250.0, kpts=(1, 1, 1), maxiter=60)
+    logs = tmp_path / "logs"
+    h2 = _gpaw_h2_killed_after_checkpoint(settings, logs)
+    fresh = L.compute_label(h2, "gpaw", settings, str(tmp_path / "fresh"), "k")
+    assert fresh["converged"] and not list((tmp_path / "fresh").glob("*.gpw"))
     again = L.compute_label(h2, "gpaw", settings, str(logs), "k")
     assert again["converged"] and again["attempts"][0]["restarted"] == 1
+    assert again["attempts"][0]["scf_before"] == 3
     assert again["energy"] == pytest.approx(fresh["energy"], abs=1e-4)
     np.testing.assert_allclose(again["forces"], fresh["forces"], atol=1e-3)
     assert again["n_scf"] < fresh["n_scf"]
     assert not (logs / "k.a0.gpw").exists() and (logs / "k.a0.part1.txt").exists()
+    assert not (logs / "k.a0.gpw.json").exists()
+
+
+def test_gpaw_restarted_attempt_gets_maxiter_in_all_not_afresh(tmp_path):
+    """``maxiter`` caps an attempt over its restarts: killed after 3 iterations with ``maxiter`` 4, the
+    restarted attempt may run one more and is then recorded as not converged (a restarted GPAW calculator
+    would otherwise count from 1 again with its checkpoint's ``maxiter``, every session anew)."""
+    pytest.importorskip("gpaw", reason="GPAW is not installed (optional extra: CC=g++ pip install gpaw)")
+    settings = L.LabelSettings(ecut=250.0, kpts=(1, 1, 1), maxiter=4)
+    logs = tmp_path / "logs"
+    h2 = _gpaw_h2_killed_after_checkpoint(settings, logs)
+    again = L.compute_label(h2, "gpaw", settings, str(logs), "k")
+    first = again["attempts"][0]
+    assert first["restarted"] == 1 and first["scf_before"] == 3 and first["converged"] is False
+    assert first["n_scf"] == 1 and "Convergence" in first["error"]
+    assert not (logs / "k.a0.gpw").exists() and not (logs / "k.a0.gpw.json").exists()
+
+
+def test_scf_iterations_counted_from_interrupted_logs_when_a_checkpoint_has_no_count(tmp_path):
+    """Checkpoints written before the count existed: the iterations in the attempt's interrupted logs (old
+    and new GPAW log formats) stand in."""
+    (tmp_path / "k.a0.part1.txt").write_text("iter:   1  12:00:00  -1.0\niter:   2  12:01:00  -1.1\n")
+    (tmp_path / "k.a0.part2.txt").write_text(
+        "|iter:   1| 12:00:00 | -1.0 |\n|iter:   2| x |\n|iter:   3| x |\n"
+    )
+    (tmp_path / "k.a1.part1.txt").write_text("iter:   1  another attempt\n")
+    assert L._scf_before(tmp_path / "k.a0.gpw", str(tmp_path / "k.a0.txt")) == 5
+    (tmp_path / "k.a0.gpw.json").write_text('{"scf": 7}')
+    assert L._scf_before(tmp_path / "k.a0.gpw", str(tmp_path / "k.a0.txt")) == 7
