@@ -235,6 +235,15 @@ def _scf_before(ckpt: Path, txt: str) -> int:
         return _logged_scf_iterations(sorted(Path(txt).parent.glob(Path(txt).stem + ".part*.txt")))
 
 
+_LOGGED_ITERATION = re.compile(r"^\|?iter:\s*\d+", re.MULTILINE)
+
+
+def _logged_scf_iterations(logs: Sequence[Path]) -> int:
+    """SCF iterations written to GPAW text logs (both log formats); a run killed after its last
+    checkpoint repeats up to ``SCF_CHECKPOINT_EVERY - 1`` of them, which count again (compute spent)."""
+    return sum(len(_LOGGED_ITERATION.findall(p.read_text(errors="replace"))) for p in logs if p.exists())
+
+
 def _gpaw_restart(path: Path, txt: str | None):
     from gpaw import GPAW
 
@@ -463,15 +472,6 @@ def label_key(atoms, engine: Engine, settings: LabelSettings) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # one label
 # ----------------------------------------------------------------------------------------------------------
-_LOGGED_ITERATION = re.compile(r"^\|?iter:\s*\d+", re.MULTILINE)
-
-
-def _logged_scf_iterations(logs: Sequence[Path]) -> int:
-    """SCF iterations written to GPAW text logs (both log formats); a run killed after its last
-    checkpoint repeats up to ``SCF_CHECKPOINT_EVERY - 1`` of them, which count again (compute spent)."""
-    return sum(len(_LOGGED_ITERATION.findall(p.read_text(errors="replace"))) for p in logs if p.exists())
-
-
 def _scf_iterations(calc) -> int | None:
     for attr in ("get_number_of_iterations",):
         fn = getattr(calc, attr, None)
