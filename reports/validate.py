@@ -10,7 +10,8 @@ resumable (a re-run skips finished single points) and its rows are ordinary trai
 learning loop (``screening.labelling.export_training_set``). With ``relax``, each structure is first relaxed
 with the engine (ASE BFGS, ``steps`` at most, ``fmax`` eV/Å) and the relaxed geometry is labelled.
 
-Written back on the ΔG row (``kind="dg"``), under the store's lock: ``dft_dg``, ``dft_de`` (eV),
+Written back on the ΔG row (``kind="dg"``), under the store's lock, as soon as the candidate's host, host+H*
+and H2 are labelled (a run killed half way keeps the finished candidates; the end of the run writes all): ``dft_dg``, ``dft_de`` (eV),
 ``dft_engine``,
 ``dft_settings`` ("<preset>:<settings hash>"), ``dft_relax``, ``dft_status`` (ok | unconverged | error |
 partial: no DFT at the model's site, but at other sites of the host, so only ``dft_dg_host`` is written),
@@ -189,7 +190,6 @@ def validate(
     command), elements the engine cannot handle.
     """
     from screening import labelling as L
-    from screening.anchoring import site_class
     from screening.store import check_database
 
     if config.reuse_only and config.relax:
@@ -231,8 +231,28 @@ def validate(
             a, relax_info[s.folder] = relax_with_engine(a, eng, settings, config.fmax, config.steps, log_dir)
         structures[s.folder] = a
     order = list(structures)
-    rep = L.label_structures(
-        [structures[f] for f in order],
+    batch = [structures[f] for f in order]
+    sh = L.settings_hash(eng, settings)
+    # label keys first (near matches to stored labels included, nothing computed), so each candidate can be
+    # written back the moment its three single points are done: a long DFT run killed half way leaves the
+    # finished candidates in the store, not only in the label store
+    keys = L.label_structures(batch, eng, settings, db_path=labels_db, progress=False, max_labels=0).keys
+    key_of = dict(zip(order, keys))
+
+    def collect(got: dict[str, dict[str, Any]], ready_only: bool) -> list[ValidationResult]:
+        return [
+            _candidate_result(c, got, key_of, structures, extra, relax_info)
+            for c in cands
+            if not ready_only or all(key_of[s.folder] in got for s in c.states)
+        ]
+
+    def attach(key: str, res: dict[str, Any]) -> None:
+        ready = collect(_label_energies(labels_db, keys), ready_only=True)
+        if ready:
+            write_back(db_path, ready, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
+
+    L.label_structures(
+        batch,
         eng,
         settings,
         db_path=labels_db,
@@ -240,63 +260,68 @@ def validate(
         progress=progress,
         log_dir=log_dir,
         max_labels=0 if config.reuse_only else None,
+        on_row=attach,
     )
-    key_of = dict(zip(order, rep.keys))
-    got = _label_energies(labels_db, rep.keys)
-    sh = L.settings_hash(eng, settings)
-    results: list[ValidationResult] = []
-    for c in cands:
-        folders = [s.folder for s in c.states]  # host, host+H, H2
-        labs = [
-            got.get(
-                key_of[f], {"converged": False, "status": "missing", "energy": float("nan"), "wall_s": 0.0}
-            )
-            for f in folders
-        ]
-        wall = sum(lab["wall_s"] for lab in labs) + sum(
-            relax_info.get(f, {}).get("wall_s", 0.0) for f in folders
-        )
-        res = ValidationResult(
-            host=c.host,
-            dg_row_id=c.dg_row_id,
-            site=c.best_site,
-            dg_model=c.dg,
-            dg_std=c.dg_std,
-            status="ok",
-            wall_s=wall,
-            energies={s.kind: lab["energy"] for s, lab in zip(c.states, labs)},
-        )
-        if labs[0]["converged"] and labs[2]["converged"]:  # host and H2: a ΔGH* for every labelled site
-            e_host, e_h2 = labs[0]["energy"], labs[2]["energy"]
-            sites: dict[str, tuple[float, str]] = {}
-            if labs[1]["converged"]:
-                res.dft_de = labs[1]["energy"] - e_host - 0.5 * e_h2
-                res.dft_dg = res.dft_de + c.correction
-                sites[c.best_site] = (res.dft_dg, site_class(structures[folders[1]]))
-            for s in extra:
-                lab = got.get(key_of[s.folder], {})
-                if s.folder.startswith(f"{c.host}/H@") and lab.get("converged"):
-                    dg = lab["energy"] - e_host - 0.5 * e_h2 + c.correction
-                    sites[s.folder.split("/H@", 1)[1]] = (dg, site_class(structures[s.folder]))
-            if sites:
-                res.dft_site_host = min(sites, key=lambda k: sites[k][0])
-                res.dft_dg_host = sites[res.dft_site_host][0]
-                res.dft_host_classes = ",".join(sorted({cls for _, cls in sites.values()}))
-        if not all(lab["converged"] for lab in labs):
-            bad = [f"{s.kind}: {lab['status']}" for s, lab in zip(c.states, labs) if not lab["converged"]]
-            res.status = (
-                "unconverged"
-                if all(lab["status"] == "unconverged" for lab in labs if not lab["converged"])
-                else "error"
-            )
-            if np.isfinite(res.dft_dg_host):  # the model's site failed, other sites of the host did not
-                res.status = "partial"
-            res.error = "; ".join(bad)
-        results.append(res)
+    results = collect(_label_energies(labels_db, keys), ready_only=False)
     # --reuse-only: a row with no label at all is left as it is; one with labels at other sites only is "partial"
     done = [r for r in results if not (config.reuse_only and r.status == "error")]
     write_back(db_path, done, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
     return results
+
+
+def _candidate_result(
+    c: Candidate,
+    got: dict[str, dict[str, Any]],
+    key_of: dict[str, str],
+    structures: dict[str, Any],
+    extra: Sequence[State],
+    relax_info: dict[str, dict[str, Any]],
+) -> ValidationResult:
+    """The DFT ΔGH* of candidate ``c`` from the labels ``got`` (:func:`_label_energies`) of its host, host+H*
+    and H2 (and of the ``extra`` site-class states of its host); ``status`` says what is missing."""
+    from screening.anchoring import site_class
+
+    folders = [s.folder for s in c.states]  # host, host+H, H2
+    missing = {"converged": False, "status": "missing", "energy": float("nan"), "wall_s": 0.0}
+    labs = [got.get(key_of[f], missing) for f in folders]
+    wall = sum(lab["wall_s"] for lab in labs) + sum(relax_info.get(f, {}).get("wall_s", 0.0) for f in folders)
+    res = ValidationResult(
+        host=c.host,
+        dg_row_id=c.dg_row_id,
+        site=c.best_site,
+        dg_model=c.dg,
+        dg_std=c.dg_std,
+        status="ok",
+        wall_s=wall,
+        energies={s.kind: lab["energy"] for s, lab in zip(c.states, labs)},
+    )
+    if labs[0]["converged"] and labs[2]["converged"]:  # host and H2: a ΔGH* for every labelled site
+        e_host, e_h2 = labs[0]["energy"], labs[2]["energy"]
+        sites: dict[str, tuple[float, str]] = {}
+        if labs[1]["converged"]:
+            res.dft_de = labs[1]["energy"] - e_host - 0.5 * e_h2
+            res.dft_dg = res.dft_de + c.correction
+            sites[c.best_site] = (res.dft_dg, site_class(structures[folders[1]]))
+        for s in extra:
+            lab = got.get(key_of[s.folder], {})
+            if s.folder.startswith(f"{c.host}/H@") and lab.get("converged"):
+                dg = lab["energy"] - e_host - 0.5 * e_h2 + c.correction
+                sites[s.folder.split("/H@", 1)[1]] = (dg, site_class(structures[s.folder]))
+        if sites:
+            res.dft_site_host = min(sites, key=lambda k: sites[k][0])
+            res.dft_dg_host = sites[res.dft_site_host][0]
+            res.dft_host_classes = ",".join(sorted({cls for _, cls in sites.values()}))
+    if not all(lab["converged"] for lab in labs):
+        bad = [f"{s.kind}: {lab['status']}" for s, lab in zip(c.states, labs) if not lab["converged"]]
+        res.status = (
+            "unconverged"
+            if all(lab["status"] == "unconverged" for lab in labs if not lab["converged"])
+            else "error"
+        )
+        if np.isfinite(res.dft_dg_host):  # the model's site failed, other sites of the host did not
+            res.status = "partial"
+        res.error = "; ".join(bad)
+    return res
 
 
 def write_back(

@@ -215,6 +215,46 @@ def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_p
     capsys.readouterr()
 
 
+def test_validate_killed_half_way_keeps_the_finished_candidates_in_the_store(tmp_path, monkeypatch, capsys):
+    """Each candidate is written back the moment its host, host+H* and H2 are labelled: a run killed while
+    the second candidate is computed leaves the first one's DFT ΔGH* in the results store, and the re-run
+    computes only what is missing."""
+    from dataclasses import replace
+
+    import ase.db
+    from ase.calculators.emt import EMT
+
+    from reports.tables import load_table, rank
+    from screening import labelling as L
+
+    db = make_results_db(tmp_path / "r.db", metals=("Cu", "Pd"), motifs=("0Na",), hetero=())
+    calls = {"n": 0, "die_at": 4}
+
+    def make(atoms, settings, attempt, txt):
+        calls["n"] += 1
+        if calls["n"] == calls["die_at"]:
+            raise KeyboardInterrupt  # the session ends during the fourth single point
+        return EMT()
+
+    monkeypatch.setitem(L.ENGINES, "emt_dies", replace(L.get_engine("emt"), name="emt_dies", make=make))
+    labels = tmp_path / "labels.db"
+    argv = ["validate", "--db", str(db), "--engine", "emt_dies", "--select", "id:Cu2@0Na,Pd2@0Na"]
+    argv += ["--labels", str(labels), "--no-progress"]
+    assert main(argv) == 130  # the CLI's exit status after an interrupt
+    assert "interrupted; finished work is saved" in capsys.readouterr().err
+    df = rank(load_table(db)).set_index("host")
+    assert np.isfinite(df.loc["Cu2@0Na", "dft_dg"]) and df.loc["Cu2@0Na", "dft_status"] == "ok"
+    assert np.isnan(df.loc["Pd2@0Na", "dft_dg"])
+    first = df.loc["Cu2@0Na", "dft_dg"]
+    assert ase.db.connect(str(labels)).count() == 3  # Cu2@0Na, its H*, H2
+    calls.update(n=0, die_at=-1)
+    assert main(argv) == 0
+    assert calls["n"] == 2  # the re-run computed the two missing single points only
+    df = rank(load_table(db)).set_index("host")
+    assert np.isfinite(df["dft_dg"]).all() and df.loc["Cu2@0Na", "dft_dg"] == pytest.approx(first, abs=1e-12)
+    capsys.readouterr()
+
+
 def test_validate_reuse_only_attaches_existing_labels_and_computes_none(tmp_path, capsys):
     """A second store with the same geometries (a screen repeated with an anchored copy of the network):
     --reuse-only attaches the labels of the first one's hosts and leaves the others unvalidated."""
