@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 __version__ = "0.1.0"
 
@@ -48,6 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, ``kill``), raised in the main thread so a command stops the
+    way it does on Ctrl-C: finished rows stay, SCF checkpoints are kept, worker processes are stopped."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,18 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from structures.common import InputError
 
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
         rc = args._run(args)
     except InputError as exc:
         msg = " ".join(str(exc).split("\n"))
         print(f"screen {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(
-            f"screen {args.command}: interrupted; finished work is saved, re-run the same command to resume",
+            f"screen {args.command}: {how}; finished work is saved, re-run the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        if in_main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
 
 

@@ -54,3 +54,27 @@ def test_version_and_no_command():
     assert r.returncode == 0 and r.stdout.strip() == f"screen {cli.__version__}"
     r = subprocess.run([sys.executable, "-m", "cli"], capture_output=True, text=True)
     assert r.returncode == 0 and "COMMAND" in r.stdout
+
+
+def test_sigterm_stops_a_command_like_an_interrupt(monkeypatch, capsys):
+    """SIGTERM (a scheduler's time limit) becomes the Ctrl-C path: one line, exit status 143, and the
+    process's own SIGTERM handler is back afterwards."""
+    import os
+    import signal
+    import time
+
+    import structures.cmd_motifs as cmd
+    from cli import main
+
+    def run(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # interrupted by the handler long before this ends
+        return 0
+
+    monkeypatch.setattr(cmd, "run", run)
+    before = signal.getsignal(signal.SIGTERM)
+    t0 = time.perf_counter()
+    assert main(["motifs"]) == 143
+    assert time.perf_counter() - t0 < 10
+    assert "screen motifs: terminated (SIGTERM); finished work is saved" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
