@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from structures.common import InputError, read_host_list
 
     from .tables import load_table, rank, select
-    from .validate import ValidateConfig, default_labels_db, validate
+    from .validate import ValidateConfig, default_labels_db, result_line, validate
 
     if args.steps < 1 or not args.fmax > 0:
         raise InputError(
@@ -147,31 +147,14 @@ def run(args: argparse.Namespace) -> int:
     failed = missing = partial = 0
     for r in results:
         if math.isfinite(r.dft_dg):
-            print(
-                f"{r.host} ({r.site}): model {r.dg_model:+.3f} ± {r.dg_std:.3f} eV, "
-                f"{args.engine} {r.dft_dg:+.3f} eV, "
-                f"error {r.dg_model - r.dft_dg:+.3f} eV ({abs(r.dg_model - r.dft_dg) / r.dg_std:.1f}σ), "
-                f"{r.wall_s:.0f} s"
-                + (
-                    f"; DFT's lowest labelled site is {r.dft_site_host}: {r.dft_dg_host:+.3f} eV "
-                    f"(classes {r.dft_host_classes})"
-                    if r.dft_site_host and r.dft_site_host != r.site
-                    else ""
-                )
-            )
+            pass  # validated
         elif r.status == "partial":
             partial += 1
-            print(
-                f"{r.host} ({r.site}): no DFT at the model's site ({r.error}); DFT's lowest labelled site is "
-                f"{r.dft_site_host}: {r.dft_dg_host:+.3f} eV (classes {r.dft_host_classes}), model "
-                f"{r.dg_model:+.3f} ± {r.dg_std:.3f} eV"
-            )
         elif args.reuse_only and r.status == "error":
             missing += 1
-            print(f"{r.host} ({r.site}): not validated, no label in the store ({r.error})")
         else:
             failed += 1
-            print(f"{r.host} ({r.site}): {r.status}: {r.error}")
+        print(result_line(r, args.engine, args.reuse_only))
     print(
         f"{len(results) - failed - missing - partial}/{len(results)} validated; dft_dg written to {args.db}"
         + (f" ({missing} without labels left as they were)" if missing else "")

@@ -246,10 +246,16 @@ def validate(
             if not ready_only or all(key_of[s.folder] in got for s in c.states)
         ]
 
+    announced: set[str] = set()
+
     def attach(key: str, res: dict[str, Any]) -> None:
         ready = collect(_label_energies(labels_db, keys), ready_only=True)
         if ready:
             write_back(db_path, ready, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
+        for r in ready:
+            if echo is not None and r.host not in announced:
+                echo(f"done: {result_line(r, eng.name)}")
+            announced.add(r.host)
 
     L.label_structures(
         batch,
@@ -267,6 +273,34 @@ def validate(
     done = [r for r in results if not (config.reuse_only and r.status == "error")]
     write_back(db_path, done, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
     return results
+
+
+def result_line(r: ValidationResult, engine: str, reuse_only: bool = False) -> str:
+    """One line on a validated candidate: model vs engine ΔGH* (eV), the error in σ, the wall time, and the
+    host's lowest labelled site when it is another one; or what is missing."""
+    import math
+
+    if math.isfinite(r.dft_dg):
+        line = (
+            f"{r.host} ({r.site}): model {r.dg_model:+.3f} ± {r.dg_std:.3f} eV, {engine} {r.dft_dg:+.3f} eV, "
+            f"error {r.dg_model - r.dft_dg:+.3f} eV ({abs(r.dg_model - r.dft_dg) / r.dg_std:.1f}σ), "
+            f"{r.wall_s:.0f} s"
+        )
+        if r.dft_site_host and r.dft_site_host != r.site:
+            line += (
+                f"; DFT's lowest labelled site is {r.dft_site_host}: {r.dft_dg_host:+.3f} eV "
+                f"(classes {r.dft_host_classes})"
+            )
+        return line
+    if r.status == "partial":
+        return (
+            f"{r.host} ({r.site}): no DFT at the model's site ({r.error}); DFT's lowest labelled site is "
+            f"{r.dft_site_host}: {r.dft_dg_host:+.3f} eV (classes {r.dft_host_classes}), model "
+            f"{r.dg_model:+.3f} ± {r.dg_std:.3f} eV"
+        )
+    if reuse_only and r.status == "error":
+        return f"{r.host} ({r.site}): not validated, no label in the store ({r.error})"
+    return f"{r.host} ({r.site}): {r.status}: {r.error}"
 
 
 def _candidate_result(

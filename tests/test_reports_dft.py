@@ -241,7 +241,9 @@ def test_validate_killed_half_way_keeps_the_finished_candidates_in_the_store(tmp
     argv = ["validate", "--db", str(db), "--engine", "emt_dies", "--select", "id:Cu2@0Na,Pd2@0Na"]
     argv += ["--labels", str(labels), "--no-progress"]
     assert main(argv) == 130  # the CLI's exit status after an interrupt
-    assert "interrupted; finished work is saved" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "interrupted; finished work is saved" in err
+    assert "done: Cu2@0Na (" in out and "emt_dies" in out and "Pd2@0Na" not in out.split("done:")[-1]
     df = rank(load_table(db)).set_index("host")
     assert np.isfinite(df.loc["Cu2@0Na", "dft_dg"]) and df.loc["Cu2@0Na", "dft_status"] == "ok"
     assert np.isnan(df.loc["Pd2@0Na", "dft_dg"])
