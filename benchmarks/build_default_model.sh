@@ -180,8 +180,9 @@ screen run --db runs/screen6/results.db
 #     plus extra["dft_hosts"], the 16 hosts whose DFT labels fine-tuned it (models trained since record it
 #     themselves), so `screen report` and the model card keep them out of the DFT validation. New content
 #     hash (m8d7c4a745b086118 -> mf1f0d8beecbfac41): the screen re-evaluates ΔGH* only.
-python -c "from ase.io import read; from potentials import checkpoint as C; \
-C.add_extra('potentials/models/default.pt', {C.DFT_HOSTS: sorted(C.dft_hosts_of(read('runs/v051/dft.extxyz', ':')))})"
+python -c "from ase.io import read; from potentials import checkpoint as C; from potentials.bayes import load_posterior; \
+p = load_posterior('potentials/models/default.pt'); p.dft_hosts = C.dft_hosts_of(read('runs/v051/dft.extxyz', ':')); \
+p.save('potentials/models/default.pt')"
 screen run --db runs/screen6/results.db
 screen validate --db runs/screen6/results.db --engine gpaw --preset pw500 --labels dft/labels.db --reuse-only \
   --model-hash mf1f0d8beecbfac41 --site-classes metal,N,C --select "id:$(python -c "import ase.db; \
