@@ -527,9 +527,10 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
                 np.r_[xh[moved], xp], np.r_[y[moved], yp], "x", color="tab:red", ms=6,
                 label=f"DFT at the host's lowest labelled site ({int(moved.sum()) + len(part)})",
             )  # fmt: skip
-        ax.plot([], [], " ", label="named: DFT outside 2σ")
         with np.errstate(divide="ignore", invalid="ignore"):
             outside = np.abs(y - x) > 2 * s  # name the candidates whose DFT value lies outside the 2σ bar
+        if outside.any():  # the legend explains the names only when there are some
+            ax.plot([], [], " ", label="named: DFT outside 2σ")
         for k in np.flatnonzero(outside)[: config.label_max]:
             ax.annotate(
                 d["host"].iloc[k], (x[k], y[k]), xytext=(4, -10), textcoords="offset points", fontsize=7

@@ -397,6 +397,21 @@ def test_hosts_that_fitted_the_anchoring_are_no_test(tmp_path):
     assert dft_fit_hosts(db_path, mh) == set()
 
 
+def test_parity_names_only_hosts_whose_dft_lies_outside_2_sigma(tmp_path):
+    """The parity figure names the hosts whose DFT ΔGH* lies outside the model's 2σ bar, and its legend
+    explains the names only when there are some."""
+    from reports.figures import parity
+    from reports.tables import ReportConfig, load_table
+
+    df = load_table(make_results_db(tmp_path / "r.db", metals=("Cu", "Ni"), motifs=("3Nb",), hetero=()))
+    df["dft_dg"] = df["dg"]
+    svg = parity(df, tmp_path / "in", ReportConfig())["svg"].read_text()
+    assert "named: DFT outside" not in svg and "Cu2@3Nb" not in svg
+    df.loc[df["host"] == "Cu2@3Nb", "dft_dg"] += 10.0 * df["dg_std"].max() + 1.0
+    svg = parity(df, tmp_path / "out", ReportConfig())["svg"].read_text()
+    assert "named: DFT outside" in svg and "Cu2@3Nb" in svg and "Ni2@3Nb" not in svg
+
+
 def test_hosts_a_model_was_trained_on_with_dft_are_no_test(tmp_path):
     """A model fine-tuned on DFT labels (checkpoint provenance ``dft_hosts``, no anchoring): those hosts
     are marked like anchoring hosts, named in the summary and left out of the validation statistics."""
