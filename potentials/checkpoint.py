@@ -14,6 +14,7 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +185,9 @@ def dft_hosts(payload: dict[str, Any] | None) -> set[str]:
     return {str(h) for h in (payload.get("extra") or {}).get(DFT_HOSTS, ()) or ()}
 
 
-def dft_hosts_text(payload: dict[str, Any] | None) -> str:
-    """One line naming the hosts whose DFT labels the checkpoint ``payload`` was trained on, or ''."""
-    hosts = sorted(dft_hosts(payload))
+def dft_hosts_text(hosts: Iterable[str]) -> str:
+    """One line naming ``hosts``, those whose DFT labels a model was trained on, or '' for none."""
+    hosts = sorted(hosts)
     if not hosts:
         return ""
     return f"trained on DFT labels of {len(hosts)} host(s): {', '.join(hosts)} (no test of this model)"

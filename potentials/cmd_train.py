@@ -312,9 +312,9 @@ def run(args: argparse.Namespace) -> int:
             f"({m['n_structures']} structures)"
         )
     print(f"best model: {best} (hash {payload['hash'][:12]})")
-    from potentials.checkpoint import dft_hosts_text
+    from potentials.checkpoint import dft_hosts, dft_hosts_text
 
-    trained_on = dft_hosts_text(payload)
+    trained_on = dft_hosts_text(dft_hosts(payload))
     if trained_on:
         print(trained_on)
     return 0

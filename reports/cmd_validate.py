@@ -144,17 +144,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         echo=lambda m: print(m, flush=True),
     )
-    failed = missing = partial = 0
     for r in results:
-        if math.isfinite(r.dft_dg):
-            pass  # validated
-        elif r.status == "partial":
-            partial += 1
-        elif args.reuse_only and r.status == "error":
-            missing += 1
-        else:
-            failed += 1
         print(result_line(r, args.engine, args.reuse_only))
+    unvalidated = [r for r in results if not math.isfinite(r.dft_dg)]
+    partial = sum(r.status == "partial" for r in unvalidated)
+    missing = sum(r.status == "error" for r in unvalidated) if args.reuse_only else 0
+    failed = len(unvalidated) - partial - missing
     print(
         f"{len(results) - failed - missing - partial}/{len(results)} validated; dft_dg written to {args.db}"
         + (f" ({missing} without labels left as they were)" if missing else "")

@@ -239,17 +239,22 @@ def validate(
     keys = L.label_structures(batch, eng, settings, db_path=labels_db, progress=False, max_labels=0).keys
     key_of = dict(zip(order, keys))
 
-    def collect(got: dict[str, dict[str, Any]], ready_only: bool) -> list[ValidationResult]:
-        return [
-            _candidate_result(c, got, key_of, structures, extra, relax_info)
-            for c in cands
-            if not ready_only or all(key_of[s.folder] in got for s in c.states)
-        ]
+    def result(c: Candidate, got: dict[str, dict[str, Any]]) -> ValidationResult:
+        return _candidate_result(c, got, key_of, structures, extra, relax_info)
 
+    # every label a candidate's result reads: its host, host+H* and H2, and its host's site-class states
+    needs = {
+        c.host: {key_of[s.folder] for s in c.states}
+        | {key_of[s.folder] for s in extra if s.folder.startswith(f"{c.host}/H@")}
+        for c in cands
+    }
     announced: set[str] = set()
 
     def attach(key: str, res: dict[str, Any]) -> None:
-        ready = collect(_label_energies(labels_db, keys), ready_only=True)
+        """After each new label: write back the candidates it completes or improves."""
+        touched = [c for c in cands if key in needs[c.host]]
+        got = _label_energies(labels_db, sorted(set().union(*(needs[c.host] for c in touched))))
+        ready = [result(c, got) for c in touched if all(key_of[s.folder] in got for s in c.states)]
         if ready:
             write_back(db_path, ready, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)
         for r in ready:
@@ -257,18 +262,19 @@ def validate(
                 echo(f"done: {result_line(r, eng.name)}")
             announced.add(r.host)
 
-    L.label_structures(
-        batch,
-        eng,
-        settings,
-        db_path=labels_db,
-        workers=config.workers,
-        progress=progress,
-        log_dir=log_dir,
-        max_labels=0 if config.reuse_only else None,
-        on_row=attach,
-    )
-    results = collect(_label_energies(labels_db, keys), ready_only=False)
+    if not config.reuse_only:  # --reuse-only computes nothing: the keys above are all it needs
+        L.label_structures(
+            batch,
+            eng,
+            settings,
+            db_path=labels_db,
+            workers=config.workers,
+            progress=progress,
+            log_dir=log_dir,
+            on_row=attach,
+        )
+    got = _label_energies(labels_db, keys)
+    results = [result(c, got) for c in cands]
     # --reuse-only: a row with no label at all is left as it is; one with labels at other sites only is "partial"
     done = [r for r in results if not (config.reuse_only and r.status == "error")]
     write_back(db_path, done, eng.name, f"{config.preset}:{sh}", config.relax, labels_db)

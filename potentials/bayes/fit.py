@@ -301,11 +301,10 @@ def fit_posterior(
     posterior.fit_seconds = fit_seconds
     from potentials import checkpoint
 
-    # provenance: hosts whose DFT labels trained, stopped or recalibrated it, or trained its starting point
+    # provenance: hosts whose DFT labels trained, stopped or recalibrated it, and (set by the Laplace fit
+    # from the point model it loaded) those that trained its starting point
     seen = checkpoint.dft_hosts_of([*train_atoms, *valid_atoms])
-    if init_from is not None:
-        seen |= checkpoint.dft_hosts(checkpoint.load(init_from, verify=False))  # read for its record only
-    posterior.dft_hosts = frozenset(seen)
+    posterior.dft_hosts = frozenset(seen | set(getattr(posterior, "dft_hosts", ())))
     path = out_dir / "posterior.pt"
     posterior.save(path)
     return posterior, path
@@ -347,7 +346,7 @@ def run_from_train_args(
     )
     from potentials import checkpoint
 
-    line = checkpoint.dft_hosts_text(checkpoint.load(path))
+    line = checkpoint.dft_hosts_text(posterior.dft_hosts)
     if line:
         print(line)
     return 0

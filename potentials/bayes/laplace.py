@@ -579,6 +579,9 @@ def fit_laplace(
     start = checkpoint.load(origin)["config"].get("e0s") if origin is not None else None
     shift_replay_energies(graphs, start or config.e0s, config.e0s)
     post = laplace_from_model(model, config, graphs, cfg, seed)
+    post.dft_hosts = frozenset(
+        checkpoint.dft_hosts(payload)
+    )  # the point model's record (its init_from's too)
     if not train:
         post.network_of = checkpoint.relaxation_hash(payload)
     return post
