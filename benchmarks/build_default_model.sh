@@ -188,3 +188,17 @@ screen validate --db runs/screen6/results.db --engine gpaw --preset pw500 --labe
   --model-hash mf1f0d8beecbfac41 --site-classes metal,N,C --select "id:$(python -c "import ase.db; \
 print(','.join(sorted({r.get('host') for r in ase.db.connect('dft/labels.db').select(settings_hash='8105ed16eae5') if r.get('host')})))")"
 screen report --db runs/screen6/results.db --model-hash mf1f0d8beecbfac41 --out docs/example_report/
+# 17. v0.6 candidate (session 17, issue 10): step 14's recipe from the same v0.4-dft-site network on every
+#     pw500 DFT training frame at the time (49 frames of 22 hosts: step 14's 16 plus Co2@2Nf, V2@3Na, Nb2@2Nf,
+#     Hf2@4Nf, W2@2Nf and the Ni2@2Nd host), and the shipped v0.5.1 evaluated on the same held-out triples.
+#     ~50 min on a core shared with GPAW. NOT shipped: per-host ΔE_H MAE 0.293 against v0.5.1's 0.296 eV,
+#     paired difference -0.003 eV (90 % bootstrap -0.033 to +0.031; docs/dft.md twelfth measurement).
+screen bench anchor --model potentials/models/default.pt --dft-db dft/labels.db --preset pw500 \
+  --heldout benchmarks/heldout_hosts.txt --variants base --no-loho --no-sevenn \
+  --pretrain-valid runs/replay_s12/pre_valid.extxyz --out runs/anchor_s17_base --section anchor_s17_v051
+screen bench anchor --model runs/v04_dft_site.pt --dft-db dft/labels.db --preset pw500 \
+  --heldout benchmarks/heldout_hosts.txt --variants base,replay --no-loho --no-sevenn \
+  --replay runs/replay_s12/replay_refs.extxyz --replay-n 300 --replay-energies references \
+  --pretrain-valid runs/replay_s12/pre_valid.extxyz --out runs/anchor_s17 --section anchor_s17
+python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
+  benchmarks/results/anchor_s17.json:replay

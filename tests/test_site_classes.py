@@ -145,6 +145,29 @@ def test_bootstrap_mae_interval():
     assert all(np.isnan(bootstrap_mae_ci([])))
 
 
+def test_paired_host_difference_is_tighter_than_either_mae_and_ties_are_not_wins():
+    from screening.bench_anchor import bootstrap_mae_ci, paired_host_difference
+    from structures.common import InputError
+
+    rng = np.random.default_rng(5)
+    hosts = [f"M{i}2@4Na" for i in range(10)]
+    a = dict(zip(hosts, rng.normal(0.2, 0.4, 10)))
+    # b: the same host-to-host errors, each 0.05 eV smaller in magnitude, plus a little noise
+    b = {h: np.sign(e) * max(abs(e) - 0.05, 0.0) + rng.normal(0, 0.005) for h, e in a.items()}
+    r = paired_host_difference(a, b)
+    assert r["n"] == 10 and r["diff"] == pytest.approx(r["mae_b"] - r["mae_a"])
+    assert r["lo"] < r["diff"] < r["hi"] < 0 and r["p_better"] > 0.95
+    lo_a, hi_a = bootstrap_mae_ci(np.abs(list(a.values())))
+    assert r["hi"] - r["lo"] < 0.2 * (hi_a - lo_a)  # the paired interval is far tighter than one MAE's
+    # the same network evaluated twice (a constant 0.1 meV shift, e.g. a refitted H2): a tie, not a win
+    r = paired_host_difference(a, {h: e - 1e-4 * np.sign(e) for h, e in a.items()})
+    assert r["p_better"] == 0.0 and abs(r["diff"]) < 1e-3
+    # only the hosts both evaluated count; fewer than two is an input error
+    assert paired_host_difference(a, {**b, "X2@2Na": 5.0})["n"] == 10
+    with pytest.raises(InputError, match="1 host"):
+        paired_host_difference(a, {hosts[0]: 0.1})
+
+
 def test_host_level_takes_the_lowest_site_of_dft_and_of_each_variant():
     from screening.bench_anchor import host_level, host_table
 
