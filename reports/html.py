@@ -124,17 +124,29 @@ def table_html(df, config: ReportConfig) -> str:
     )
 
 
+def flagged_text(df, flagged: int) -> str:
+    """Flagged hosts with the count of each flag, and :func:`screening.flags.high_variance_note`."""
+    from screening.flags import counts, high_variance_note
+
+    n = counts(df["flags"])
+    if not n:
+        return "0"
+    finite = np.isfinite(df["dg"].to_numpy(float))
+    note = high_variance_note(n.get("high_variance", 0), df["dg_std"].to_numpy(float)[finite])
+    return f"{flagged} (" + ", ".join(f"{k} {v}" for k, v in n.items()) + ")" + (f"; {note}" if note else "")
+
+
 def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Key facts shown at the top of the report (strings)."""
     dg = df["dg"].to_numpy(float)
     n_ok = int(np.isfinite(dg).sum())
     n_act = int((np.abs(dg) < config.window).sum())
-    flagged = int((df["flags"].astype(str) != "").sum())
+    flagged = int((df["flags"].fillna("").astype(str) != "").sum())
     out = {
         "database": str(db_path),
         "hosts": f"{len(df)} ({n_ok} with a finite ΔGH*)",
         f"|ΔGH*| < {config.window:g} eV": f"{n_act}; expected under σ: {np.nansum(df['p_active']):.1f}",
-        "flagged": str(flagged),
+        "flagged": flagged_text(df, flagged),
         "model hash": ", ".join(sorted(set(map(str, df["model_hash"])))),
         "settings hash": ", ".join(sorted(set(map(str, df["settings_hash"])))),
         "code version": ", ".join(sorted(set(map(str, df["code_version"])))),

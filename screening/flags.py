@@ -140,3 +140,27 @@ def to_booleans(flags: Iterable[str]) -> dict[str, bool]:
     """{"flag_<name>": bool} for every flag name."""
     s = set(flags)
     return {f"flag_{name}": name in s for name in FLAG_NAMES}
+
+
+def counts(flag_strings: Iterable[str | None]) -> dict[str, int]:
+    """{flag: number of rows carrying it} over stored flag strings, in :data:`FLAG_NAMES` order, flags that
+    occur only."""
+    n = dict.fromkeys(FLAG_NAMES, 0)
+    for text in flag_strings:
+        for f in parse(text if isinstance(text, str) else None):
+            n[f] += 1
+    return {f: c for f, c in n.items() if c}
+
+
+def high_variance_note(n_high_variance: int, dg_std: Iterable[float]) -> str:
+    """'' unless ``high_variance`` is on every host with a finite ΔGH* σ (eV, one per host): then one clause
+    saying so and why (no σ is small enough for the flag to single a host out), and what separates them."""
+    s = np.asarray(list(dg_std), float)
+    s = s[np.isfinite(s)]
+    if s.size == 0 or n_high_variance < s.size:
+        return ""
+    return (
+        f"high_variance on every host: the smallest σ(ΔGH*) is {s.min():.2f} eV, above the run's threshold or "
+        "large against |ΔGH*|, so the flag singles out no host: rank by P(active) and send DFT by information "
+        "gain (`screen export --select bald`)"
+    )

@@ -31,7 +31,7 @@ from structures.common import InputError
 
 from .anchoring import class_offsets_text, site_class
 from .dgh import DGConfig, dg_anchor, dg_from_stats, dg_sigma_scale, h2_molecule, predict_energies
-from .flags import FlagConfig, dg_flags, order, structure_flags, to_booleans, to_string
+from .flags import FlagConfig, dg_flags, high_variance_note, order, structure_flags, to_booleans, to_string
 from .relax import RelaxConfig, relax_many, resolve_device
 from .stability import (
     StabilityConfig,
@@ -748,6 +748,10 @@ def _fault_lines(summary: RunSummary) -> list[str]:
     reasons = [f"{name} {int(df[f'flag_{name}'].sum())}" for name in FLAG_NAMES if df[f"flag_{name}"].any()]
     if reasons:
         lines.append("flagged hosts by reason: " + ", ".join(reasons))
+        finite = np.isfinite(df["dg"].to_numpy(float))
+        note = high_variance_note(int(df["flag_high_variance"].sum()), df["dg_std"].to_numpy(float)[finite])
+        if note:
+            lines.append(note)
     if summary.status_counts:
         known = [s for s in STATUSES if s in summary.status_counts]
         other = sorted(set(summary.status_counts) - set(STATUSES))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from screening.flags import (
@@ -94,3 +95,41 @@ def test_flag_strings_and_booleans():
     assert b["flag_high_variance"] and b["flag_nonfinite"] and not b["flag_h_desorbed"]
     with pytest.raises(ValueError):
         order(["made_up"])
+
+
+def test_flag_counts_over_stored_strings():
+    from screening.flags import counts
+
+    stored = ["high_variance,aggregates", "", None, "aggregates", "h_migrated,aggregates"]
+    assert (
+        counts(stored) == {"h_migrated": 1, "aggregates": 3, "high_variance": 1} and counts(["", None]) == {}
+    )
+    assert list(counts(stored)) == ["high_variance", "h_migrated", "aggregates"]  # FLAG_NAMES order
+
+
+def test_report_says_when_high_variance_singles_out_no_host():
+    import pandas as pd
+
+    from reports.html import flagged_text
+
+    df = pd.DataFrame(
+        {
+            "dg": [0.05, -0.6, 0.9, np.nan],
+            "dg_std": [0.30, 0.35, 0.41, np.nan],
+            "flags": ["high_variance", "high_variance,aggregates", "high_variance", "nonfinite"],
+        }
+    )
+    text = flagged_text(df, 4)
+    assert text.startswith("4 (high_variance 3, nonfinite 1, aggregates 1); high_variance on every host")
+    assert "the smallest σ(ΔGH*) is 0.30 eV" in text
+    df.loc[2, "flags"] = ""  # one finite host not flagged: the flag separates, no note
+    assert flagged_text(df, 3) == "3 (high_variance 2, nonfinite 1, aggregates 1)"
+    assert flagged_text(df.assign(flags=""), 0) == "0"
+
+
+def test_high_variance_note_only_when_the_flag_is_on_every_finite_host():
+    from screening.flags import high_variance_note
+
+    assert high_variance_note(2, [0.3, np.nan, 0.4]).startswith("high_variance on every host")
+    assert "0.30 eV" in high_variance_note(2, [0.3, np.inf, 0.4])
+    assert high_variance_note(1, [0.3, 0.4]) == "" and high_variance_note(0, []) == ""
