@@ -173,6 +173,22 @@ def _label_energies(labels_db: Path, keys: Sequence[str]) -> dict[str, dict[str,
     return out
 
 
+def h_neighbours_text(atoms, n: int = 2) -> str:
+    """' (H now 1.64 Å from Ru, 2.67 Å from C)': the adsorbed H's ``n`` nearest atoms (minimum image) in a
+    relaxed host+H structure, so a user can tell an H that moved to another sensible site from one squeezed
+    between two atoms; '' when there is no structure or no H."""
+    if atoms is None:
+        return ""
+    symbols = atoms.get_chemical_symbols()
+    h = [i for i, x in enumerate(symbols) if x == "H"]
+    if not h or len(atoms) < 2:
+        return ""
+    others = [i for i in range(len(atoms)) if i != h[-1]]
+    d = atoms.get_distances(h[-1], others, mic=bool(atoms.pbc.any()))
+    near = sorted(zip(d, others))[:n]
+    return " (H now " + ", ".join(f"{dist:.2f} Å from {symbols[i]}" for dist, i in near) + ")"
+
+
 def validate(
     db_path: str | os.PathLike,
     selected,
@@ -201,12 +217,14 @@ def validate(
     if echo is not None and not config.relax and "flags" in selected:
         from screening.bench_model import MAX_H_FORCE
 
+        h_states = {c.host: s.atoms for c in cands for s in c.states if s.kind == "host+H"}
         for _, r in selected.iterrows():
             moved = [f for f in ("h_migrated", "h_desorbed") if f in str(r["flags"]).split(",")]
             if moved:
+                where = h_neighbours_text(h_states.get(r["host"]))
                 echo(
-                    f"warning: {r['host']} H@{r['best_site']} is flagged {moved[0]}: a single point at that "
-                    "model geometry can sit far from any DFT minimum (the DFT benchmarks leave out a triple "
+                    f"warning: {r['host']} H@{r['best_site']} is flagged {moved[0]}{where}: a single point at "
+                    "that model geometry can sit far from any DFT minimum (the DFT benchmarks leave out a triple "
                     f"whose force on H exceeds {MAX_H_FORCE:g} eV/Å); --relax runs a short engine relaxation first"
                 )
     states: list[State] = []

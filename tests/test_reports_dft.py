@@ -4,6 +4,7 @@ with a cheap stand-in engine (EMT) plus a real GPAW run on tiny molecules (skipp
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -488,7 +489,27 @@ def test_validate_warns_when_the_chosen_site_moved(tmp_path, capsys):
     argv = ["validate", "--db", str(db_path), "--engine", "emt", "--select", "top:1"]
     assert main([*argv, "--labels", str(tmp_path / "labels.db"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert f"warning: {top['host']} H@{top['best_site']} is flagged h_migrated" in out and "--relax" in out
+    assert (
+        f"warning: {top['host']} H@{top['best_site']} is flagged h_migrated (H now " in out
+        and "--relax" in out
+    )
+    assert re.search(r"\(H now \d\.\d\d Å from [A-Z][a-z]?, \d\.\d\d Å from [A-Z][a-z]?\)", out)
+
+
+def test_h_neighbours_text_names_the_nearest_atoms_across_the_cell():
+    from ase import Atoms
+
+    from reports.validate import h_neighbours_text
+
+    # H 1.64 Å above a Ru, and a C at x = 9.5 Å in a 10 Å cell
+    a = Atoms(
+        "RuCH", positions=[[5, 5, 5], [9.5, 5, 5], [0.5, 5, 5]], cell=[10, 10, 10], pbc=[True, True, False]
+    )
+    a.positions[2] = [5, 5, 6.64]
+    assert h_neighbours_text(a) == " (H now 1.64 Å from Ru, 4.79 Å from C)"
+    a.positions[2] = [0.3, 5, 5]  # 0.8 Å from C through the boundary
+    assert h_neighbours_text(a, n=1) == " (H now 0.80 Å from C)"
+    assert h_neighbours_text(None) == "" and h_neighbours_text(Atoms("Ru")) == ""
 
 
 def test_validate_site_classes_labels_the_best_site_of_each_other_class(tmp_path, capsys):
