@@ -108,6 +108,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "refits are one training per DFT host each, minutes on a GPU",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-hosts",
+        type=int,
+        default=0,
+        help="train and anchor on a seeded random subset of this many DFT training hosts (--seed; default 0 = "
+        "all): points of a learning curve of the held-out error against the DFT budget (--seed also draws "
+        "the replay sample)",
+    )
     parser.add_argument("--no-sevenn", action="store_true", help="skip the SevenNet-0 column")
     parser.add_argument(
         "--no-loho",
@@ -122,6 +130,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training structures in each trained variant's Laplace Hessian and evidence (default 0 = all: a "
         "random 200 kept about half of the DFT frames and inflated the noise; session 14)",
     )
+
+
+def subset_hosts(hosts: list[str], n: int, seed: int) -> set[str]:
+    """A seeded random subset of ``n`` of ``hosts`` (``--train-hosts``); the same seed and list give the same
+    subset, and a larger ``n`` with the same seed does not always contain a smaller one's (each point of a
+    learning curve is its own draw; average over seeds)."""
+    import numpy as np
+
+    from structures.common import InputError
+
+    if not 1 <= n <= len(hosts):
+        raise InputError(
+            f"--train-hosts {n} not allowed; allowed: 1 to {len(hosts)} (the DFT training hosts), 0 = all"
+        )
+    return set(np.random.default_rng(seed).choice(sorted(hosts), size=n, replace=False).tolist())
 
 
 def _host_of(atoms) -> str:
@@ -418,6 +441,10 @@ def run(args: argparse.Namespace) -> int:
     sh = L.settings_hash(L.get_engine("gpaw"), L.get_preset(args.preset))
     train_frames = [a for a in L.labelled_frames(args.dft_db, "gpaw", sh) if _host_of(a) not in heldout]
     train_hosts = sorted({h for h in map(_host_of, train_frames) if "@" in h})
+    if args.train_hosts:
+        keep = subset_hosts(train_hosts, args.train_hosts, args.seed)
+        train_frames = [a for a in train_frames if _host_of(a) in keep or "@" not in _host_of(a)]  # H2 stays
+        train_hosts = sorted(keep)
     left_out: list[dict] = []
     triples = dft_triples(args.dft_db, sh, left_out=left_out)
     # one held-out triple per host: the model-relaxed (validate) geometry where one exists, so a host with a
@@ -429,6 +456,8 @@ def run(args: argparse.Namespace) -> int:
         if t.get("host") in heldout and (t.get("geometry") == "validate" or t.get("host") not in validated)
     ]
     fit_triples = [t for t in triples if t.get("host") not in heldout]
+    if args.train_hosts:
+        fit_triples = [t for t in fit_triples if t.get("host") in set(train_hosts)]
     n_struct = sum(len(a) > 2 for a in train_frames)
     if not test:
         raise InputError(
@@ -688,6 +717,7 @@ def run(args: argparse.Namespace) -> int:
         + (f" --trainable {args.trainable}" if args.trainable else "")
         + (" --no-loho" if args.no_loho else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
+        + (f" --train-hosts {args.train_hosts} --seed {args.seed}" if args.train_hosts else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
         + (
             f" --replay-energies {args.replay_energies} --replay-energy-weight {args.replay_energy_weight:g}"

@@ -763,3 +763,36 @@ def test_screen_with_a_site_class_anchoring_shifts_each_site_by_its_class(world,
         assert b.loc[host, "best_site_class"] == classes[b.loc[host, "best_site"]]
     assert main([*argv, "--site-classes", "--kappa-class", "-1"]) == 2
     assert "--kappa-class" in capsys.readouterr().err
+
+
+def test_anchor_bench_train_hosts_subsets_the_dft_training_hosts(world, tmp_path, monkeypatch, capsys):
+    """--train-hosts N: a learning-curve point; training frames and anchoring triples come from a seeded
+    subset of N DFT training hosts (H2 kept), the held-out triples are unchanged."""
+    from screening.bench_anchor import subset_hosts
+
+    tmp, post, db = world
+    monkeypatch.chdir(tmp_path)
+    base = ["bench", "anchor", "--model", post, "--dft-db", db, "--no-sevenn", "--samples", "4",
+            "--heldout", "Cu2@5Na", "--variants", "base,pair", "--no-loho"]  # fmt: skip
+    assert main(base) == 0
+    full = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    assert main([*base, "--train-hosts", "2", "--seed", "3"]) == 0
+    sub = json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())
+    keep = subset_hosts(["Cu2@4Na", "Ni2@4Na", "Ni2@5Na"], 2, 3)
+    assert {r["host"] for r in full["train"]} == {"Cu2@4Na", "Ni2@4Na", "Ni2@5Na"}
+    assert {r["host"] for r in sub["train"]} == keep
+    assert sub["n_train_frames"] == 2 * 2 + 1 and full["n_train_frames"] == 3 * 2 + 1  # host, host+H; H2
+    assert [r["name"] for r in sub["test"]] == [r["name"] for r in full["test"]]
+    assert "--train-hosts 2 --seed 3" in sub["command"]
+    assert main([*base, "--train-hosts", "4"]) == 2
+    assert "--train-hosts 4 not allowed; allowed: 1 to 3" in capsys.readouterr().err
+
+
+def test_subset_hosts_is_seeded_and_sized():
+    from screening.bench_anchor import subset_hosts
+
+    hosts = [f"M{i}2@4Na" for i in range(12)]
+    a = subset_hosts(hosts, 5, 0)
+    assert len(a) == 5 and a <= set(hosts) and a == subset_hosts(list(reversed(hosts)), 5, 0)
+    assert len({frozenset(subset_hosts(hosts, 5, s)) for s in range(6)}) > 1
+    assert subset_hosts(hosts, 12, 1) == set(hosts)

@@ -1,0 +1,91 @@
+"""Learning curve of the DFT-anchored model: held-out per-host ΔE_H MAE against the number of DFT training hosts.
+
+Issue 10 asks how far the DFT budget is from 0.15 eV. Twelfth measurement of docs/dft.md: 22 hosts tied 16.
+This runs ``screen bench anchor --variants replay --train-hosts N --seed S`` (v0.5's recipe on a seeded subset
+of N DFT training hosts) for every N and seed, each into its own BENCHMARKS.md section ``anchor_lc_N<N>_s<S>``,
+then prints the mean and spread of the per-host MAE over seeds for each N. A fine-tuning takes ~45 min on one
+CPU core and minutes on a GPU (``--device cuda``), so the full grid is a GPU job; ``table`` alone summarises
+whatever points exist.
+
+Usage:
+  python benchmarks/anchor_learning_curve.py run [--hosts 6,11,16,22] [--seeds 0,1,2] [--device cuda]
+  python benchmarks/anchor_learning_curve.py table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path("benchmarks/results")
+BASE = [
+    "screen", "bench", "anchor", "--model", "runs/v04_dft_site.pt", "--dft-db", "dft/labels.db",
+    "--preset", "pw500", "--heldout", "benchmarks/heldout_hosts.txt", "--variants", "replay", "--no-loho",
+    "--no-sevenn", "--replay", "runs/replay_s12/replay_refs.extxyz", "--replay-n", "300",
+    "--replay-energies", "references", "--pretrain-valid", "runs/replay_s12/pre_valid.extxyz",
+]  # fmt: skip
+
+
+def run(hosts: list[int], seeds: list[int], device: str) -> None:
+    """One fine-tuning per (N, seed) not already in benchmarks/results (resumable)."""
+    for n in hosts:
+        for s in seeds:
+            section = f"anchor_lc_N{n}_s{s}"
+            if (RESULTS / f"{section}.json").exists():
+                print(f"{section}: done")
+                continue
+            cmd = [*BASE, "--train-hosts", str(n), "--seed", str(s), "--device", device]
+            cmd += ["--out", f"runs/anchor_lc/N{n}_s{s}", "--section", section]
+            print(" ".join(cmd), flush=True)
+            subprocess.run(cmd, check=True)
+
+
+def table() -> list[dict]:
+    """Per N: seeds, mean / min / max of the held-out per-host MAE (eV) of the ``replay`` variant."""
+    by_n: dict[int, list[float]] = {}
+    for path in sorted(RESULTS.glob("anchor_lc_N*_s*.json")):
+        m = re.fullmatch(r"anchor_lc_N(\d+)_s(\d+)\.json", path.name)
+        if not m:
+            continue
+        hs = json.loads(path.read_text()).get("host_summary", {}).get("replay")
+        if hs:
+            by_n.setdefault(int(m.group(1)), []).append(float(hs["mae"]))
+    rows = [
+        {
+            "hosts": n,
+            "seeds": len(v),
+            "mae": float(np.mean(v)),
+            "min": float(np.min(v)),
+            "max": float(np.max(v)),
+        }
+        for n, v in sorted(by_n.items())
+    ]
+    print("| DFT training hosts | seeds | held-out per-host MAE (eV), mean | min–max |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['hosts']} | {r['seeds']} | {r['mae']:.3f} | {r['min']:.3f}–{r['max']:.3f} |")
+    if not rows:
+        print("(no anchor_lc_* results yet: `python benchmarks/anchor_learning_curve.py run`)")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--hosts", default="6,11,16,22")
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--device", default="cpu")
+    sub.add_parser("table")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run([int(x) for x in args.hosts.split(",")], [int(x) for x in args.seeds.split(",")], args.device)
+    table()
+
+
+if __name__ == "__main__":
+    main()
