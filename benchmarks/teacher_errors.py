@@ -5,8 +5,8 @@ carry their weights (SevenNet-0, SevenNet-l3i5, CHGNet 0.3.0: ``pip install chgn
 at the DFT geometries, their errors against DFT, and the shipped model's error on the same triples (from a
 ``screen bench anchor`` result file, variant ``base``). Prints per predictor the MAE, mean error and slope against
 DFT (below 1: the range of ΔE_H is compressed) on the held-out triples and on the others (hosts outside
-benchmarks/heldout_hosts.txt, which the DFT fine-tunings train on), the Pearson correlation between the errors of every two of them, and
-the MAE of the teachers' mean. A network fine-tuned on DFT whose held-out errors correlate strongly with its
+benchmarks/heldout_hosts.txt, which the DFT fine-tunings train on), the Pearson correlation between the errors
+of every two of them, and the MAE of the teachers' mean. A network fine-tuned on DFT whose held-out errors correlate strongly with its
 teacher's still carries the teacher's host-to-host pattern; a second teacher with uncorrelated errors is then
 worth pre-training on.
 
