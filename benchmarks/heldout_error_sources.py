@@ -33,8 +33,9 @@ def per_host_mae(rows: list[dict], key: str) -> float:
 def main(model_json: str, labels: str, settings_hash: str) -> None:
     card = json.load(open(model_json))
     rows = [r for r in card["dft"] if r["role"] == "held out" and r["geometry"] == "validate"]
-    force = {t["name"]: t["h_force"] for t in dft_triples(labels, settings_hash, max_h_force=float("inf"))}
-    rows = [{**r, "h_force": force[r["name"]]} for r in rows if r["name"] in force]
+    triples = {t["name"]: t for t in dft_triples(labels, settings_hash, max_h_force=float("inf"))}
+    keys = ("h_force", "host_fmax", "state_fmax")
+    rows = [{**r, **{k: triples[r["name"]][k] for k in keys}} for r in rows if r["name"] in triples]
     hosts = sorted({r["host"] for r in rows})
     print(
         f"{len(rows)} held-out structures of {len(hosts)} hosts (model {card['model']}, {card['model_hash'][:16]})"
@@ -57,6 +58,23 @@ def main(model_json: str, labels: str, settings_hash: str) -> None:
             out.append({**r, "corrected": r["model_de"] - offset})
         mae = np.mean([abs(r["corrected"] - r["dft_de"]) for r in out])
         print(f"   kappa {kappa}: structure MAE {mae:.3f}, per host {per_host_mae(out, 'corrected'):.3f} eV")
+    signed = np.array([r["model_de"] - r["dft_de"] for r in rows])
+    host_f = np.array([r["host_fmax"] for r in rows])
+    rho_a, rho_s = spearmanr(host_f, np.abs(signed)), spearmanr(host_f, signed)
+    print(
+        f"3. the largest DFT force on any atom of the host at the model geometry ({host_f.min():.2f}-"
+        f"{host_f.max():.2f} eV/Å) against |error|: Spearman {rho_a.statistic:+.2f} (p {rho_a.pvalue:.2f}); "
+        f"against the signed error: {rho_s.statistic:+.2f} (p {rho_s.pvalue:.2f})"
+    )
+    for cut in (4.0, 5.0, 6.0):
+        keep = host_f <= cut
+        if keep.any():
+            print(
+                f"   hosts with DFT force <= {cut:g} eV/Å: {int(keep.sum())} structures, MAE "
+                f"{np.abs(signed[keep]).mean():.3f}, mean error {signed[keep].mean():+.3f}; above: "
+                f"{int((~keep).sum())}, MAE {np.abs(signed[~keep]).mean() if (~keep).any() else float('nan'):.3f}, "
+                f"mean error {signed[~keep].mean() if (~keep).any() else float('nan'):+.3f}"
+            )
 
 
 if __name__ == "__main__":

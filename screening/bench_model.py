@@ -212,6 +212,17 @@ def h_force(row) -> float:
     return float(np.linalg.norm(np.asarray(forces)[numbers == 1], axis=1).max())
 
 
+def max_force(row) -> float:
+    """Largest DFT force (eV/Å) on any atom of a label row; nan without forces. At a model-relaxed geometry
+    it says how far that geometry is from a DFT minimum."""
+    import numpy as np
+
+    forces = row.get("forces")
+    if forces is None or len(forces) == 0:
+        return float("nan")
+    return float(np.linalg.norm(np.asarray(forces), axis=1).max())
+
+
 def dft_triples(
     db_path: str,
     settings_hash: str | None = None,
@@ -273,6 +284,8 @@ def dft_triples(
                     "dft_de": e[1] - e[0] - 0.5 * e[2],
                     "core_s": float(host.get("wall_s", 0) + r.get("wall_s", 0)),
                     "h_force": h_force(r),
+                    "host_fmax": max_force(host),  # the host geometry's distance from a DFT minimum
+                    "state_fmax": max_force(r),
                     "_id": max(host.id, r.id),
                 }
                 key = triple["name"] if geometry == "validate" else f"{triple['name']}/{sh}"

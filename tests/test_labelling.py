@@ -862,6 +862,9 @@ def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
     assert left_out[0]["h_force"] == pytest.approx(2.0 * MAX_H_FORCE)
     assert "Co2@6Na+H@top_M1 (10.0 eV/Å)" in left_out_note(left_out)
     assert len(dft_triples(str(db_path), sh, max_h_force=float("inf"))) == 2
+    # each triple says how far its host and its H* state are from a DFT minimum (largest force on any atom)
+    assert kept[0]["host_fmax"] == 0.0 and kept[0]["state_fmax"] == 0.0
+    assert left_out[0]["state_fmax"] == pytest.approx(2.0 * MAX_H_FORCE) and left_out[0]["host_fmax"] == 0.0
 
 
 class _DiesAfterCheckpoint:
