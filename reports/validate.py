@@ -179,8 +179,15 @@ def h_neighbours_text(atoms, n: int = 2) -> str:
     between two atoms; '' when there is no structure or no H."""
     if atoms is None:
         return ""
+    from structures import keys as SK
+
     symbols = atoms.get_chemical_symbols()
-    h = [i for i, x in enumerate(symbols) if x == "H"]
+    ads = atoms.info.get(SK.ADSORBATE_INDEX)  # the index the flags use; else the last H (add_h appends it)
+    h = (
+        [int(ads)]
+        if ads not in (None, "") and int(ads) >= 0
+        else [i for i, x in enumerate(symbols) if x == "H"]
+    )
     if not h or len(atoms) < 2:
         return ""
     others = [i for i in range(len(atoms)) if i != h[-1]]

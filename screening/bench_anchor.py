@@ -457,7 +457,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     fit_triples = [t for t in triples if t.get("host") not in heldout]
     if args.train_hosts:
-        fit_triples = [t for t in fit_triples if t.get("host") in set(train_hosts)]
+        fit_triples = [t for t in fit_triples if t.get("host") in keep]
     n_struct = sum(len(a) > 2 for a in train_frames)
     if not test:
         raise InputError(
