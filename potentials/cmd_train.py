@@ -114,6 +114,13 @@ def add_replay_arguments(parser: argparse.ArgumentParser, replay_help: str) -> N
         default=1.0,
         help="energy weight of the replayed energies, relative to the fine-tuning labels' (default 1)",
     )
+    parser.add_argument(
+        "--replay-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of each replayed frame (its forces and any replayed energy), relative to the "
+        "fine-tuning labels' (default 1; below 1 the teacher's forces pull less where they disagree)",
+    )
 
 
 def add_method_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             args.seed,
             energies=args.replay_energies,
             energy_weight=args.replay_energy_weight,
+            weight=args.replay_weight,
             **keys,
         )
         if args.replay

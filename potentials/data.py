@@ -508,6 +508,7 @@ def replay_frames(
     option: str = "--replay",
     energies: str = "none",
     energy_weight: float = 1.0,
+    weight: float = 1.0,
     **keys,
 ) -> list:
     """``n`` seeded structures of ``path`` (isolated atoms and H2 left out) marked ``energy_weight`` 0:
@@ -517,7 +518,11 @@ def replay_frames(
     ``energies="references"`` also replays the energies of the bulk-metal and pocket frames (all of them,
     on top of the ``n`` drawn from the rest; ``"all"``: of every frame), marked
     ``K.SHIFTED_ENERGY_WEIGHT`` = ``energy_weight``: the trainer moves them by its per-element E0 re-fit,
-    so formation energies, which no DFT label covers, keep the pre-training reference's values."""
+    so formation energies, which no DFT label covers, keep the pre-training reference's values.
+
+    ``weight``: the per-structure loss weight ``K.WEIGHT`` of every replayed frame (forces and any replayed
+    energy), relative to the fine-tuning labels' 1: below 1 the replayed teacher's forces pull less against
+    the labels' where the two disagree (e.g. the metal–metal forces of DFT and SevenNet-0, docs/dft.md)."""
     if n < 1:
         raise InputError(f"{option}-n {n} is not allowed; allowed: >= 1")
     if energies not in REPLAY_ENERGIES:
@@ -526,6 +531,8 @@ def replay_frames(
         )
     if energies != "none" and not energy_weight > 0:
         raise InputError(f"{option}-energy-weight {energy_weight} is not allowed; allowed: > 0")
+    if not weight > 0:
+        raise InputError(f"{option}-weight {weight} is not allowed; allowed: > 0")
     structures, _ = split_isolated(read_dataset(path, **keys))
     frames = [a for a in structures if len(a) > 2 or bool(np.asarray(a.pbc).any())]  # no H2
     if not frames:
@@ -537,6 +544,8 @@ def replay_frames(
     drawn = [rest[i] for i in idx]
     for a in refs + drawn:
         a.info[K.ENERGY_WEIGHT] = 0.0
+        if weight != 1.0:
+            a.info[K.WEIGHT] = float(weight)
     for a in refs + (drawn if energies == "all" else []):
         a.info[K.SHIFTED_ENERGY_WEIGHT] = float(energy_weight)
     return refs + drawn

@@ -488,6 +488,7 @@ def run(args: argparse.Namespace) -> int:
             "--replay",
             energies=args.replay_energies,
             energy_weight=args.replay_energy_weight,
+            weight=args.replay_weight,
         )
         if "replay" in variants
         else []
@@ -507,6 +508,8 @@ def run(args: argparse.Namespace) -> int:
         tag = f":{args.replay}:{len(replayed)}:{args.seed}" if variant == "replay" else ""
         if variant == "replay" and args.replay_energies != "none":  # forces-only keys stay as they were
             tag += f":{args.replay_energies}:{args.replay_energy_weight}"
+        if variant == "replay" and args.replay_weight != 1.0:  # default-weight keys stay as they were
+            tag += f":w{args.replay_weight}"
         tag += ":" + json.dumps(train_config.to_dict(), sort_keys=True)
         key = hashlib.sha1(f"{sh}:{','.join(hosts)}:{len(frames)}{tag}".encode()).hexdigest()[:10]
         return fit_posterior(
@@ -722,6 +725,11 @@ def run(args: argparse.Namespace) -> int:
         + (
             f" --replay-energies {args.replay_energies} --replay-energy-weight {args.replay_energy_weight:g}"
             if "replay" in variants and args.replay_energies != "none"
+            else ""
+        )
+        + (
+            f" --replay-weight {args.replay_weight:g}"
+            if "replay" in variants and args.replay_weight != 1.0
             else ""
         )
         + (

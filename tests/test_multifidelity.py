@@ -7,6 +7,7 @@ beat both the low-fidelity model alone and a model trained from scratch on those
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from potentials import checkpoint
@@ -458,3 +459,36 @@ def test_models_record_the_dft_hosts_they_were_trained_on(tmp_path, capsys):
     ]
     assert main([*argv, *lap]) == 0
     assert "trained on DFT labels of 1 host(s): Cu2@0Na" in capsys.readouterr().out
+
+
+def test_replay_weight_scales_the_replayed_frames_loss(tmp_path):
+    """--replay-weight w: every replayed frame carries the loss weight w, so its force residuals count w times
+    a label's in the MSE force term; w <= 0 is refused with the option named."""
+    import torch
+    from ase.io import write
+
+    from potentials import keys as K
+    from potentials.data import collate, replay_frames
+    from potentials.losses import LossConfig, compute_loss
+    from structures.common import InputError
+
+    frames = emt_low_fidelity(emt_dataset(6, seed=2, with_stress=False))
+    write(tmp_path / "replay.extxyz", frames)
+    replayed = replay_frames(tmp_path / "replay.extxyz", 3, 0, weight=0.25)
+    assert len(replayed) == 3 and all(
+        a.info[K.WEIGHT] == 0.25 and a.info[K.ENERGY_WEIGHT] == 0 for a in replayed
+    )
+    assert all(K.WEIGHT not in a.info for a in replay_frames(tmp_path / "replay.extxyz", 3, 0))
+    with pytest.raises(InputError, match="--replay-weight 0.0 is not allowed"):
+        replay_frames(tmp_path / "replay.extxyz", 3, 0, weight=0.0)
+    label, rep = frames[0], replayed[0]
+    batch = collate([label, rep], ["Cu", "Au"], 4.0, dtype=torch.float64)
+    n0 = len(label)
+    pred = {K.ENERGY: batch[K.ENERGY].clone(), K.FORCES: batch[K.FORCES].clone()}
+    pred[K.FORCES][:n0] += 1.0  # unit residual on every label component, 2 on the replayed frame's
+    pred[K.FORCES][n0:] += 2.0
+    cfg = LossConfig(kind="mse", energy_weight=1.0, force_weight=1.0)
+    _, parts = compute_loss(pred, batch, cfg)
+    n1 = len(rep)
+    expected = (n0 * 1.0 + 0.25 * n1 * 4.0) / (n0 + 0.25 * n1)
+    assert sum(v for k, v in parts.items() if "force" in k) == pytest.approx(expected, rel=1e-9), parts
