@@ -184,7 +184,32 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
             f"({stats['n_host']} hosts; on {stats['n_other_site']} DFT's lowest site is not the model's: "
             "`screen validate --site-classes` labels the best site of each binding class)"
         )
+    mm = mm_force_text(df)
+    if mm:
+        out["DFT force on the metal pair"] = mm
     return out
+
+
+def mm_force_text(df) -> str:
+    """One line on the DFT force along the metal–metal axis at the model geometries of the validated hosts
+    (``dft_mm_force_host``, ``dft_mm_force``: the larger in size of host and H*), or '' when none is stored."""
+    from .validate import MM_FORCE_NOTE
+
+    cols = [c for c in ("dft_mm_force_host", "dft_mm_force") if c in df]
+    if not cols:
+        return ""
+    f = np.abs(df[cols].to_numpy(float))
+    has = np.isfinite(f).any(axis=1)
+    if not has.any():
+        return ""
+    worst = np.nanmax(np.where(np.isfinite(f[has]), f[has], -np.inf), axis=1)
+    hosts = df["host"].to_numpy()[has]
+    big = worst > MM_FORCE_NOTE
+    return (
+        f"mean {worst.mean():.2f} eV/Å over {int(has.sum())} validated hosts (largest {worst.max():.2f}, "
+        f"{hosts[int(worst.argmax())]}); above {MM_FORCE_NOTE:g} eV/Å on {int(big.sum())}: there the model's "
+        "M–M distance is not DFT's and the single point carries that strain (docs/dft.md)"
+    )
 
 
 def render(

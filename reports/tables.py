@@ -26,7 +26,8 @@ from structures.common import InputError, atomic_write_text
 
 KT_300K = 8.617333262e-5 * 300.0  # eV, k_B T at 300 K (Nørskov 2005 uses 300 K)
 DFT_COLUMNS = ("dft_dg", "dft_de", "dft_engine", "dft_settings", "dft_relax", "dft_status", "dft_site",
-               "dft_wall_s", "dft_date", "dft_dg_host", "dft_site_host", "dft_host_classes")  # fmt: skip
+               "dft_wall_s", "dft_date", "dft_dg_host", "dft_site_host", "dft_host_classes", "dft_mm_force_host",
+               "dft_mm_force")  # fmt: skip
 #: columns of the ranking table, in order (those missing from a store are left out)
 TABLE_COLUMNS = (
     "rank", "host", "metal", "metal2", "motif", "n_N", "best_site", "best_site_class", "dg", "dg_std", "dg_std_epistemic",
@@ -156,7 +157,7 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     dft = read_dft_columns(db_path, df["id"].tolist())
     for c in DFT_COLUMNS:
         df[c] = [dft.get(int(i), {}).get(c) for i in df["id"]]
-    for c in ("dft_dg", "dft_de", "dft_wall_s", "dft_dg_host"):
+    for c in ("dft_dg", "dft_de", "dft_wall_s", "dft_dg_host", "dft_mm_force_host", "dft_mm_force"):
         df[c] = np.asarray([np.nan if v is None else float(v) for v in df[c]], dtype=float)
     return df
 

@@ -204,6 +204,10 @@ def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_p
         hh = rows[rows["site"] == r["best_site"]]["atoms"].iloc[0]
         want = _emt_energy(hh) - _emt_energy(host) - 0.5 * _emt_energy(h2) + r["correction"]
         assert r["dft_dg"] == pytest.approx(want, abs=1e-8)
+        # the engine's force along the M–M axis, on the host and on the H* state, is written back
+        for atoms, key in ((host, "dft_mm_force_host"), (hh, "dft_mm_force")):
+            want_f = _emt_mm_force(atoms)
+            assert r[key] == pytest.approx(want_f, abs=1e-8)
     n_labels = ase.db.connect(str(labels)).count()
     assert n_labels == 5  # 2 hosts, 2 H* states, the shared H2
     assert main(argv) == 0  # re-run: every single point is found in the label store
@@ -214,6 +218,40 @@ def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_p
     assert (out / "parity.png").exists() and (out / "calibration.svg").exists()
     assert "dft_dg" in (out / "ranking.csv").read_text().splitlines()[0]
     capsys.readouterr()
+
+
+def _emt_mm_force(atoms) -> float:
+    from ase.calculators.emt import EMT
+
+    from screening.mm_bond import bond_force, metal_pair_indices
+
+    a = atoms.copy()
+    a.calc = EMT()
+    i, j = metal_pair_indices(a)
+    return bond_force(a, a.get_forces(), i, j)
+
+
+def test_mm_force_note_names_the_direction_and_stays_quiet_below_the_threshold():
+    from reports.validate import MM_FORCE_NOTE, ValidationResult, mm_force_note, result_line
+
+    r = ValidationResult(host="Fe2@3Nd", dg_row_id=1, site="top_X0", dg_model=0.1, dg_std=0.3, status="ok")
+    r.dft_dg, r.mm_force_host, r.mm_force = -0.2, -5.06, 1.0
+    note = mm_force_note(r, "gpaw")
+    assert "gpaw pulls the metal pair together with 5.06 eV/Å (host)" in note
+    assert note in result_line(r, "gpaw")
+    import pandas as pd
+
+    from reports.html import mm_force_text
+
+    df = pd.DataFrame({"host": ["A", "B", "C"], "dft_mm_force_host": [-5.0, 1.0, np.nan],
+                       "dft_mm_force": [-4.0, -2.5, np.nan]})  # fmt: skip
+    text = mm_force_text(df)
+    assert "mean 3.75 eV/Å over 2 validated hosts (largest 5.00, A)" in text and "on 2:" in text
+    assert mm_force_text(df.drop(columns=["dft_mm_force_host", "dft_mm_force"])) == ""
+    r.mm_force_host, r.mm_force = 0.5, 3.2
+    assert "pushes the metal pair apart with 3.20 eV/Å (H*)" in mm_force_note(r, "gpaw")
+    r.mm_force_host, r.mm_force = MM_FORCE_NOTE * 0.9, float("nan")
+    assert mm_force_note(r, "gpaw") == "" and "metal pair" not in result_line(r, "gpaw")
 
 
 def test_validate_killed_half_way_keeps_the_finished_candidates_in_the_store(tmp_path, monkeypatch, capsys):

@@ -1,0 +1,74 @@
+"""The metal–metal bond of a dual-atom site as one coordinate: the reference's force along it, its stiffness,
+and what relaxing it would change in ΔE_H.
+
+``screen validate`` takes DFT single points at the model-relaxed geometries. There the largest DFT force is
+on a metal and along the M–M axis (docs/dft.md, thirteenth measurement): plane-wave PBE pulls the pair of
+Fe, Co, Ni, Ru, Rh, Ir, Os, Re or Mn together and pushes Au, Ag or Cu apart, by up to 7 eV/Å, where the
+SevenNet-0-taught model puts no force. Along that one coordinate d (Å):
+
+    f = −dE/dd = (F_j − F_i)·u / 2      (eV/Å; u the unit vector from metal i to metal j; f < 0: shorter)
+    K = d²E/dd²                         (eV/Å², a central difference of f with any ASE calculator)
+    E_relax ≈ −f² / (2K)                (eV; the energy relaxing d alone would release, harmonic)
+
+and ΔE_H = E(host+H) − E(host) − ½E(H2) at the model geometry moves by E_relax(host+H) − E_relax(host)
+when both relax along d. A full-coordinate first-order estimate (the model's surface tilted to the DFT
+forces) was tried first and diverged: with forces this large the tilt, not the model, sets the minimum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NON_METALS = ("H", "C", "N")
+
+
+def metal_pair_indices(atoms) -> tuple[int, int]:
+    """The two metal atoms of a dual-atom structure: ``pocket_indices`` when the structure carries them, else
+    the atoms that are not H, C or N. ValueError when there are not exactly two."""
+    from structures import keys as SK
+
+    raw = atoms.info.get(SK.POCKET_INDICES)
+    if raw not in (None, ""):
+        idx = [int(i) for i in str(raw).split(",") if i != ""]
+        return idx[0], idx[1]
+    metals = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s not in NON_METALS]
+    if len(metals) != 2:
+        raise ValueError(f"{atoms.get_chemical_formula()}: {len(metals)} metal atoms; a dual-atom site has 2")
+    return metals[0], metals[1]
+
+
+def _axis(atoms, i: int, j: int) -> np.ndarray:
+    v = atoms.get_distance(i, j, mic=bool(atoms.pbc.any()), vector=True)
+    return v / np.linalg.norm(v)
+
+
+def bond_force(atoms, forces: np.ndarray, i: int, j: int) -> float:
+    """f = −dE/dd (eV/Å) from the forces (N, 3) eV/Å on atoms i and j; negative: the bond wants to shorten."""
+    u = _axis(atoms, i, j)
+    f = np.asarray(forces, dtype=float)
+    return float((f[j] - f[i]) @ u / 2.0)
+
+
+def bond_stiffness(atoms, calc, i: int, j: int, h: float = 0.02) -> float:
+    """K = d²E/dd² (eV/Å²) of ``calc`` by a central difference of :func:`bond_force` over ±h/2 Å per atom."""
+    u = _axis(atoms, i, j)
+    fs = []
+    for s in (1.0, -1.0):
+        a = atoms.copy()
+        a.positions[j] += s * h / 2 * u
+        a.positions[i] -= s * h / 2 * u
+        a.calc = calc
+        fs.append(bond_force(a, a.get_forces(), i, j))
+    return -(fs[0] - fs[1]) / (2 * h)
+
+
+def bond_relaxation_energy(f: float, k: float) -> float:
+    """−f²/(2K) eV: the harmonic energy released by relaxing the bond; nan when K ≤ 0 (no minimum)."""
+    return -(f * f) / (2.0 * k) if k > 0 else math.nan
+
+
+def delta_e_h_shift(f_host: float, k_host: float, f_state: float, k_state: float) -> float:
+    """Change of ΔE_H (eV) when host and host+H both relax their M–M bond: E_relax(H*) − E_relax(host)."""
+    return bond_relaxation_energy(f_state, k_state) - bond_relaxation_energy(f_host, k_host)
