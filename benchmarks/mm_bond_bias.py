@@ -5,10 +5,11 @@ For every structure that ``screen validate`` labelled with plane-wave DFT (setti
 shipped model's relaxed geometry, with :mod:`screening.mm_bond`:
 
 1. the DFT force along the M–M axis against each model's (``--model``, several allowed) at the same geometry,
-   per role (a host the model trained on / held out);
+   per role: a host the shipped model trained on, one DFT-labelled since (later candidates trained on it), or
+   one of the held-out list (no model trained on it);
 2. the bond stiffness K of the shipped model and of SevenNet-0 (central differences), and DFT's own where a
-   finite-difference DFT point along the bond exists (``--fd-db``: a label store holding the host with the
-   pair moved together, ``info['fd_of']`` naming the host and ``info['fd_dd']`` the change of d in Å);
+   finite-difference DFT point along the bond exists (``--fd-db``: a label store holding a validated host
+   with its metal pair moved along the bond, labelled with ``screen label --in``);
 3. the harmonic shift of DFT ΔE_H if host and H* relaxed along the bond, and the shipped model's held-out
    errors against the DFT ΔE_H moved by it: does a biased truth explain the errors?
 
@@ -33,22 +34,26 @@ SETTINGS = "8105ed16eae5"
 
 
 def fd_stiffness(fd_db: str | None, hosts: dict) -> dict[str, dict]:
-    """DFT K (eV/Å²) and the energy check of each finite-difference point in ``fd_db`` against its host's
-    single point: ΔE(DFT) vs the trapezoid −½(f0 + f1)·Δd of the two bond forces."""
+    """DFT K (eV/Å²) and the energy check of each finite-difference point in ``fd_db`` (a label store of
+    the same settings holding a validated host, row key ``host``, with only its metal pair moved along the
+    M–M axis): ΔE(DFT) vs the trapezoid −½(f0 + f1)·Δd of the two bond forces and vs first order −f0·Δd."""
     if not fd_db or not os.path.exists(fd_db):
         return {}
     import ase.db
 
     out = {}
-    for r in ase.db.connect(fd_db).select(converged=True):
-        host = r.get("fd_of")
-        if host not in hosts:
+    for r in ase.db.connect(fd_db).select(converged=True, settings_hash=SETTINGS):
+        a0 = hosts.get(r.get("host"))
+        if a0 is None:
             continue
-        a0, a1 = hosts[host], r.toatoms()
+        a1 = r.toatoms()
         i, j = metal_pair_indices(a0)
+        others = [k for k in range(len(a0)) if k not in (i, j)]
+        if len(a1) != len(a0) or np.abs(a1.positions[others] - a0.positions[others]).max() > 1e-6:
+            continue  # not a move of the metal pair alone
+        dd = float(a1.get_distance(i, j, mic=True) - a0.get_distance(i, j, mic=True))
         f0, f1 = bond_force(a0, a0.get_forces(), i, j), bond_force(a1, a1.get_forces(), i, j)
-        dd = float(r.get("fd_dd"))
-        out[host] = {
+        out[r.get("host")] = {
             "dd": dd,
             "f0": f0,
             "f1": f1,
@@ -56,6 +61,7 @@ def fd_stiffness(fd_db: str | None, hosts: dict) -> dict[str, dict]:
             "dE": float(r.energy - a0.get_potential_energy()),
             "dE_trapezoid": -0.5 * (f0 + f1) * dd,
             "dE_first_order": -f0 * dd,
+            "wall_s": float(r.get("wall_s", 0.0)),
         }
     return out
 
@@ -66,6 +72,11 @@ def main() -> None:
     p.add_argument("--card", default="benchmarks/results/model.json", help="the shipped model's card JSON")
     p.add_argument("--labels", default="dft/labels.db")
     p.add_argument("--fd-db", default="dft/mm_check.db")
+    p.add_argument(
+        "--heldout",
+        default="benchmarks/heldout_hosts.txt",
+        help="hosts no model trained on (the held-out list)",
+    )
     p.add_argument("--out", default="benchmarks/results/mm_bond.json")
     args = p.parse_args()
     import torch
@@ -80,7 +91,15 @@ def main() -> None:
     calcs = {k: BayesianCalculator(v) for k, v in models.items()}
     sevenn = sevenn_calculator()
     card = json.load(open(args.card))
-    role = {r["host"]: r["role"] for r in card["dft"]}
+    heldout = set(open(args.heldout).read().split()) if args.heldout else set()
+    # held out: never trained by any model (the list); trained on: the shipped model's DFT training hosts;
+    # labelled since: the other never-trained hosts of the card, which later candidates trained on
+    role = {
+        r["host"]: "held out"
+        if r["host"] in heldout
+        else ("trained on" if r["role"] == "trained on" else "labelled since")
+        for r in card["dft"]
+    }
     triples = [
         t for t in dft_triples(args.labels, SETTINGS, max_h_force=float("inf")) if t["geometry"] == "validate"
     ]
@@ -115,7 +134,7 @@ def main() -> None:
     ratio = [v["K"] / structures[h]["K_model"] for h, v in fd.items()]  # DFT K over the shipped model's
 
     force_table = {}
-    for r_name in ("trained on", "held out"):
+    for r_name in ("trained on", "labelled since", "held out"):
         for kind in ("host", "host+H"):
             s = [v for v in structures.values() if v["role"] == r_name and v["kind"] == kind]
             if not s:
