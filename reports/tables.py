@@ -32,7 +32,7 @@ DFT_COLUMNS = ("dft_dg", "dft_de", "dft_engine", "dft_settings", "dft_relax", "d
 TABLE_COLUMNS = (
     "rank", "host", "metal", "metal2", "motif", "n_N", "best_site", "best_site_class", "dg", "dg_std", "dg_std_epistemic",
     "dg_std_aleatoric", "p_active", "log_i0", "log_i0_expected", "site_agreement", "e_form", "e_form_std",
-    "flags", "converged", "dft_dg", "dft_dg_host", "dft_site_host", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
+    "flags", "converged", "dft_dg", "dft_dg_host", "dft_site_host", "dft_mm_force_host", "dft_mm_force", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
     "code_version", "id",
 )  # fmt: skip
 SELECTION_HELP = "uncertain, bald, bald:per-metal, random, random:per-metal, top:N, id:HOST[,HOST] or all"

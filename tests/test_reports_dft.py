@@ -216,7 +216,8 @@ def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_p
     out = tmp_path / "report"
     assert main(["report", "--db", str(results_db), "--out", str(out)]) == 0
     assert (out / "parity.png").exists() and (out / "calibration.svg").exists()
-    assert "dft_dg" in (out / "ranking.csv").read_text().splitlines()[0]
+    header = (out / "ranking.csv").read_text().splitlines()[0].split(",")
+    assert {"dft_dg", "dft_mm_force_host", "dft_mm_force"} <= set(header)
     capsys.readouterr()
 
 
