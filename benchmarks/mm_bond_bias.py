@@ -29,8 +29,14 @@ import numpy as np
 from screening.bench_anchor import host_level
 from screening.bench_model import dft_triples, sevenn_calculator
 from screening.mm_bond import bond_force, bond_stiffness, delta_e_h_shift, metal_pair_indices
+from structures.common import read_host_list
 
 SETTINGS = "8105ed16eae5"
+
+
+def _host_mae(rows: list[dict], key: str) -> float:
+    """Per-host MAE (eV) of ``key`` against ``dft_de`` (:func:`screening.bench_anchor.host_level`)."""
+    return host_level(rows, [key])[0][key]["mae"]
 
 
 def fd_stiffness(fd_db: str | None, hosts: dict) -> dict[str, dict]:
@@ -91,7 +97,7 @@ def main() -> None:
     calcs = {k: BayesianCalculator(v) for k, v in models.items()}
     sevenn = sevenn_calculator()
     card = json.load(open(args.card))
-    heldout = set(open(args.heldout).read().split()) if args.heldout else set()
+    heldout = set(read_host_list(args.heldout)) if args.heldout else set()
     # held out: never trained by any model (the list); trained on: the shipped model's DFT training hosts;
     # labelled since: the other never-trained hosts of the card, which later candidates trained on
     role = {
@@ -189,10 +195,10 @@ def main() -> None:
             "pearson_error_vs_shift": float(np.corrcoef(err, -sh)[0, 1]),
             "structure_mae": float(np.abs(err).mean()),
             "structure_mae_shifted": float(np.abs(err_s).mean()),
-            "host_mae": host_level(rows, ["model_de"])[0]["model_de"]["mae"],
-            "host_mae_shifted": host_level(shifted, ["model_de"])[0]["model_de"]["mae"],
-            "sevenn_host_mae": host_level(rows, ["sevenn_de"])[0]["sevenn_de"]["mae"],
-            "sevenn_host_mae_shifted": host_level(shifted, ["sevenn_de"])[0]["sevenn_de"]["mae"],
+            "host_mae": _host_mae(rows, "model_de"),
+            "host_mae_shifted": _host_mae(shifted, "model_de"),
+            "sevenn_host_mae": _host_mae(rows, "sevenn_de"),
+            "sevenn_host_mae_shifted": _host_mae(shifted, "sevenn_de"),
             "per_structure": {r["name"]: r["shift"] for r in shifted},
         }
     result = {

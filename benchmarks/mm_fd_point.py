@@ -18,7 +18,7 @@ import sys
 import ase.io
 
 from screening.bench_model import dft_triples
-from screening.mm_bond import metal_pair_indices
+from screening.mm_bond import metal_pair_indices, stretch_pair
 
 
 def main(host: str, dd: float, out: str, labels: str = "dft/labels.db") -> None:
@@ -29,13 +29,8 @@ def main(host: str, dd: float, out: str, labels: str = "dft/labels.db") -> None:
     }
     if host not in hosts:
         sys.exit(f"mm_fd_point: no validated host {host!r} in {labels}; allowed: {', '.join(sorted(hosts))}")
-    a = hosts[host].copy()
-    a.calc = None
-    i, j = metal_pair_indices(a)
-    u = a.get_distance(i, j, mic=True, vector=True)
-    u /= (u**2).sum() ** 0.5
-    a.positions[j] += dd / 2 * u
-    a.positions[i] -= dd / 2 * u
+    i, j = metal_pair_indices(hosts[host])
+    a = stretch_pair(hosts[host], i, j, dd)
     a.info = {"name": f"{host}/mm{dd:+.2f}", "host": host}
     ase.io.write(out, a)
     print(

@@ -202,7 +202,7 @@ def mm_force_text(df) -> str:
     has = np.isfinite(f).any(axis=1)
     if not has.any():
         return ""
-    worst = np.nanmax(np.where(np.isfinite(f[has]), f[has], -np.inf), axis=1)
+    worst = np.nanmax(f[has], axis=1)  # each kept row has a finite value
     hosts = df["host"].to_numpy()[has]
     big = worst > MM_FORCE_NOTE
     return (

@@ -25,14 +25,14 @@ NON_METALS = ("H", "C", "N")
 
 
 def metal_pair_indices(atoms) -> tuple[int, int]:
-    """The two metal atoms of a dual-atom structure: ``pocket_indices`` when the structure carries them, else
-    the atoms that are not H, C or N. ValueError when there are not exactly two."""
-    from structures import keys as SK
+    """The two metal atoms of a dual-atom structure: those of its pocket record (``pocket_indices``, read by
+    :func:`screening.flags._pocket`) when it carries one, else the atoms that are not H, C or N. ValueError
+    when there are not exactly two."""
+    from .flags import _pocket
 
-    raw = atoms.info.get(SK.POCKET_INDICES)
-    if raw not in (None, ""):
-        idx = [int(i) for i in str(raw).split(",") if i != ""]
-        return idx[0], idx[1]
+    pocket = _pocket(atoms)
+    if pocket is not None:
+        return pocket[0], pocket[1]
     metals = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s not in NON_METALS]
     if len(metals) != 2:
         raise ValueError(f"{atoms.get_chemical_formula()}: {len(metals)} metal atoms; a dual-atom site has 2")
@@ -51,14 +51,23 @@ def bond_force(atoms, forces: np.ndarray, i: int, j: int) -> float:
     return float((f[j] - f[i]) @ u / 2.0)
 
 
-def bond_stiffness(atoms, calc, i: int, j: int, h: float = 0.02) -> float:
-    """K = d²E/dd² (eV/Å²) of ``calc`` by a central difference of :func:`bond_force` over ±h/2 Å per atom."""
+def stretch_pair(atoms, i: int, j: int, dd: float):
+    """A copy of ``atoms`` (no calculator) with metals i and j each moved dd/2 Å along their axis, so their
+    distance changes by dd Å (negative: closer); every other atom stays."""
     u = _axis(atoms, i, j)
+    a = atoms.copy()
+    a.calc = None
+    a.positions[j] += dd / 2 * u
+    a.positions[i] -= dd / 2 * u
+    return a
+
+
+def bond_stiffness(atoms, calc, i: int, j: int, h: float = 0.02) -> float:
+    """K = d²E/dd² (eV/Å²) of ``calc`` by a central difference of :func:`bond_force` over d ± h Å (each metal
+    moved h/2)."""
     fs = []
-    for s in (1.0, -1.0):
-        a = atoms.copy()
-        a.positions[j] += s * h / 2 * u
-        a.positions[i] -= s * h / 2 * u
+    for dd in (h, -h):
+        a = stretch_pair(atoms, i, j, dd)
         a.calc = calc
         fs.append(bond_force(a, a.get_forces(), i, j))
     return -(fs[0] - fs[1]) / (2 * h)
