@@ -135,6 +135,8 @@ screen train --data runs/d5/train_v5.extxyz --valid runs/d2/valid_all.extxyz --p
 #     measurement), and its σ is the Laplace
 #     σ fitted on the DFT + replay frames (no leave-one-host-out σ: 16 refits, ~9 CPU-hours, minutes each with
 #     --device cuda), and the example report's DFT parity needs labels at its own geometries.
+#     On a fresh machine runs/ is empty: benchmarks/data/replay/ holds the sets regenerated in session 19
+#     (not bit-identical to these; its README says how they were made and what moved).
 python benchmarks/make_replay_sets.py runs/screen4/results.db runs/replay_s12
 screen bench anchor --model potentials/models/default.pt --dft-db dft/labels.db --preset pw500 \
   --heldout benchmarks/heldout_hosts.txt --variants base,pair,site-pair,finetune,replay,scratch --no-loho \
