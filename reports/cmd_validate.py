@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--relax", action="store_true", help="short engine relaxation (BFGS) before the single point"
     )
+    parser.add_argument(
+        "--bond-line",
+        action="store_true",
+        help="one more single point of host and host+H* each, the metal pair moved toward the engine's bond "
+        "minimum (step f/30 eV/Å², at most 0.15 Å): the bond stiffness and ΔGH* with the M–M bond "
+        "relaxed (dft_dg_bond), at twice the DFT cost",
+    )
     parser.add_argument("--steps", type=int, default=30, help="BFGS steps of --relax (default 30)")
     parser.add_argument(
         "--fmax", type=float, default=0.05, help="force criterion of --relax, eV/Å (default 0.05)"
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         reuse_only=args.reuse_only,
         site_classes=classes,
+        bond_line=args.bond_line,
     )
     table = rank(load_table(args.db, args.model_hash, args.settings_hash))
     exclude = list(read_host_list(args.exclude_hosts, "--exclude-hosts")) if args.exclude_hosts else []
@@ -125,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: --select names {n_named} hosts; --max {limit} keeps the first {limit}", flush=True)
     print(
         f"validating {len(chosen)} candidate(s) with {args.engine} "
-        f"({args.preset}{', relax' if args.relax else ''}): "
+        f"({args.preset}{', relax' if args.relax else ''}{', bond line' if args.bond_line else ''}): "
         f"{', '.join(chosen['host'])}; labels -> {labels}",
         flush=True,
     )

@@ -23,7 +23,10 @@ that site, and the binding classes those sites cover ("metal,N"). ΔGH* of a hos
 the screen found the right site; with one binding class labelled, ``dft_dg_host`` is an upper bound.
 ``dft_mm_force_host`` / ``dft_mm_force`` (eV/Å): the engine's force along the metal–metal axis on the host and
 on the H* state (negative: the pair wants to be closer; :mod:`screening.mm_bond`), which says how far the
-model's pair geometry is from the engine's.
+model's pair geometry is from the engine's. With ``bond_line``, host and host+H* each get one more single
+point with the pair moved toward the engine's bond minimum (:func:`screening.mm_bond.line_step`); the two
+points give the bond stiffness (``dft_mm_k_host`` / ``dft_mm_k``, eV/Å²) and ΔGH* with the M–M
+bond relaxed in both states (``dft_dg_bond``; ``dft_bond_status`` ok or what is missing).
 """
 
 from __future__ import annotations
@@ -51,7 +54,11 @@ class ValidateConfig:
     site_classes: also label, per selected host, the model's lowest H* state of each of these binding
     classes (``metal``, ``N``, ``C``: :func:`screening.anchoring.site_class`) besides the best site, so the
     DFT ΔGH* of a host is a minimum over sites of every class and a class-dependent error can be fitted
-    (``screen anchor --site-classes``); the ΔG row keeps the best site's DFT value."""
+    (``screen anchor --site-classes``); the ΔG row keeps the best site's DFT value. bond_line: one more
+    single point per host and host+H* along the metal–metal axis, and ΔGH* with that bond relaxed (the
+    minimum of the cubic through both points, :func:`screening.mm_bond.line_minimum`): the model's pair
+    geometry is the largest strain in a single point at its geometry (docs/dft.md, thirteenth measurement),
+    at twice the DFT cost rather than the ~30x of ``relax``."""
 
     engine: str = "gpaw"
     preset: str = "pw500"
@@ -61,6 +68,7 @@ class ValidateConfig:
     workers: int = 1
     reuse_only: bool = False
     site_classes: tuple[str, ...] = ()
+    bond_line: bool = False
 
 
 @dataclass
@@ -83,6 +91,12 @@ class ValidationResult:
     error: str = ""
     mm_force_host: float = float("nan")
     mm_force: float = float("nan")
+    dft_dg_bond: float = float("nan")
+    mm_k_host: float = float("nan")
+    mm_k: float = float("nan")
+    bond_status: str = (
+        ""  # "" (no bond line asked), "pending" (its labels not all done), "ok", or what failed
+    )
 
 
 def default_labels_db(db_path: str | os.PathLike) -> Path:
@@ -224,6 +238,10 @@ def validate(
 
     if config.reuse_only and config.relax:
         raise InputError("--reuse-only attaches finished labels; it cannot --relax")
+    if config.bond_line and config.relax:
+        raise InputError(
+            "--bond-line moves the metal pair of the model's geometry; --relax relaxes every atom: use one"
+        )
     check_database(db_path, writable=True)  # a read-only store fails now, not after hours of DFT
     eng = L.get_engine(config.engine)
     settings = settings if settings is not None else L.get_preset(config.preset)
@@ -271,8 +289,17 @@ def validate(
     keys = L.label_structures(batch, eng, settings, db_path=labels_db, progress=False, max_labels=0).keys
     key_of = dict(zip(order, keys))
 
+    line: dict[str, tuple[Any, float, float, int, int]] = {}  # bond line: folder -> (moved, f0, step, i, j)
+    line_built: list[bool] = []  # set once the second points exist (the first pass's write-backs wait)
+
     def result(c: Candidate, got: dict[str, dict[str, Any]]) -> ValidationResult:
-        return _candidate_result(c, got, key_of, structures, extra, relax_info)
+        res = _candidate_result(c, got, key_of, structures, extra, relax_info)
+        if config.bond_line:
+            if line_built:
+                _bond_line_result(res, c, got, key_of, line)
+            else:
+                res.bond_status = "pending"
+        return res
 
     # every label a candidate's result reads: its host, host+H* and H2, and its host's site-class states
     needs = {
@@ -306,6 +333,33 @@ def validate(
             on_row=attach,
         )
     got = _label_energies(labels_db, keys)
+    if config.bond_line:  # second pass: the pair moved along its axis, from the first pass's DFT forces
+        line.update(bond_line_structures(cands, structures, got, key_of))
+        line_built.append(True)
+        moved = list(line)
+        batch2 = [line[f][0] for f in moved]
+        keys2 = L.label_structures(
+            batch2, eng, settings, db_path=labels_db, progress=False, max_labels=0
+        ).keys
+        key_of.update({f"{f}#bond": k for f, k in zip(moved, keys2)})
+        for c in cands:
+            needs[c.host] |= {key_of[f"{s.folder}#bond"] for s in c.states if s.folder in line}
+        if batch2 and not config.reuse_only:
+            if echo is not None:
+                echo(
+                    f"bond line: {len(batch2)} single point(s) with the metal pair moved toward {eng.name}'s minimum"
+                )
+            L.label_structures(
+                batch2,
+                eng,
+                settings,
+                db_path=labels_db,
+                workers=config.workers,
+                progress=progress,
+                log_dir=log_dir,
+                on_row=attach,
+            )
+        got = _label_energies(labels_db, [*keys, *keys2])
     results = [result(c, got) for c in cands]
     # --reuse-only: a row with no label at all is left as it is; one with labels at other sites only is "partial"
     done = [r for r in results if not (config.reuse_only and r.status == "error")]
@@ -329,7 +383,7 @@ def result_line(r: ValidationResult, engine: str, reuse_only: bool = False) -> s
                 f"; DFT's lowest labelled site is {r.dft_site_host}: {r.dft_dg_host:+.3f} eV "
                 f"(classes {r.dft_host_classes})"
             )
-        return line + mm_force_note(r, engine)
+        return line + mm_force_note(r, engine) + bond_line_note(r, engine)
     if r.status == "partial":
         return (
             f"{r.host} ({r.site}): no DFT at the model's site ({r.error}); DFT's lowest labelled site is "
@@ -350,9 +404,25 @@ def mm_force_note(r: ValidationResult, engine: str) -> str:
         return ""
     v, kind = max(big, key=lambda t: abs(t[0]))
     way = "pulls the metal pair together" if v < 0 else "pushes the metal pair apart"
+    return f"; {engine} {way} with {abs(v):.2f} eV/Å ({kind}): the model's M–M distance is not {engine}'s" + (
+        "" if r.bond_status else " (--bond-line relaxes that bond, --relax every atom)"
+    )
+
+
+def bond_line_note(r: ValidationResult, engine: str) -> str:
+    """'; M–M bond relaxed: gpaw −1.150 eV (−0.062), K 26 / 31 eV/Å²' for a validation with a bond line, what is
+    missing when it failed, '' without one."""
+    import math
+
+    if not r.bond_status:
+        return ""
+    if r.bond_status == "pending":
+        return "; bond line: its single points are not in the label store"
+    if r.bond_status != "ok" or not math.isfinite(r.dft_dg):
+        return f"; bond line: {r.bond_status}"
     return (
-        f"; {engine} {way} with {abs(v):.2f} eV/Å ({kind}): the model's M–M distance is not {engine}'s "
-        "(--relax for the engine's geometry)"
+        f"; M–M bond relaxed: {engine} {r.dft_dg_bond:+.3f} eV ({r.dft_dg_bond - r.dft_dg:+.3f}), "
+        f"K {r.mm_k_host:.0f} (host) / {r.mm_k:.0f} (H*) eV/Å²"
     )
 
 
@@ -414,6 +484,83 @@ def _candidate_result(
     return res
 
 
+def bond_line_structures(
+    cands: Sequence[Candidate],
+    structures: dict[str, Any],
+    got: dict[str, dict[str, Any]],
+    key_of: dict[str, str],
+) -> dict[str, tuple[Any, float, float, int, int]]:
+    """The second points of the bond lines: {folder: (structure, f0 eV/Å, step Å, i, j)} for every host and
+    host+H* whose first single point converged with forces, the metal pair (i, j) moved by
+    :func:`screening.mm_bond.line_step` of its engine force f0. Deterministic in the stored forces, so a
+    re-run finds the same structures (and their labels) again."""
+    from screening.mm_bond import bond_force, line_step, metal_pair_indices, stretch_pair
+
+    out: dict[str, tuple[Any, float, float, int, int]] = {}
+    for c in cands:
+        for s in c.states:
+            lab = got.get(key_of[s.folder], {})
+            if s.kind not in ("host", "host+H") or lab.get("forces") is None:
+                continue
+            atoms = structures[s.folder]
+            try:
+                i, j = metal_pair_indices(atoms)
+            except ValueError:
+                continue
+            f0 = bond_force(atoms, lab["forces"], i, j)
+            step = line_step(f0)
+            if step == 0.0:
+                continue
+            moved = stretch_pair(atoms, i, j, step)
+            moved.info.update(frame="dft_bond_line", bond_step=step)
+            out[s.folder] = (moved, f0, step, i, j)
+    return out
+
+
+def _bond_line_result(
+    res: ValidationResult,
+    c: Candidate,
+    got: dict[str, dict[str, Any]],
+    key_of: dict[str, str],
+    line: dict[str, tuple[Any, float, float, int, int]],
+) -> None:
+    """Fill ``res``'s bond-line fields from the labels ``got``: the minimum of host and host+H*
+    along the M–M axis (:func:`screening.mm_bond.line_minimum`) and ΔGH* between them."""
+    from screening.mm_bond import bond_force, line_minimum
+
+    minima, stiffness = {}, {}
+    for s in c.states:
+        if s.kind == "H2":
+            continue
+        lab0 = got.get(key_of[s.folder], {})
+        if not lab0.get("converged"):
+            res.bond_status = "pending" if not lab0 else f"no bond line ({s.kind} unconverged)"
+            return
+        if s.folder not in line:
+            res.bond_status = f"no bond line ({s.kind}: no metal pair or no forces)"
+            return
+        lab1 = got.get(key_of.get(f"{s.folder}#bond", ""), {})
+        if not lab1:
+            res.bond_status = "pending"
+            return
+        if not lab1.get("converged"):
+            res.bond_status = f"{s.kind} bond point {lab1.get('status', 'unconverged')}"
+            return
+        moved, f0, step, i, j = line[s.folder]
+        f1 = bond_force(moved, lab1["forces"], i, j)
+        minima[s.kind], stiffness[s.kind] = line_minimum(lab0["energy"], f0, lab1["energy"], f1, step)
+    res.mm_k_host, res.mm_k = stiffness["host"], stiffness["host+H"]
+    h2 = got.get(key_of[c.states[-1].folder], {})
+    if not all(np.isfinite(v) for v in minima.values()):
+        res.bond_status = "no energy minimum along the bond within 0.6 Å"
+        return
+    if not h2.get("converged"):
+        res.bond_status = "pending"
+        return
+    res.dft_dg_bond = minima["host+H"] - minima["host"] - 0.5 * h2["energy"] + c.correction
+    res.bond_status = "ok"
+
+
 def _mm_force(atoms, forces) -> float:
     """The engine's force along the metal–metal axis (eV/Å, :func:`screening.mm_bond.bond_force`; negative:
     the pair wants to be closer) of a labelled structure; nan without forces or a metal pair."""
@@ -464,6 +611,11 @@ def write_back(
                 if np.isfinite(v):
                     kv[key] = float(v)
             stale: list[str] = []  # keys of an earlier validation that this one no longer supports
+            if r.bond_status not in ("", "pending"):  # a bond line was asked for and has its answer
+                kv["dft_bond_status"] = r.bond_status
+                bond = {"dft_dg_bond": r.dft_dg_bond, "dft_mm_k_host": r.mm_k_host, "dft_mm_k": r.mm_k}
+                kv.update({k: float(v) for k, v in bond.items() if np.isfinite(v)})
+                stale += [k for k, v in bond.items() if not np.isfinite(v)]
             if np.isfinite(r.dft_dg):
                 kv.update(dft_dg=float(r.dft_dg), dft_de=float(r.dft_de))
             else:

@@ -45,6 +45,7 @@ EXTRA_KEYS = (
     "source",
     "source_file",
     "ionic_step",
+    "bond_step",  # Å the metal pair was moved by a bond line (`screen validate --bond-line`)
 )
 
 

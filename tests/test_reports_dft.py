@@ -655,3 +655,58 @@ def test_export_site_classes_writes_the_best_site_of_each_other_class(tmp_path, 
     assert main([*argv, "--out", str(tmp_path / "y"), "--site-classes", "metal,O"]) == 2
     assert "--site-classes: unknown class 'O'; allowed: metal, N, C" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def _emt_line_minimum(atoms) -> float:
+    """The bond-line estimate of `screen validate --bond-line`, recomputed by hand with EMT."""
+    from ase.calculators.emt import EMT
+
+    from screening.mm_bond import bond_force, line_minimum, line_step, metal_pair_indices, stretch_pair
+
+    a = atoms.copy()
+    a.calc = EMT()
+    i, j = metal_pair_indices(a)
+    e0, f0 = a.get_potential_energy(), bond_force(a, a.get_forces(), i, j)
+    b = stretch_pair(a, i, j, line_step(f0))
+    b.calc = EMT()
+    return line_minimum(e0, f0, b.get_potential_energy(), bond_force(b, b.get_forces(), i, j), line_step(f0))[
+        0
+    ]
+
+
+def test_validate_bond_line_relaxes_the_metal_pair_and_resumes(results_db, tmp_path, capsys):
+    import ase.db
+
+    from reports.tables import load_table, rank
+    from screening.store import load_structures
+
+    labels = tmp_path / "bond.db"
+    argv = ["validate", "--db", str(results_db), "--engine", "emt", "--select", "top:1", "--bond-line",
+            "--labels", str(labels), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "bond line: 2 single point(s)" in out and "M–M bond relaxed: emt" in out
+    rows = list(ase.db.connect(str(labels)).select())
+    line = [r for r in rows if r.get("frame") == "dft_bond_line"]
+    assert len(rows) == 5 and len(line) == 2  # host, H*, H2 and the two moved pairs
+    assert all(0 < abs(r.bond_step) <= 0.15 for r in line)
+    top = rank(load_table(results_db)).head(1).iloc[0]
+    structs = load_structures(results_db)
+    host_rows = structs[structs["host"] == top["host"]]
+    host = host_rows[host_rows["site"].fillna("") == ""]["atoms"].iloc[0]
+    hh = host_rows[host_rows["site"] == top["best_site"]]["atoms"].iloc[0]
+    h2 = [r for r in ase.db.connect(str(results_db)).select(kind="reference", ref_kind="h2")][0].toatoms()
+    want = _emt_line_minimum(hh) - _emt_line_minimum(host) - 0.5 * _emt_energy(h2) + top["correction"]
+    assert np.isfinite(want) and top["dft_dg_bond"] == pytest.approx(want, abs=1e-8)
+    assert top["dft_mm_k_host"] > 0 and top["dft_mm_k"] > 0
+    # each relaxed pair lies lower than the model geometry's single point: the bond line only relaxes
+    assert _emt_line_minimum(host) < _emt_energy(host) and _emt_line_minimum(hh) < _emt_energy(hh)
+    assert main(argv) == 0  # resumed: the moved pairs are found in the label store, nothing is recomputed
+    assert ase.db.connect(str(labels)).count() == 5
+    assert main([*argv[:-3], "--labels", str(labels), "--reuse-only", "--no-progress"]) == 0
+    assert "M–M bond relaxed" in capsys.readouterr().out
+    out_dir = tmp_path / "report"
+    assert main(["report", "--db", str(results_db), "--out", str(out_dir)]) == 0
+    assert "dft_dg_bond" in (out_dir / "ranking.csv").read_text().splitlines()[0].split(",")
+    assert main([*argv, "--relax"]) == 2
+    assert "--bond-line" in capsys.readouterr().err
