@@ -490,6 +490,8 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
     """Model ΔGH* (± 1σ, 2σ) against DFT ΔGH*; y = x and the ±window band. Hosts whose DFT labels fitted
     the model (its DFT anchoring or its training) are drawn apart (grey squares) and left out of the
     statistics."""
+    import pandas as pd
+
     plt = _plt()
     d = _validated(df)
     fit = _validated(df, dft_fit=True)
@@ -503,8 +505,11 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
         & np.isfinite(df["dg"].to_numpy(float))
     ]  # fmt: skip
     xp, yp = _host_dft(part), part["dg"].to_numpy(float)
-    lo = float(np.r_[x, xf, y - 2 * s, yf, xh[moved], xp, yp].min()) - 0.1
-    hi = float(np.r_[x, xf, y + 2 * s, yf, xh[moved], xp, yp].max()) + 0.1
+    bond = pd.concat([d, fit])  # `screen validate --bond-line`: DFT with the M–M bond relaxed
+    bond = bond[np.isfinite(bond["dft_dg_bond"].to_numpy(float))] if "dft_dg_bond" in bond else bond.iloc[:0]
+    xb0, xb, yb = (bond[c].to_numpy(float) for c in ("dft_dg", "dft_dg_bond", "dg"))
+    lo = float(np.r_[x, xf, y - 2 * s, yf, xh[moved], xp, yp, xb].min()) - 0.1
+    hi = float(np.r_[x, xf, y + 2 * s, yf, xh[moved], xp, yp, xb].max()) + 0.1
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.6, 5.2))
         t = np.array([lo, hi])
@@ -527,6 +532,10 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
                 np.r_[xh[moved], xp], np.r_[y[moved], yp], "x", color="tab:red", ms=6,
                 label=f"DFT at the host's lowest labelled site ({int(moved.sum()) + len(part)})",
             )  # fmt: skip
+        if len(bond):
+            for k in range(len(bond)):
+                ax.plot([xb0[k], xb[k]], [yb[k], yb[k]], color="tab:purple", lw=0.9, alpha=0.7)
+            ax.plot(xb, yb, "D", color="tab:purple", ms=4, label=f"DFT, M–M bond relaxed ({len(bond)})")
         with np.errstate(divide="ignore", invalid="ignore"):
             outside = np.abs(y - x) > 2 * s  # name the candidates whose DFT value lies outside the 2σ bar
         if outside.any():  # the legend explains the names only when there are some
