@@ -187,7 +187,30 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
     mm = mm_force_text(df)
     if mm:
         out["DFT force on the metal pair"] = mm
+    bond = bond_line_text(df)
+    if bond:
+        out["DFT with the M–M bond relaxed"] = bond
     return out
+
+
+def bond_line_text(df) -> str:
+    """One line on the hosts validated with a bond line (``dft_dg_bond``, `screen validate --bond-line`): how
+    far relaxing the M–M bond moves DFT ΔGH*, and the model's MAE against both DFT values on those hosts;
+    '' when no row has one."""
+    if "dft_dg_bond" not in df:
+        return ""
+    d = df[np.isfinite(df["dft_dg_bond"].to_numpy(float)) & np.isfinite(df["dft_dg"].to_numpy(float))]
+    if d.empty:
+        return ""
+    shift = d["dft_dg_bond"].to_numpy(float) - d["dft_dg"].to_numpy(float)
+    dg = d["dg"].to_numpy(float)
+    mae0 = np.abs(dg - d["dft_dg"].to_numpy(float)).mean()
+    mae1 = np.abs(dg - d["dft_dg_bond"].to_numpy(float)).mean()
+    return (
+        f"{len(d)} host(s): DFT ΔGH* moves by {shift.mean():+.3f} eV on average ({shift.min():+.3f} to "
+        f"{shift.max():+.3f}) when the M–M bond of host and H* relaxes; the model's MAE on them is {mae0:.3f} eV "
+        f"against the single points, {mae1:.3f} eV against the relaxed bond"
+    )
 
 
 def mm_force_text(df) -> str:

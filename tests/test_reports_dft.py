@@ -249,6 +249,13 @@ def test_mm_force_note_names_the_direction_and_stays_quiet_below_the_threshold()
     text = mm_force_text(df)
     assert "mean 3.75 eV/Å over 2 validated hosts (largest 5.00, A)" in text and "on 2:" in text
     assert mm_force_text(df.drop(columns=["dft_mm_force_host", "dft_mm_force"])) == ""
+    from reports.html import bond_line_text
+
+    df["dg"], df["dft_dg"], df["dft_dg_bond"] = [0.0, 0.1, 0.2], [0.3, -0.2, 0.1], [0.5, -0.1, np.nan]
+    text = bond_line_text(df)
+    assert text.startswith("2 host(s): DFT ΔGH* moves by +0.150 eV on average (+0.100 to +0.200)")
+    assert "MAE on them is 0.300 eV against the single points, 0.350 eV against the relaxed bond" in text
+    assert bond_line_text(df.drop(columns=["dft_dg_bond"])) == ""
     r.mm_force_host, r.mm_force = 0.5, 3.2
     assert "pushes the metal pair apart with 3.20 eV/Å (H*)" in mm_force_note(r, "gpaw")
     r.mm_force_host, r.mm_force = MM_FORCE_NOTE * 0.9, float("nan")
