@@ -220,3 +220,15 @@ python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
 python benchmarks/mm_bond_bias.py --model v0.5.1=potentials/models/default.pt \
   --model v0.6-s17=runs/anchor_s17/replay-b1818328e5/posterior.pt \
   --model rw0.1=runs/anchor_s18_rw/replay-cd29ba55e4/posterior.pt --fd-db dft/mm_check.db
+# 19. Step 17's recipe again once a second DFT host of a held-out pair was in (session 19, issue 10; docs/dft.md
+#     fourteenth measurement): 56 pw500 DFT frames of 25 hosts (the Rh2@4Ne, Ag2@2Nd and Ru2@2Nd triples and
+#     Ni2@2Nd's H* added since step 17), replay sets of benchmarks/data/replay (regenerated; the recorded run read
+#     the same files from runs/replay_s12). Held-out per host 0.267 against v0.5.1's 0.296 eV, paired -0.029 (90 % -0.106 to +0.041);
+#     Ru2@2Nf +0.64 -> +0.28 eV with the second Ru host, but the lowest site is wrong on 2 of 9 multi-site
+#     hosts (v0.5.1: 0). NOT shipped. ~40 min on a core shared with two GPAW workers (OMP_NUM_THREADS=1).
+OMP_NUM_THREADS=1 screen bench anchor --model runs/v04_dft_site.pt --dft-db dft/labels.db --preset pw500 \
+  --heldout benchmarks/heldout_hosts.txt --variants replay --no-loho --no-sevenn \
+  --replay benchmarks/data/replay/replay_refs.extxyz --replay-n 300 --replay-energies references \
+  --pretrain-valid benchmarks/data/replay/pre_valid.extxyz --out runs/anchor_s19 --section anchor_s19
+python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
+  benchmarks/results/anchor_s19.json:replay
