@@ -417,7 +417,7 @@ def bond_line_note(r: ValidationResult, engine: str) -> str:
     if not r.bond_status:
         return ""
     if r.bond_status == "pending":
-        return "; bond line: its single points are not in the label store"
+        return "; bond line: not labelled yet"
     if r.bond_status != "ok" or not math.isfinite(r.dft_dg):
         return f"; bond line: {r.bond_status}"
     return (
@@ -547,6 +547,7 @@ def _bond_line_result(
             res.bond_status = f"{s.kind} bond point {lab1.get('status', 'unconverged')}"
             return
         moved, f0, step, i, j = line[s.folder]
+        res.wall_s += float(lab1.get("wall_s", 0.0))  # the DFT cost of the candidate includes its bond line
         f1 = bond_force(moved, lab1["forces"], i, j)
         minima[s.kind], stiffness[s.kind] = line_minimum(lab0["energy"], f0, lab1["energy"], f1, step)
     res.mm_k_host, res.mm_k = stiffness["host"], stiffness["host+H"]

@@ -706,6 +706,7 @@ def test_validate_bond_line_relaxes_the_metal_pair_and_resumes(results_db, tmp_p
     want = _emt_line_minimum(hh) - _emt_line_minimum(host) - 0.5 * _emt_energy(h2) + top["correction"]
     assert np.isfinite(want) and top["dft_dg_bond"] == pytest.approx(want, abs=1e-8)
     assert top["dft_mm_k_host"] > 0 and top["dft_mm_k"] > 0
+    assert top["dft_wall_s"] == pytest.approx(sum(r.wall_s for r in rows))  # the bond line's cost counts
     # each relaxed pair lies lower than the model geometry's single point: the bond line only relaxes
     assert _emt_line_minimum(host) < _emt_energy(host) and _emt_line_minimum(hh) < _emt_energy(hh)
     assert main(argv) == 0  # resumed: the moved pairs are found in the label store, nothing is recomputed
