@@ -168,10 +168,8 @@ def main() -> None:
     ]
     shift_summary = {}
     k_choices = {"K_model": 1.0, "K_sevenn": 1.0}
-    for (
-        h,
-        v,
-    ) in fd.items():  # each finite difference's DFT/model stiffness ratio: a bracket, not one metal's K
+    # each finite difference's DFT/model stiffness ratio: a bracket, not one metal's K
+    for h, v in fd.items():
         k_choices[f"K_model x DFT/model of {h}"] = v["K"] / structures[h]["K_model"]
     if len(ratio) > 1:
         k_choices["K_model x mean DFT/model"] = float(np.mean(ratio))

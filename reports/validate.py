@@ -283,22 +283,41 @@ def validate(
     order = list(structures)
     batch = [structures[f] for f in order]
     sh = L.settings_hash(eng, settings)
+
     # label keys first (near matches to stored labels included, nothing computed), so each candidate can be
     # written back the moment its three single points are done: a long DFT run killed half way leaves the
     # finished candidates in the store, not only in the label store
-    keys = L.label_structures(batch, eng, settings, db_path=labels_db, progress=False, max_labels=0).keys
-    key_of = dict(zip(order, keys))
+    def label_keys(structs: list) -> list[str]:
+        """The label-store keys of ``structs``, computing nothing."""
+        return L.label_structures(
+            structs, eng, settings, db_path=labels_db, progress=False, max_labels=0
+        ).keys
 
-    line: dict[str, tuple[Any, float, float, int, int]] = {}  # bond line: folder -> (moved, f0, step, i, j)
-    line_built: list[bool] = []  # set once the second points exist (the first pass's write-backs wait)
+    def compute(structs: list) -> None:
+        """Label ``structs`` (finished ones are skipped), writing candidates back as their labels land."""
+        L.label_structures(
+            structs,
+            eng,
+            settings,
+            db_path=labels_db,
+            workers=config.workers,
+            progress=progress,
+            log_dir=log_dir,
+            on_row=attach,
+        )
+
+    keys = label_keys(batch)
+    key_of = dict(zip(order, keys))
+    # bond line: folder -> (moved, f0, step, i, j); None until the first pass's forces have built it
+    line: dict[str, tuple[Any, float, float, int, int]] | None = None
 
     def result(c: Candidate, got: dict[str, dict[str, Any]]) -> ValidationResult:
         res = _candidate_result(c, got, key_of, structures, extra, relax_info)
         if config.bond_line:
-            if line_built:
-                _bond_line_result(res, c, got, key_of, line)
-            else:
+            if line is None:
                 res.bond_status = "pending"
+            else:
+                _bond_line_result(res, c, got, key_of, line)
         return res
 
     # every label a candidate's result reads: its host, host+H* and H2, and its host's site-class states
@@ -322,25 +341,13 @@ def validate(
             announced.add(r.host)
 
     if not config.reuse_only:  # --reuse-only computes nothing: the keys above are all it needs
-        L.label_structures(
-            batch,
-            eng,
-            settings,
-            db_path=labels_db,
-            workers=config.workers,
-            progress=progress,
-            log_dir=log_dir,
-            on_row=attach,
-        )
+        compute(batch)
     got = _label_energies(labels_db, keys)
     if config.bond_line:  # second pass: the pair moved along its axis, from the first pass's DFT forces
-        line.update(bond_line_structures(cands, structures, got, key_of))
-        line_built.append(True)
+        line = bond_line_structures(cands, structures, got, key_of)
         moved = list(line)
         batch2 = [line[f][0] for f in moved]
-        keys2 = L.label_structures(
-            batch2, eng, settings, db_path=labels_db, progress=False, max_labels=0
-        ).keys
+        keys2 = label_keys(batch2)
         key_of.update({f"{f}#bond": k for f, k in zip(moved, keys2)})
         for c in cands:
             needs[c.host] |= {key_of[f"{s.folder}#bond"] for s in c.states if s.folder in line}
@@ -349,16 +356,7 @@ def validate(
                 echo(
                     f"bond line: {len(batch2)} single point(s) with the metal pair moved toward {eng.name}'s minimum"
                 )
-            L.label_structures(
-                batch2,
-                eng,
-                settings,
-                db_path=labels_db,
-                workers=config.workers,
-                progress=progress,
-                log_dir=log_dir,
-                on_row=attach,
-            )
+            compute(batch2)
         got = _label_energies(labels_db, [*keys, *keys2])
     results = [result(c, got) for c in cands]
     # --reuse-only: a row with no label at all is left as it is; one with labels at other sites only is "partial"
