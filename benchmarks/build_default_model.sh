@@ -226,28 +226,24 @@ python benchmarks/mm_bond_bias.py --model v0.5.1=potentials/models/default.pt \
 #     the same files from runs/replay_s12). Held-out per host 0.267 against v0.5.1's 0.296 eV, paired -0.029 (90 % -0.106 to +0.041);
 #     Ru2@2Nf +0.64 -> +0.28 eV with the second Ru host, but the lowest site is wrong on 2 of 9 multi-site
 #     hosts (v0.5.1: 0). NOT shipped. ~40 min on a core shared with two GPAW workers (OMP_NUM_THREADS=1).
-OMP_NUM_THREADS=1 screen bench anchor --model runs/v04_dft_site.pt --dft-db dft/labels.db --preset pw500 \
-  --heldout benchmarks/heldout_hosts.txt --variants replay --no-loho --no-sevenn \
-  --replay benchmarks/data/replay/replay_refs.extxyz --replay-n 300 --replay-energies references \
-  --pretrain-valid benchmarks/data/replay/pre_valid.extxyz --out runs/anchor_s19 --section anchor_s19
-python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
-  benchmarks/results/anchor_s19.json:replay
+# Step 17's recipe on every DFT label outside the held-out hosts (replay sets of benchmarks/data/replay),
+# recorded as BENCHMARKS.md section $1, then paired with v0.5.1 on the same held-out hosts.
+# It reads dft/labels.db as it is when run; each recorded run read it as it was then (its frame count below).
+second_host_step() {
+  OMP_NUM_THREADS=1 screen bench anchor --model runs/v04_dft_site.pt --dft-db dft/labels.db --preset pw500 \
+    --heldout benchmarks/heldout_hosts.txt --variants replay --no-loho --no-sevenn \
+    --replay benchmarks/data/replay/replay_refs.extxyz --replay-n 300 --replay-energies references \
+    --pretrain-valid benchmarks/data/replay/pre_valid.extxyz --out "runs/$1" --section "$1"
+  python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
+    "benchmarks/results/$1.json:replay"
+}
+second_host_step anchor_s19
 # 20. Step 19 again with the second Au, Fe and Ir hosts (session 20, issue 10; docs/dft.md fifteenth measurement):
 #     64 pw500 DFT frames of 28 hosts (Au2@2Nd, Fe2@2Nd, Ir2@2Nd and Rh2@4Ne's bond-line points added). Held-out
 #     per host 0.277 against v0.5.1's 0.296 eV, paired -0.020 (90 % -0.090 to +0.044); lowest site right on 9 of 9;
 #     Ir2@2Nb +0.32 -> +0.50 eV (the second Ir host teaches the wrong way). NOT shipped. ~38 min on a shared core.
-OMP_NUM_THREADS=1 screen bench anchor --model runs/v04_dft_site.pt --dft-db dft/labels.db --preset pw500 \
-  --heldout benchmarks/heldout_hosts.txt --variants replay --no-loho --no-sevenn \
-  --replay benchmarks/data/replay/replay_refs.extxyz --replay-n 300 --replay-energies references \
-  --pretrain-valid benchmarks/data/replay/pre_valid.extxyz --out runs/anchor_s20 --section anchor_s20
-python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
-  benchmarks/results/anchor_s20.json:replay
+second_host_step anchor_s20
 # 20cu. The same once the second Cu host was in (session 20): 66 frames of 29 hosts (Cu2@4Nb added). Held-out
 #     per host 0.246 against v0.5.1's 0.296 eV, paired -0.050 (90 % -0.148 to +0.039, better in 80 % of
 #     resamples); Cu2@4Na +0.58 -> +0.18 eV; lowest site right on 9 of 9. NOT shipped (the interval spans zero).
-OMP_NUM_THREADS=1 screen bench anchor --model runs/v04_dft_site.pt --dft-db dft/labels.db --preset pw500 \
-  --heldout benchmarks/heldout_hosts.txt --variants replay --no-loho --no-sevenn \
-  --replay benchmarks/data/replay/replay_refs.extxyz --replay-n 300 --replay-energies references \
-  --pretrain-valid benchmarks/data/replay/pre_valid.extxyz --out runs/anchor_s20cu --section anchor_s20cu
-python benchmarks/paired_hosts.py benchmarks/results/anchor_s17_v051.json:base \
-  benchmarks/results/anchor_s20cu.json:replay
+second_host_step anchor_s20cu
