@@ -8,6 +8,11 @@ the per-structure MAE and mean error, and the per-host MAE (lowest labelled site
 :func:`screening.bench_anchor.host_level`) with its 90 % bootstrap interval; then, for every predictor
 against the first one, the paired per-host difference (:func:`screening.bench_anchor.paired_host_difference`).
 
+``--hosts-file benchmarks/heldout_hosts.txt`` judges on the held-out hosts instead (no model may have trained
+on them): with the posterior a `screen bench anchor` run left (e.g. runs/anchor_s20cu/replay-*/posterior.pt),
+it re-measures that fine-tuning against the shipped model on held-out hosts labelled since, without training
+again.
+
 Usage (the pre-DFT network is v0.4-dft-site's, `git show 2ab72aa:potentials/models/default.pt > runs/v04_dft_site.pt`):
   OMP_NUM_THREADS=1 python benchmarks/student_teacher.py v0.5.1=potentials/models/default.pt \
       v0.4=runs/v04_dft_site.pt [--labels dft/labels.db] [--settings-hash 8105ed16eae5] \
@@ -32,6 +37,13 @@ def main() -> None:
     ap.add_argument("--labels", default="dft/labels.db")
     ap.add_argument("--settings-hash", default="8105ed16eae5")
     ap.add_argument("--no-sevenn", action="store_true", help="leave SevenNet-0 out")
+    ap.add_argument(
+        "--hosts-file",
+        default=None,
+        help="judge on the hosts this file names (e.g. benchmarks/heldout_hosts.txt; '#' starts a comment) "
+        "instead of those the first model never trained on; every model must then have none of them in its "
+        "DFT training hosts",
+    )
     ap.add_argument("--out", default="benchmarks/results/student_teacher.json")
     args = ap.parse_args()
     specs = []
@@ -54,10 +66,19 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(1)
     trained = dft_hosts(load(specs[0][1]))
+    if args.hosts_file:
+        from structures.common import read_host_list
+
+        keep = set(read_host_list(args.hosts_file, "--hosts-file"))
+        for name, path in specs:
+            seen = keep & set(dft_hosts(load(path)))
+            if seen:
+                raise SystemExit(f"{name} trained on {', '.join(sorted(seen))} of {args.hosts_file}")
     triples = [
         t
         for t in dft_triples(args.labels, settings_hash=args.settings_hash)
-        if t["geometry"] == "validate" and t["host"] not in trained
+        if t["geometry"] == "validate"
+        and (t["host"] in keep if args.hosts_file else t["host"] not in trained)
     ]
     calcs = {name: BayesianCalculator(path) for name, path in specs}
     if not args.no_sevenn:
@@ -75,10 +96,12 @@ def main() -> None:
         rows.append(row)
     names = list(calcs)
     summ, per_host = host_level(rows, names)
-    print(
-        f"{len(rows)} triples of {len(per_host)} never-trained hosts ({len(trained)} DFT training hosts of "
-        f"{specs[0][0]}), {time.perf_counter() - t0:.0f} s\n"
+    which = (
+        f"hosts of {args.hosts_file}"
+        if args.hosts_file
+        else f"never-trained hosts ({len(trained)} DFT training hosts of {specs[0][0]})"
     )
+    print(f"{len(rows)} triples of {len(per_host)} {which}, {time.perf_counter() - t0:.0f} s\n")
     print("| predictor | structure MAE (eV) | mean error | host MAE (eV) | 90 % interval | right site |")
     print("|---|---|---|---|---|---|")
     out: dict = {
