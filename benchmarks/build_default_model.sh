@@ -247,3 +247,8 @@ second_host_step anchor_s20
 #     per host 0.246 against v0.5.1's 0.296 eV, paired -0.050 (90 % -0.148 to +0.039, better in 80 % of
 #     resamples); Cu2@4Na +0.58 -> +0.18 eV; lowest site right on 9 of 9. NOT shipped (the interval spans zero).
 second_host_step anchor_s20cu
+# 21. The same with every DFT training host of session 21 (Nb2@2Nb, Cr2@3Nf and Mo2@2Nd added): 74 frames of 32
+#     hosts. Held-out per host 0.249 against v0.5.1's 0.296 eV, paired -0.047 (90 % -0.142 to +0.037, better in
+#     80 % of resamples): the same as step 20cu. NOT shipped. Its posterior (runs/anchor_s21/replay-*/posterior.pt)
+#     is re-measured on held-out hosts labelled later by benchmarks/student_teacher.py --hosts-file.
+second_host_step anchor_s21
