@@ -65,13 +65,17 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(1)
-    trained = dft_hosts(load(specs[0][1]))
+    trained_on = {name: dft_hosts(load(path)) for name, path in specs}
+    trained = trained_on[specs[0][0]]
     if args.hosts_file:
-        from structures.common import read_host_list
+        from structures.common import InputError, read_host_list
 
-        keep = set(read_host_list(args.hosts_file, "--hosts-file"))
-        for name, path in specs:
-            seen = keep & set(dft_hosts(load(path)))
+        try:
+            keep = set(read_host_list(args.hosts_file, "--hosts-file"))
+        except InputError as e:
+            raise SystemExit(str(e)) from None
+        for name, hosts in trained_on.items():
+            seen = keep & hosts
             if seen:
                 raise SystemExit(f"{name} trained on {', '.join(sorted(seen))} of {args.hosts_file}")
     triples = [

@@ -9,11 +9,8 @@
 #         (with queue_s17.sh already running; without it, the wait is skipped)
 cd "$(dirname "$0")/.." || exit 1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-if pgrep -f queue_s17.sh > /dev/null; then
-  while ! grep -q "^done: Cu2@4Nb" runs/queue_s17.log; do sleep 60; done
-  pkill -f queue_s17.sh; pkill -TERM -f "screen validate"
-  while pgrep -f "screen validate" > /dev/null; do sleep 10; done
-fi
+. dft/queue_common.sh
+after_queue_s17 Cu2@4Nb
 screen validate --engine gpaw --preset pw500 --labels dft/labels.db --no-progress --db runs/screen6/results.db \
   --model-hash mf1f0d8beecbfac41 --workers 2 --site-classes N,C --select id:Ir2@2Nd
 bash dft/queue_s17.sh

@@ -13,11 +13,8 @@
 # Stop:   pkill -f queue_s21.sh; pkill -f queue_s17.sh; pkill -TERM -f "screen validate"
 cd "$(dirname "$0")/.." || exit 1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
-if pgrep -f queue_s17.sh > /dev/null; then
-  while ! grep -q "^done: Mo2@2Nd" runs/queue_s17.log; do sleep 60; done
-  pkill -f queue_s17.sh; pkill -TERM -f "screen validate"
-  while pgrep -f "screen validate" > /dev/null; do sleep 10; done
-fi
+. dft/queue_common.sh
+after_queue_s17 Mo2@2Nd
 screen validate --engine gpaw --preset pw500 --labels dft/labels.db --no-progress --db runs/screen6/results.db \
   --model-hash mf1f0d8beecbfac41 --workers 2 --site-classes metal --select id:Cr2@2Nd,Mn2@3Ne,Ni2@4Na
 bash dft/queue_s17.sh
