@@ -4,8 +4,9 @@ Issue 10 asks how far the DFT budget is from 0.15 eV. Twelfth measurement of doc
 This runs ``screen bench anchor --variants replay --train-hosts N --seed S`` (v0.5's recipe on a seeded subset
 of N DFT training hosts) for every N and seed, each into its own BENCHMARKS.md section ``anchor_lc_N<N>_s<S>``,
 then prints the mean and spread of the per-host MAE over seeds for each N. A fine-tuning takes ~45 min on one
-CPU core and minutes on a GPU (``--device cuda``), so the full grid is a GPU job; ``table`` alone summarises
-whatever points exist.
+CPU core and about as long on a GPU (``--device cuda``; measured on an H200 in session 22, BENCHMARKS.md
+screen_full_cuda: 8.3 s per epoch at batch 4, bound by kernel launches), so the grid wants many cores or
+several fine-tunings sharing a GPU, not a faster chip; ``table`` alone summarises whatever points exist.
 
 Usage:
   python benchmarks/anchor_learning_curve.py run [--hosts 6,11,16,22] [--seeds 0,1,2] [--device cuda]
@@ -26,8 +27,8 @@ RESULTS = Path("benchmarks/results")
 BASE = [
     "screen", "bench", "anchor", "--model", "runs/v04_dft_site.pt", "--dft-db", "dft/labels.db",
     "--preset", "pw500", "--heldout", "benchmarks/heldout_hosts.txt", "--variants", "replay", "--no-loho",
-    "--no-sevenn", "--replay", "runs/replay_s12/replay_refs.extxyz", "--replay-n", "300",
-    "--replay-energies", "references", "--pretrain-valid", "runs/replay_s12/pre_valid.extxyz",
+    "--no-sevenn", "--replay", "benchmarks/data/replay/replay_refs.extxyz", "--replay-n", "300",
+    "--replay-energies", "references", "--pretrain-valid", "benchmarks/data/replay/pre_valid.extxyz",
 ]  # fmt: skip
 
 

@@ -105,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         default="cpu",
         help="where the trained variants train (cpu, cuda, cuda:1; default cpu): their leave-one-host-out "
-        "refits are one training per DFT host each, minutes on a GPU",
+        "refits are one training per DFT host each; at batch 4 an epoch is launch-bound, ~8 s on an H200 as on "
+        "a CPU core (BENCHMARKS.md screen_full_cuda)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
