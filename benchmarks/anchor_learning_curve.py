@@ -9,7 +9,7 @@ screen_full_cuda: 8.3 s per epoch at batch 4, bound by kernel launches), so the 
 several fine-tunings sharing a GPU, not a faster chip; ``table`` alone summarises whatever points exist.
 
 Usage:
-  python benchmarks/anchor_learning_curve.py run [--hosts 6,11,16,22] [--seeds 0,1,2] [--device cuda]
+  python benchmarks/anchor_learning_curve.py run [--hosts 6,11,16,22] [--seeds 0,1,2] [--device cuda] [--jobs 4]
   python benchmarks/anchor_learning_curve.py table
 """
 
@@ -32,8 +32,14 @@ BASE = [
 ]  # fmt: skip
 
 
-def run(hosts: list[int], seeds: list[int], device: str) -> None:
-    """One fine-tuning per (N, seed) not already in benchmarks/results (resumable)."""
+def run(hosts: list[int], seeds: list[int], device: str, jobs: int = 1) -> None:
+    """One fine-tuning per (N, seed) not already in benchmarks/results (resumable), ``jobs`` at a time: on a
+    GPU each step of these small slabs waits on kernel launches (8.3 s an epoch on an H200 at batch 4, about a
+    CPU core's speed; BENCHMARKS.md screen_full_cuda), so several processes share one GPU; on CPUs each takes
+    one core (OMP_NUM_THREADS=1)."""
+    import os
+
+    todo = []
     for n in hosts:
         for s in seeds:
             section = f"anchor_lc_N{n}_s{s}"
@@ -41,9 +47,31 @@ def run(hosts: list[int], seeds: list[int], device: str) -> None:
                 print(f"{section}: done")
                 continue
             cmd = [*BASE, "--train-hosts", str(n), "--seed", str(s), "--device", device]
-            cmd += ["--out", f"runs/anchor_lc/N{n}_s{s}", "--section", section]
-            print(" ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
+            todo.append([*cmd, "--out", f"runs/anchor_lc/N{n}_s{s}", "--section", section])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if jobs > 1 else None
+    running: list[subprocess.Popen] = []
+    failed = 0
+    for cmd in todo:
+        while len(running) >= max(jobs, 1):
+            failed += _reap(running)
+        print(" ".join(cmd), flush=True)
+        running.append(subprocess.Popen(cmd, env=env))
+    while running:
+        failed += _reap(running)
+    if failed:
+        raise SystemExit(f"{failed} fine-tuning(s) failed; re-run to retry them (finished points are kept)")
+
+
+def _reap(running: list) -> int:
+    """Wait for one process of ``running`` to end; remove it; 1 if it failed."""
+    import time
+
+    while True:
+        for p in running:
+            if p.poll() is not None:
+                running.remove(p)
+                return int(p.returncode != 0)
+        time.sleep(5)
 
 
 def table() -> list[dict]:
@@ -81,10 +109,12 @@ def main() -> None:
     r.add_argument("--hosts", default="6,11,16,22")
     r.add_argument("--seeds", default="0,1,2")
     r.add_argument("--device", default="cpu")
+    r.add_argument("--jobs", type=int, default=1, help="fine-tunings at a time (default 1)")
     sub.add_parser("table")
     args = ap.parse_args()
     if args.cmd == "run":
-        run([int(x) for x in args.hosts.split(",")], [int(x) for x in args.seeds.split(",")], args.device)
+        hosts, seeds = ([int(x) for x in a.split(",")] for a in (args.hosts, args.seeds))
+        run(hosts, seeds, args.device, args.jobs)
     table()
 
 

@@ -76,7 +76,11 @@ def main(folder: str, cpu_db: str, model_hash: str) -> None:
         "name": "screen_full_cuda",
         "command": COMMAND,
         "date": "2026-11-28 04:39:41",
-        "hardware": {"gpu": gpu_name[0], "software": gpu_name[1], "cpu_count": 16},
+        "hardware": {
+            "cpu": "16-core host",
+            "threads": "16 (torch default)",
+            "gpu": f"{gpu_name[0]} ({gpu_name[1]})",
+        },
         "model_hash": model_hash,
         "hosts": int(m.group(1)),
         "structures": int(m.group(2)),

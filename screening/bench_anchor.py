@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lr", type=float, default=2e-3, help="fine-tuning learning rate (default 2e-3)")
     parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="structures per fine-tuning step (default 4, the build steps' recipe; larger batches take fewer, "
+        "GPU-friendlier steps but are another recipe)",
+    )
+    parser.add_argument(
         "--energy-weight", type=float, default=1000.0, help="MSE energy weight (default 1000)"
     )
     parser.add_argument("--force-weight", type=float, default=10.0, help="MSE force weight (default 10)")
@@ -388,7 +395,7 @@ def _train_config(args, epochs: int, lr: float, refit: bool, trainable: tuple[st
 
     return TrainConfig(
         epochs=epochs,
-        batch_size=4,
+        batch_size=args.batch_size,
         lr=lr,
         scheduler="cosine",
         ema_decay=0.9,
@@ -429,6 +436,8 @@ def run(args: argparse.Namespace) -> int:
     check_prior_arguments(args)
     if args.laplace_structures < 0:
         raise InputError(f"--laplace-structures {args.laplace_structures} not allowed; need >= 0 (0 = all)")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size} not allowed; need >= 1")
     from potentials.model import resolve_device
 
     device = resolve_device(args.device)

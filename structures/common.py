@@ -5,6 +5,7 @@ Lives in ``structures`` because it is the leftmost package; every other package 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -124,6 +125,27 @@ def write_bench_payload(payload: dict[str, Any], table_md: str, root: str | os.P
     name = payload["name"]
     out = root / "benchmarks" / "results" / f"{name}.json"
     atomic_write_text(out, json.dumps(payload, indent=2, default=float) + "\n")
+    with _results_lock(out.parent):  # benchmarks running side by side each rewrite BENCHMARKS.md
+        _write_section(root, out, payload, table_md)
+    return out
+
+
+@contextlib.contextmanager
+def _results_lock(folder: Path):
+    """An exclusive ``flock`` on ``folder`` (held by one process at a time; released when the block ends)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _write_section(root: Path, out: Path, payload: dict[str, Any], table_md: str) -> None:
+    """Replace (or append) the payload's section of ``root/BENCHMARKS.md``."""
+    name = payload["name"]
     md_path = root / "BENCHMARKS.md"
     text = (
         md_path.read_text()
@@ -144,7 +166,6 @@ def write_bench_payload(payload: dict[str, Any], table_md: str, root: str | os.P
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     atomic_write_text(md_path, text)
-    return out
 
 
 def structure_hash(atoms) -> str:

@@ -205,6 +205,8 @@ def test_anchor_bench_bad_input(world, tmp_path, monkeypatch, capsys):
     assert "device 'gpu0' is not a device name" in capsys.readouterr().err
     assert main([*base, "--heldout", "Cu2@5Na", "--laplace-structures", "-2"]) == 2
     assert "--laplace-structures -2 not allowed" in capsys.readouterr().err
+    assert main([*base, "--heldout", "Cu2@5Na", "--batch-size", "0"]) == 2
+    assert "--batch-size 0 not allowed; need >= 1" in capsys.readouterr().err
     assert not (tmp_path / "BENCHMARKS.md").exists()
 
 
@@ -796,3 +798,16 @@ def test_subset_hosts_is_seeded_and_sized():
     assert len(a) == 5 and a <= set(hosts) and a == subset_hosts(list(reversed(hosts)), 5, 0)
     assert len({frozenset(subset_hosts(hosts, 5, s)) for s in range(6)}) > 1
     assert subset_hosts(hosts, 12, 1) == set(hosts)
+
+
+def test_fine_tuning_batch_size_reaches_the_training_config():
+    import argparse
+
+    from screening.bench_anchor import _train_config, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--heldout", "Cu2@5Na"]
+    assert _train_config(parser.parse_args(base), 3, 1e-3, True, ()).batch_size == 4  # the build-step recipe
+    cfg = _train_config(parser.parse_args([*base, "--batch-size", "32"]), 3, 1e-3, True, ())
+    assert (cfg.batch_size, cfg.epochs, cfg.lr) == (32, 3, 1e-3)

@@ -192,3 +192,31 @@ def test_a_database_locked_for_long_is_reported_busy_not_corrupt(tmp_path, monke
         con.rollback()
         con.close()
     assert check_database(db, writable=True) == db
+
+
+def _write_sections(root: str, proc: int, n: int) -> None:
+    from structures.common import write_bench_payload
+
+    for i in range(n):
+        payload = {"name": f"p{proc}_s{i}", "command": "test", "date": "now", "hardware": {}}
+        write_bench_payload(payload, f"section {proc}/{i}", root)
+
+
+def test_benchmarks_written_side_by_side_keep_every_section(tmp_path):
+    """Benchmarks that run side by side (a learning-curve grid) each rewrite BENCHMARKS.md: none may lose
+    another's section (write_bench_payload serialises the read-modify-write)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_write_sections, args=(str(tmp_path), p, 25)) for p in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    missing = [
+        f"p{p}_s{i}" for p in range(6) for i in range(25) if f"<!-- bench:p{p}_s{i}:end -->" not in text
+    ]
+    assert not missing, f"{len(missing)} sections lost, e.g. {missing[:3]}"
+    assert len(list((tmp_path / "benchmarks" / "results").glob("*.json"))) == 150
