@@ -327,3 +327,28 @@ def test_summary_names_the_dft_anchoring():
     )
     text = format_summary(s)
     assert "H on N +0.910 eV, H on metal +0.050 eV (σ 0.400)" in text and "deviations for 1 pairs" in text
+
+
+def test_batch_size_defaults_by_device_and_an_explicit_one_wins():
+    import argparse
+
+    from screening.cmd_run import add_arguments, config_from_args
+    from screening.relax import default_batch_size
+
+    assert default_batch_size("cpu") == 32 and default_batch_size("cuda:1") == 512
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert config_from_args(parser.parse_args(["--device", "cpu"])).relax.batch_size == 32
+    assert config_from_args(parser.parse_args(["--device", "cpu", "--batch-size", "7"])).relax.batch_size == 7
+    auto = config_from_args(parser.parse_args([])).relax.batch_size  # auto: the machine's device
+    assert auto == (512 if torch.cuda.is_available() else 32)
+    # the batch size does not change results, so a GPU run and a CPU run share the store's rows
+    cpu, gpu = (config_from_args(parser.parse_args(["--batch-size", b])) for b in ("32", "512"))
+    assert cpu.relax_hash == gpu.relax_hash and cpu.settings_hash == gpu.settings_hash
+
+
+def test_batch_size_zero_is_one_line(tmp_path, tiny_checkpoint, capsys):
+    db = tmp_path / "b.db"
+    argv = ["run", "--metals", "Fe", "--motifs", "3Nb", "--model", str(tiny_checkpoint), "--db", str(db)]
+    assert "--batch-size 0 not allowed" in _cli_error([*argv, "--batch-size", "0"], capsys)
+    assert not db.exists()
