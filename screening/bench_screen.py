@@ -31,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="hosts to run; the full screen is extrapolated"
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="structures in flight (default: screen run's, 32 / 512 on a GPU)",
+    )
     parser.add_argument("--max-steps", type=int, default=300)
     parser.add_argument("--fmax", type=float, default=0.05)
     parser.add_argument("--samples", type=int, default=None)
@@ -131,6 +136,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))
+    if args.batch_size is None:
+        from .relax import default_batch_size
+
+        args.batch_size = default_batch_size(device)
     sizes = [int(s) for s in str(args.batch_sizes).split(",") if s.strip()]
     if not sizes or min(sizes) < 1:
         raise InputError(

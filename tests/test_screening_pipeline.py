@@ -352,3 +352,15 @@ def test_batch_size_zero_is_one_line(tmp_path, tiny_checkpoint, capsys):
     argv = ["run", "--metals", "Fe", "--motifs", "3Nb", "--model", str(tiny_checkpoint), "--db", str(db)]
     assert "--batch-size 0 not allowed" in _cli_error([*argv, "--batch-size", "0"], capsys)
     assert not db.exists()
+
+
+def test_bench_screen_writes_json_and_section_with_the_default_batch_size(tmp_path, tiny_checkpoint):
+    import json
+
+    argv = ["bench", "screen", "--model", str(tiny_checkpoint), "--metals", "Fe", "--motifs", "3Nb"]
+    argv += ["--max-steps", "5", "--device", "cpu", "--threads", "1", "--batch-sizes", "1,2"]
+    argv += ["--scaling-structures", "2", "--scaling-steps", "1", "--sevenn", "0", "--root", str(tmp_path)]
+    assert cli.main(argv) == 0
+    result = json.loads((tmp_path / "benchmarks" / "results" / "screen.json").read_text())
+    assert result["settings"]["batch_size"] == 32  # screen run's CPU default
+    assert "<!-- bench:screen:end -->" in (tmp_path / "BENCHMARKS.md").read_text()
