@@ -50,8 +50,8 @@ class FireConfig:
     fa: float = 0.99
 
 
-#: structures in flight by device type: a GPU step is bound by kernel launches, so 512 structures cost
-#: about what 32 do (BENCHMARKS.md screen_cuda: 4,721 against 1,079 structure-steps/s on an H200)
+#: structures in flight by device type: a GPU step is bound by kernel launches, so a batch of 512 does 4.4x
+#: the work per second of a batch of 32 (BENCHMARKS.md screen_cuda: 4,721 against 1,079 structure-steps/s)
 DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 512}
 
 
