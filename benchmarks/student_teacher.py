@@ -61,7 +61,7 @@ def main() -> None:
     from potentials.checkpoint import dft_hosts, load
     from screening.anchoring import site_class
     from screening.bench_anchor import host_level, paired_host_difference
-    from screening.bench_model import calc_triple_de, dft_triples, sevenn_calculator
+    from screening.bench_model import calc_triple_de, dft_triples, left_out_note, sevenn_calculator
 
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(1)
@@ -78,12 +78,17 @@ def main() -> None:
             seen = keep & hosts
             if seen:
                 raise SystemExit(f"{name} trained on {', '.join(sorted(seen))} of {args.hosts_file}")
+
+    def wanted(t: dict) -> bool:
+        return t["geometry"] == "validate" and (
+            t["host"] in keep if args.hosts_file else t["host"] not in trained
+        )
+
+    left_out: list = []
     triples = [
-        t
-        for t in dft_triples(args.labels, settings_hash=args.settings_hash)
-        if t["geometry"] == "validate"
-        and (t["host"] in keep if args.hosts_file else t["host"] not in trained)
+        t for t in dft_triples(args.labels, settings_hash=args.settings_hash, left_out=left_out) if wanted(t)
     ]
+    left_out = [t for t in left_out if wanted(t)]
     calcs = {name: BayesianCalculator(path) for name, path in specs}
     if not args.no_sevenn:
         calcs["SevenNet-0"] = sevenn_calculator()
@@ -106,6 +111,8 @@ def main() -> None:
         else f"never-trained hosts ({len(trained)} DFT training hosts of {specs[0][0]})"
     )
     print(f"{len(rows)} triples of {len(per_host)} {which}, {time.perf_counter() - t0:.0f} s\n")
+    if left_out:
+        print(left_out_note(left_out) + "\n")
     print("| predictor | structure MAE (eV) | mean error | host MAE (eV) | 90 % interval | right site |")
     print("|---|---|---|---|---|---|")
     out: dict = {
@@ -138,6 +145,9 @@ def main() -> None:
             f"better in {100 * p['p_better']:.0f} % of resamples"
         )
     out["rows"], out["hosts"] = rows, per_host
+    out["left_out"] = [
+        {k: t[k] for k in ("name", "host", "dft_de", "h_force", "host_fmax", "state_fmax")} for t in left_out
+    ]
     json.dump(out, open(args.out, "w"), indent=1)
     print(f"\n-> {args.out}")
 
