@@ -303,7 +303,9 @@ def labelled_pairs(db_path: str, engine: str = "gpaw", settings_hash: str | None
 
     if not Path(db_path).exists():
         return set()
-    return {pair_of(t["host"]) for t in dft_triples(str(db_path), settings_hash, engine) if t.get("host")}
+    # a pair is labelled whatever its forces: the MAX_STATE_FORCE cap is about ΔE_H truth, not coverage
+    triples = dft_triples(str(db_path), settings_hash, engine, max_state_force=float("inf"))
+    return {pair_of(t["host"]) for t in triples if t.get("host")}
 
 
 __all__ = [
