@@ -729,6 +729,8 @@ def run(args: argparse.Namespace) -> int:
         + (f" --kappa-class {args.kappa_class:g}" if args.kappa_class != 1.0 else "")
         + (f" --trainable {args.trainable}" if args.trainable else "")
         + (" --no-loho" if args.no_loho else "")
+        + (" --no-sevenn" if args.no_sevenn else "")
+        + (f" --batch-size {args.batch_size}" if args.batch_size != 4 else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
         + (f" --train-hosts {args.train_hosts} --seed {args.seed}" if args.train_hosts else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
