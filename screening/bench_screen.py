@@ -131,15 +131,12 @@ def run(args: argparse.Namespace) -> int:
 
     from .dgh import DGConfig
     from .pipeline import ScreenConfig, load_model, run_screen, select_structures
-    from .relax import RelaxConfig, RelaxProgress, relax_many, resolve_device
+    from .relax import RelaxConfig, RelaxProgress, default_batch_size, relax_many, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))
-    if args.batch_size is None:
-        from .relax import default_batch_size
-
-        args.batch_size = default_batch_size(device)
+    batch_size = default_batch_size(device) if args.batch_size is None else args.batch_size
     sizes = [int(s) for s in str(args.batch_sizes).split(",") if s.strip()]
     if not sizes or min(sizes) < 1:
         raise InputError(
@@ -149,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         handle = _untrained(args.untrained, device)
     else:
         handle = load_model(args.model)
-    relax_cfg = replace(RelaxConfig(), fmax=args.fmax, max_steps=args.max_steps, batch_size=args.batch_size)
+    relax_cfg = replace(RelaxConfig(), fmax=args.fmax, max_steps=args.max_steps, batch_size=batch_size)
     config = ScreenConfig(
         metals=args.metals,
         motifs=args.motifs,
@@ -212,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             for r in relax_many(
                 pool[: args.sevenn],
                 handle.posterior.mean_forward,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
                 fmax=args.fmax,
                 max_steps=args.sevenn_steps or args.max_steps,
                 device=device,
@@ -243,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             "n_hosts": summary.n_hosts,
             "n_structures": n_sel,
         },
-        "settings": {"fmax": args.fmax, "max_steps": args.max_steps, "batch_size": args.batch_size},
+        "settings": {"fmax": args.fmax, "max_steps": args.max_steps, "batch_size": batch_size},
         "screen": {
             "wall_s": summary.wall_s,
             "relax_wall_s": summary.relax_wall_s,

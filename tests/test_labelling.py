@@ -834,34 +834,43 @@ def test_bench_dft_cell_size_check_keeps_supercells_apart(tmp_path, capsys):
     assert "--frames builder only" in capsys.readouterr().err
 
 
-def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
-    """A host+H single point with a large DFT force on H (a broken model geometry) is no ΔE_H truth."""
+def _ni_co_label_store(tmp_path, co_h_energy: float, forces_of) -> tuple[str, str]:
+    """A pw500 label store with the Ni2@6Na and Co2@6Na triples (H at top_M1) and H2; ``forces_of(atoms)``
+    gives each row's DFT forces. Returns (path, settings hash)."""
     import ase.db
 
-    from screening.bench_model import MAX_H_FORCE, dft_triples, left_out_note
     from structures.motifs import resolve_motifs
 
     gp, s = L.get_engine("gpaw"), L.PRESETS["pw500"]
     db_path = tmp_path / "labels.db"
     db = ase.db.connect(str(db_path))
     energies = {"H2": -6.70, "Ni2@6Na": -250.0, "Ni2@6Na+H@top_M1": -253.0, "Co2@6Na": -260.0,
-                "Co2@6Na+H@top_M1": -260.1}  # fmt: skip
-    q = L.build_queue(["Ni", "Co"], resolve_motifs("6Na"), with_h=True, sites=["top_M1"], h2=True)
-    for a in q:
-        forces = np.zeros((len(a), 3))
-        if a.info["name"].startswith("Co2@6Na+H"):
-            forces[[i for i, z in enumerate(a.numbers) if z == 1], 2] = 2.0 * MAX_H_FORCE
-        res = {"converged": True, "status": "ok", "energy": energies[a.info["name"]], "forces": forces,
+                "Co2@6Na+H@top_M1": co_h_energy}  # fmt: skip
+    for a in L.build_queue(["Ni", "Co"], resolve_motifs("6Na"), with_h=True, sites=["top_M1"], h2=True):
+        res = {"converged": True, "status": "ok", "energy": energies[a.info["name"]], "forces": forces_of(a),
                "wall_s": 600.0, "n_scf": 20}  # fmt: skip
         L.write_label_row(db, a, L.label_key(a, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res)
-    sh = L.settings_hash(gp, s)
+    return str(db_path), L.settings_hash(gp, s)
+
+
+def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
+    """A host+H single point with a large DFT force on H (a broken model geometry) is no ΔE_H truth."""
+    from screening.bench_model import MAX_H_FORCE, dft_triples, left_out_note
+
+    def forces_of(a):
+        forces = np.zeros((len(a), 3))
+        if a.info["name"].startswith("Co2@6Na+H"):
+            forces[a.numbers == 1, 2] = 2.0 * MAX_H_FORCE
+        return forces
+
+    db_path, sh = _ni_co_label_store(tmp_path, -260.1, forces_of)
     left_out: list = []
-    kept = dft_triples(str(db_path), sh, left_out=left_out)
+    kept = dft_triples(db_path, sh, left_out=left_out)
     assert [t["name"] for t in kept] == ["Ni2@6Na+H@top_M1"] and kept[0]["h_force"] == 0.0
     assert [t["name"] for t in left_out] == ["Co2@6Na+H@top_M1"]
     assert left_out[0]["h_force"] == pytest.approx(2.0 * MAX_H_FORCE)
     assert "Co2@6Na+H@top_M1 (10.0 eV/Å)" in left_out_note(left_out)
-    assert len(dft_triples(str(db_path), sh, max_h_force=float("inf"))) == 2
+    assert len(dft_triples(db_path, sh, max_h_force=float("inf"))) == 2
     # each triple says how far its host and its H* state are from a DFT minimum (largest force on any atom)
     assert kept[0]["host_fmax"] == 0.0 and kept[0]["state_fmax"] == 0.0
     assert left_out[0]["state_fmax"] == pytest.approx(2.0 * MAX_H_FORCE) and left_out[0]["host_fmax"] == 0.0
@@ -870,36 +879,26 @@ def test_dft_triples_leave_out_a_single_point_far_from_any_minimum(tmp_path):
 def test_dft_triples_leave_out_a_state_with_a_huge_force_on_any_atom(tmp_path):
     """A model-relaxed H* state with a DFT force on a metal far above any relaxed geometry's (Rh2@2Nd+H@top_M2:
     19 eV/Å on Rh, 0.3 on H) is no ΔE_H truth either; a force just below the cap stays in."""
-    import ase.db
-
     from screening.bench_model import MAX_H_FORCE, MAX_STATE_FORCE, dft_triples, left_out_note
-    from structures.motifs import resolve_motifs
 
-    gp, s = L.get_engine("gpaw"), L.PRESETS["pw500"]
-    db_path = tmp_path / "labels.db"
-    db = ase.db.connect(str(db_path))
-    energies = {"H2": -6.70, "Ni2@6Na": -250.0, "Ni2@6Na+H@top_M1": -253.0, "Co2@6Na": -260.0,
-                "Co2@6Na+H@top_M1": -258.0}  # fmt: skip
-    q = L.build_queue(["Ni", "Co"], resolve_motifs("6Na"), with_h=True, sites=["top_M1"], h2=True)
-    for a in q:
+    def forces_of(a):
         forces = np.zeros((len(a), 3))
         if "+H" in a.info["name"]:
             metal = [i for i, z in enumerate(a.numbers) if z in (27, 28)][0]
             forces[a.numbers == 1, 0] = 0.5 * MAX_H_FORCE  # the force on H alone would keep both
             forces[metal, 1] = (1.3 if a.info["name"].startswith("Co") else 0.9) * MAX_STATE_FORCE
-        res = {"converged": True, "status": "ok", "energy": energies[a.info["name"]], "forces": forces,
-               "wall_s": 600.0, "n_scf": 20}  # fmt: skip
-        L.write_label_row(db, a, L.label_key(a, gp, s), "gpaw", "gpaw test", {"physics": gp.physics(s)}, res)
-    sh = L.settings_hash(gp, s)
+        return forces
+
+    db_path, sh = _ni_co_label_store(tmp_path, -258.0, forces_of)
     left_out: list = []
-    kept = dft_triples(str(db_path), sh, left_out=left_out)
+    kept = dft_triples(db_path, sh, left_out=left_out)
     assert [t["name"] for t in kept] == ["Ni2@6Na+H@top_M1"]
     assert [t["name"] for t in left_out] == ["Co2@6Na+H@top_M1"]
     assert left_out[0]["state_fmax"] == pytest.approx(1.3 * MAX_STATE_FORCE)
     note = left_out_note(left_out)
     assert f"Co2@6Na+H@top_M1 ({1.3 * MAX_STATE_FORCE:.1f} eV/Å)" in note and "on an atom" in note
-    assert len(dft_triples(str(db_path), sh, max_state_force=float("inf"))) == 2
-    assert len(dft_triples(str(db_path), sh, max_h_force=float("inf"))) == 2  # keep-all callers keep it
+    assert len(dft_triples(db_path, sh, max_state_force=float("inf"))) == 2
+    assert len(dft_triples(db_path, sh, max_h_force=float("inf"))) == 2  # keep-all callers keep it
 
 
 class _DiesAfterCheckpoint:
