@@ -31,7 +31,17 @@ from structures.common import InputError
 
 from .anchoring import class_offsets_text, site_class
 from .dgh import DGConfig, dg_anchor, dg_from_stats, dg_sigma_scale, h2_molecule, predict_energies
-from .flags import FlagConfig, dg_flags, high_variance_note, order, structure_flags, to_booleans, to_string
+from .flags import (
+    FlagConfig,
+    dg_flags,
+    high_variance_note,
+    order,
+    pair_stretch,
+    stretch_flags,
+    structure_flags,
+    to_booleans,
+    to_string,
+)
 from .relax import RelaxConfig, relax_many, resolve_device
 from .stability import (
     StabilityConfig,
@@ -529,11 +539,14 @@ def _evaluate_chunk(
                 dg_anchor(handle.posterior, info.get(SK.HOST), classes),
             )
             best = state_recs[dg.best_index]
+            stretch = pair_stretch(host_rec.atoms, best.atoms)
             flags |= set(best.flags) | set(dg_flags(dg.dg, dg.dg_std, config.flags))
+            flags |= set(stretch_flags(stretch, config.flags))
             converged = host_rec.status == "converged" and best.status == "converged"
             row.update(
                 best_site=dg.best_site,
                 best_site_class=classes[dg.best_index],
+                mm_stretch=stretch,
                 dg=dg.dg,
                 dg_std=dg.dg_std,
                 dg_std_epistemic=dg.dg_std_epistemic,

@@ -22,7 +22,7 @@ Schema (every row has the key-value pair ``kind``; strings never look like numbe
     ``correction``, ``e_host``, ``e_host_h``, ``e_h2``, ``model_hash``, ``relax_hash``, ``settings_hash``,
     ``code_version``, ``structure_model_hash`` (the ``model_hash`` of the structure rows it was computed
     from: the network's hash without DFT anchoring, so anchored copies of a model share relaxations;
-    absent in stores written before it, where it equals ``model_hash``). ``best_site_class``: what the H of the best site binds to (metal, N, C; absent before session 10). Data: ``site_dg`` {site: eV}, ``dg_samples`` (K,), ``e_form_samples`` (K,).
+    absent in stores written before it, where it equals ``model_hash``). ``best_site_class``: what the H of the best site binds to (metal, N, C; absent before session 10). ``mm_stretch``: M–M distance of the best H* state minus the relaxed host's, Å (absent before session 23). Data: ``site_dg`` {site: eV}, ``dg_samples`` (K,), ``e_form_samples`` (K,).
 ``kind="run"`` -- one row per (model, settings): ``model_hash``, ``settings_hash``, ``model_path``,
     ``code_version``; data ``settings`` (the full settings dict).
 
@@ -507,11 +507,11 @@ RESULT_COLUMNS = (
     "dg_std_epistemic", "dg_std_aleatoric", "site_agreement", "e_form", "e_form_std", "e_form_std_epistemic",
     "e_form_std_aleatoric", "aggregates", "flags", "converged", "n_samples", "n_samples_dropped", "correction",
     "e_host", "e_host_h", "e_h2", "model_hash", "relax_hash", "settings_hash", "code_version",
-    "structure_model_hash", "best_site_class",
+    "structure_model_hash", "best_site_class", "mm_stretch",
 )  # fmt: skip
 FLOAT_COLUMNS = (
     "dg", "dg_std", "dg_std_epistemic", "dg_std_aleatoric", "site_agreement", "e_form", "e_form_std",
-    "e_form_std_epistemic", "e_form_std_aleatoric", "correction", "e_host", "e_host_h", "e_h2",
+    "e_form_std_epistemic", "e_form_std_aleatoric", "correction", "e_host", "e_host_h", "e_h2", "mm_stretch",
 )  # fmt: skip
 
 

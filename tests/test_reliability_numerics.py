@@ -190,3 +190,48 @@ def test_a_screen_drops_and_counts_nan_samples(tmp_path):
     assert fe.dg_std_epistemic == pytest.approx(np.std(fe.dg_samples), abs=1e-12)
     assert "nonfinite" not in fe["flags"]
     assert "non-finite posterior samples dropped: 1 in 1 host(s)" in out.getvalue()
+
+
+# ---- a spurious minimum: H* that stretches the metal pair ---------------------------------------------------
+class PairSpringField(MorseEnsemble):
+    """Morse, plus a spring (40 eV/Å²) that holds the two Fe atoms 4.0 Å apart: in every structure holding an
+    H atom (``h_only``: H* relaxes into a stretched pair that the host does not have, as v0.5.1 at Rh2@2Nd),
+    or in every structure (host and H* share the pair's length)."""
+
+    def __init__(self, h_only: bool = True):
+        super().__init__(ELEMENTS)
+        self.h_only = h_only
+
+    def _member_energies(self, batch, pos):
+        e = super()._member_energies(batch, pos)
+        z, b = batch[K.ATOMIC_NUMBERS], batch[K.BATCH]
+        for g in range(int(batch[K.NUM_ATOMS].shape[0])):
+            here = b == g
+            fe = torch.nonzero(here & (z == 26)).flatten()
+            if ((z[here] == 1).any() or not self.h_only) and len(fe) == 2:
+                d = (pos[fe[1]] - pos[fe[0]]).norm()
+                e = e + torch.nn.functional.one_hot(torch.tensor(g), e.shape[1]).to(e) * 40.0 * (d - 4.0) ** 2
+        return e
+
+
+@pytest.mark.parametrize("h_only", [True, False])
+def test_a_screen_flags_the_host_whose_best_h_site_stretches_the_metal_pair(tmp_path, h_only):
+    from screening.flags import FlagConfig, metal_geometry
+    from screening.store import _record
+
+    flags = FlagConfig(max_mm_distance=10.0)  # the 4 Å pair is not a break-up here
+    config = ScreenConfig(
+        metals="Fe", motifs="3Nb", supercell="4x4", relax=RELAX, flags=flags, progress=False
+    )
+    db = tmp_path / "stretch.db"
+    run_screen(config, db, model=handle_from_loader(lambda: PairSpringField(h_only)), out=None)
+    fe = load_results(db).set_index("host").loc["Fe2@3Nb"]
+    rows = ase.db.connect(str(db))
+    host = _record(next(rows.select(kind="structure", state="relaxed", host="Fe2@3Nb", ads_index=-1))).atoms
+    best = _record(next(rows.select(kind="structure", state="relaxed", host="Fe2@3Nb", site=fe["best_site"])))
+    stretch = metal_geometry(best.atoms)["mm_distance"] - metal_geometry(host)["mm_distance"]
+    assert fe["mm_stretch"] == pytest.approx(stretch, abs=1e-9)
+    if h_only:
+        assert fe["mm_stretch"] > 0.3 and fe["flag_pair_stretched"] and "pair_stretched" in fe["flags"]
+    else:
+        assert abs(fe["mm_stretch"]) < 0.1 and not fe["flag_pair_stretched"]

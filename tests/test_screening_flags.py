@@ -133,3 +133,25 @@ def test_high_variance_note_only_when_the_flag_is_on_every_finite_host():
     assert high_variance_note(2, [0.3, np.nan, 0.4]).startswith("high_variance on every host")
     assert "0.30 eV" in high_variance_note(2, [0.3, np.inf, 0.4])
     assert high_variance_note(1, [0.3, 0.4]) == "" and high_variance_note(0, []) == ""
+
+
+def test_h_that_stretches_the_metal_pair_is_flagged(host):
+    from screening.flags import pair_stretch, stretch_flags
+
+    m1, m2 = _metals(host)
+    state = add_h(host, h_sites(host)[0])
+    assert pair_stretch(host, state) == pytest.approx(0.0, abs=1e-12)
+    assert stretch_flags(pair_stretch(host, state)) == []
+    stretched = state.copy()
+    axis = stretched.positions[m2] - stretched.positions[m1]
+    axis /= np.linalg.norm(axis)
+    stretched.positions[m2] += 0.4 * axis  # 0.4 Å longer than the host's pair, below the 3.6 Å break-up
+    assert pair_stretch(host, stretched) == pytest.approx(0.4, abs=1e-9)
+    assert metal_geometry(stretched)["mm_distance"] < FlagConfig().max_mm_distance
+    assert stretch_flags(pair_stretch(host, stretched)) == ["pair_stretched"]
+    assert stretch_flags(pair_stretch(host, stretched), FlagConfig(max_mm_stretch=0.5)) == []
+    # a shortened pair is not a stretch; no pocket gives nan and no flag
+    assert stretch_flags(pair_stretch(stretched, host)) == []
+    bare = host.copy()
+    bare.info.pop("pocket")
+    assert math.isnan(pair_stretch(bare, state)) and stretch_flags(math.nan) == []
