@@ -75,7 +75,12 @@ def _host_value(df) -> np.ndarray:
     else the model's site (``dft_dg``), else NaN."""
     same = df["dft_dg"].to_numpy(float) if "dft_dg" in df else np.full(len(df), np.nan)
     host = _host_dft(df)
-    return np.where(np.isfinite(host), host, same)
+    value = np.where(np.isfinite(host), host, same)
+    # a geometry failure at the model's site says nothing about the host's DFT ΔGH*
+    site = df["dft_site_host"].astype(str).to_numpy() if "dft_site_host" in df else np.full(len(df), "")
+    best = df["best_site"].astype(str).to_numpy() if "best_site" in df else np.full(len(df), "")
+    at_model_site = ~np.isfinite(host) | (site == best)
+    return np.where(geometry_failures(df) & at_model_site, np.nan, value)
 
 
 def _state_label(row) -> str:
@@ -426,10 +431,25 @@ def trends(df, out: Path, config: ReportConfig) -> dict[str, dict[str, Path]]:
 
 def _validated(df, dft_fit: bool = False):
     """Rows with a DFT and a model ΔGH*: the held-out ones, or with ``dft_fit`` those whose DFT labels fitted
-    the model (its DFT anchoring or its training; column ``dft_fit``; no test of that model's ΔGH*)."""
+    the model (its DFT anchoring or its training; column ``dft_fit``; no test of that model's ΔGH*). Geometry
+    failures (:func:`geometry_failures`) are in neither."""
     ok = np.isfinite(df["dft_dg"].to_numpy(float)) & np.isfinite(df["dg"].to_numpy(float))
     fit = _fit_mask(df)
-    return df[ok & (fit if dft_fit else ~fit)]
+    return df[ok & (fit if dft_fit else ~fit) & ~geometry_failures(df)]
+
+
+def geometry_failures(df) -> np.ndarray:
+    """(rows,) bool: validated rows whose DFT single points put a force above ``MAX_STATE_FORCE`` on an atom
+    or above ``MAX_H_FORCE`` on H (columns ``dft_fmax``, ``dft_h_force`` of `screen validate`): the model's
+    geometry is far from any DFT minimum, so the ΔGH* error there measures the geometry, not the energy
+    (:func:`reports.validate.is_geometry_failure`). All False where those columns are absent."""
+    from .validate import is_geometry_failure
+
+    if "dft_fmax" not in df and "dft_h_force" not in df:
+        return np.zeros(len(df), dtype=bool)
+    fmax = df["dft_fmax"].to_numpy(float) if "dft_fmax" in df else np.full(len(df), np.nan)
+    h = df["dft_h_force"].to_numpy(float) if "dft_h_force" in df else np.full(len(df), np.nan)
+    return np.array([is_geometry_failure(a, b) for a, b in zip(fmax, h)], dtype=bool)
 
 
 def _fit_mask(df) -> np.ndarray:
@@ -444,6 +464,9 @@ def validation_stats(df) -> dict[str, float]:
     d = _validated(df)
     n_fit = len(_validated(df, dft_fit=True))
     host = _host_stats(df)
+    failed = geometry_failures(df) & np.isfinite(df["dft_dg"].to_numpy(float))
+    n_geom = {"n_geometry_failure": int(failed.sum())} if failed.any() else {}
+    host = {**host, **n_geom}
     if d.empty:
         return {"n": 0, "n_dft_fit": n_fit, **host}
     err = d["dg"].to_numpy(float) - d["dft_dg"].to_numpy(float)
@@ -468,7 +491,7 @@ def _host_stats(df) -> dict[str, float]:
     site has no DFT label; n_other_site: rows where that site is not the model's. {} without such rows."""
     host = _host_dft(df)
     dg = df["dg"].to_numpy(float)
-    ok = np.isfinite(host) & np.isfinite(dg) & ~_fit_mask(df)
+    ok = np.isfinite(host) & np.isfinite(dg) & ~_fit_mask(df) & ~geometry_failures(df)
     if not ok.any():
         return {}
     site = df["dft_site_host"].astype(str).to_numpy() if "dft_site_host" in df else np.full(len(df), "")
@@ -532,6 +555,10 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
                 np.r_[xh[moved], xp], np.r_[y[moved], yp], "x", color="tab:red", ms=6,
                 label=f"DFT at the host's lowest labelled site ({int(moved.sum()) + len(part)})",
             )  # fmt: skip
+        geo = df[geometry_failures(df) & np.isfinite(df["dft_dg"].to_numpy(float))]
+        if len(geo):  # not drawn: their DFT values (eV above) would set the axes
+            names = ", ".join(geo["host"].astype(str).iloc[: config.label_max])
+            ax.plot([], [], " ", label=f"left out, DFT force > cap at the model's geometry: {names}")
         if len(bond):
             for k in range(len(bond)):
                 ax.plot([xb0[k], xb[k]], [yb[k], yb[k]], color="tab:purple", lw=0.9, alpha=0.7)

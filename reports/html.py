@@ -20,6 +20,7 @@ import numpy as np
 
 from structures.common import atomic_write_text
 
+from .figures import geometry_failures
 from .tables import ReportConfig, fmt_value, table_columns
 
 CAPTIONS: dict[str, str] = {
@@ -177,6 +178,15 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
                 if stats.get("n_dft_fit")
                 else ""
             )
+        )
+    if stats and stats.get("n_geometry_failure"):
+        from screening.bench_model import MAX_H_FORCE, MAX_STATE_FORCE
+
+        geo = df[geometry_failures(df) & np.isfinite(df["dft_dg"].to_numpy(float))]
+        out["DFT geometry failures"] = (
+            f"{stats['n_geometry_failure']} left out of the DFT statistics ({', '.join(map(str, geo['host']))}): "
+            f"DFT puts more than {MAX_STATE_FORCE:g} eV/Å on an atom (or {MAX_H_FORCE:g} on H) at the model's "
+            "geometry, so the model's minimum there is not DFT's and the error measures the geometry"
         )
     if stats and stats.get("n_host"):
         out["DFT validation, host minimum"] = (

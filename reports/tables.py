@@ -27,14 +27,15 @@ from structures.common import InputError, atomic_write_text
 KT_300K = 8.617333262e-5 * 300.0  # eV, k_B T at 300 K (Nørskov 2005 uses 300 K)
 DFT_COLUMNS = ("dft_dg", "dft_de", "dft_engine", "dft_settings", "dft_relax", "dft_status", "dft_site",
                "dft_wall_s", "dft_date", "dft_dg_host", "dft_site_host", "dft_host_classes", "dft_mm_force_host",
-               "dft_mm_force", "dft_dg_bond", "dft_mm_k_host", "dft_mm_k", "dft_bond_status")  # fmt: skip
+               "dft_mm_force", "dft_dg_bond", "dft_mm_k_host", "dft_mm_k", "dft_bond_status", "dft_fmax",
+               "dft_h_force")  # fmt: skip
 #: bond-line columns (`screen validate --bond-line`): in the table only when some row has one
 BOND_COLUMNS = ("dft_dg_bond", "dft_mm_k_host", "dft_mm_k")
 #: columns of the ranking table, in order (those missing from a store are left out)
 TABLE_COLUMNS = (
     "rank", "host", "metal", "metal2", "motif", "n_N", "best_site", "best_site_class", "dg", "dg_std", "dg_std_epistemic",
     "dg_std_aleatoric", "p_active", "log_i0", "log_i0_expected", "site_agreement", "e_form", "e_form_std",
-    "flags", "converged", "dft_dg", "dft_dg_host", "dft_site_host", "dft_mm_force_host", "dft_mm_force", "dft_dg_bond", "dft_mm_k_host", "dft_mm_k", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
+    "flags", "mm_stretch", "converged", "dft_dg", "dft_fmax", "dft_dg_host", "dft_site_host", "dft_mm_force_host", "dft_mm_force", "dft_dg_bond", "dft_mm_k_host", "dft_mm_k", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
     "code_version", "id",
 )  # fmt: skip
 SELECTION_HELP = "uncertain, bald, bald:per-metal, random, random:per-metal, top:N, id:HOST[,HOST] or all"
@@ -166,6 +167,8 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
         "dft_dg_host",
         "dft_mm_force_host",
         "dft_mm_force",
+        "dft_fmax",
+        "dft_h_force",
         *BOND_COLUMNS,
     ):
         df[c] = np.asarray([np.nan if v is None else float(v) for v in df[c]], dtype=float)

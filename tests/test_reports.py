@@ -444,3 +444,42 @@ def test_hosts_a_model_was_trained_on_with_dft_are_no_test(tmp_path):
     facts = summary(rank(df), ReportConfig(), str(db_path), st)
     assert facts["trained on DFT"].startswith("1 host (Ni2@3Nb)")
     assert "1 more were" in facts["DFT validation"]
+
+
+def test_a_dft_geometry_failure_is_named_and_left_out_of_the_statistics(tmp_path):
+    """A validated host whose DFT single point puts more than MAX_STATE_FORCE on an atom (or MAX_H_FORCE on
+    H) at the model's geometry (v0.5.1 at Rh2@2Nd: 19 eV/Å, ΔGH* +5 eV) is left out of the validation
+    statistics, of the parity axes and of the ranking's DFT values, and named in the summary."""
+    from reports.figures import _host_value, geometry_failures, parity, validation_stats
+    from reports.html import summary
+    from reports.tables import ReportConfig, load_table, rank
+    from screening.bench_model import MAX_H_FORCE, MAX_STATE_FORCE
+
+    db_path = make_results_db(tmp_path / "r.db", metals=("Cu", "Ni", "Co"), motifs=("3Nb",), hetero=())
+    df = load_table(db_path)
+    df["dft_dg"] = df["dg"] + 0.1
+    df["dft_fmax"] = 3.0
+    df["dft_h_force"] = 1.0
+    assert not geometry_failures(df).any() and validation_stats(df)["n"] == 3
+    bad = df["host"] == "Cu2@3Nb"
+    df.loc[bad, "dft_dg"] = df.loc[bad, "dg"] + 5.0
+    df.loc[bad, "dft_fmax"] = MAX_STATE_FORCE + 4.0
+    assert list(geometry_failures(df)) == list(bad)
+    st = validation_stats(df)
+    assert st["n"] == 2 and st["mae"] == pytest.approx(0.1) and st["n_geometry_failure"] == 1
+    assert (
+        np.isnan(_host_value(df)[bad.to_numpy()]).all()
+        and np.isfinite(_host_value(df)[~bad.to_numpy()]).all()
+    )
+    facts = summary(rank(df), ReportConfig(), str(db_path), st)
+    assert facts["DFT geometry failures"].startswith("1 left out of the DFT statistics (Cu2@3Nb)")
+    svg = parity(df, tmp_path / "fig", ReportConfig())["svg"].read_text()
+    assert "left out, DFT force" in svg and "Cu2@3Nb" in svg
+    # the force on H alone is a failure too; no forces stored (nan) is none
+    df.loc[bad, "dft_fmax"] = 3.0
+    df.loc[bad, "dft_h_force"] = MAX_H_FORCE + 1.0
+    assert validation_stats(df)["n_geometry_failure"] == 1
+    df["dft_fmax"] = np.nan
+    df["dft_h_force"] = np.nan
+    st = validation_stats(df)
+    assert st["n"] == 3 and "n_geometry_failure" not in st

@@ -171,7 +171,7 @@ def _emt_energy(atoms):
     return a.get_potential_energy()
 
 
-def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_path, capsys):
+def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_path, capsys, monkeypatch):
     import ase.db
 
     from reports.tables import load_table, rank
@@ -208,17 +208,38 @@ def test_validate_with_stand_in_engine_writes_back_and_resumes(results_db, tmp_p
         for atoms, key in ((host, "dft_mm_force_host"), (hh, "dft_mm_force")):
             want_f = _emt_mm_force(atoms)
             assert r[key] == pytest.approx(want_f, abs=1e-8)
+        # and the largest force on any atom of the two points, and on the H: a geometry-failure test
+        f_host, f_hh = (np.linalg.norm(_emt_forces(a), axis=1) for a in (host, hh))
+        assert r["dft_fmax"] == pytest.approx(max(f_host.max(), f_hh.max()), abs=1e-8)
+        assert r["dft_h_force"] == pytest.approx(f_hh[hh.numbers == 1].max(), abs=1e-8)
     n_labels = ase.db.connect(str(labels)).count()
     assert n_labels == 5  # 2 hosts, 2 H* states, the shared H2
     assert main(argv) == 0  # re-run: every single point is found in the label store
     assert ase.db.connect(str(labels)).count() == n_labels
     # the report now shows model vs DFT
     out = tmp_path / "report"
+    # EMT at the model's geometries puts 12-15 eV/Å on H: geometry failures, named and not a parity point
+    assert main(["report", "--db", str(results_db), "--out", str(out)]) == 0
+    assert "DFT geometry failures" in (out / "report.html").read_text()
+    assert not (out / "parity.png").exists()
+    import screening.bench_model
+
+    monkeypatch.setattr(screening.bench_model, "MAX_H_FORCE", 100.0)  # a stand-in engine, not DFT
+    monkeypatch.setattr(screening.bench_model, "MAX_STATE_FORCE", 100.0)
+    out = tmp_path / "report2"
     assert main(["report", "--db", str(results_db), "--out", str(out)]) == 0
     assert (out / "parity.png").exists() and (out / "calibration.svg").exists()
     header = (out / "ranking.csv").read_text().splitlines()[0].split(",")
-    assert {"dft_dg", "dft_mm_force_host", "dft_mm_force"} <= set(header)
+    assert {"dft_dg", "dft_mm_force_host", "dft_mm_force", "dft_fmax"} <= set(header)
     capsys.readouterr()
+
+
+def _emt_forces(atoms) -> np.ndarray:
+    from ase.calculators.emt import EMT
+
+    a = atoms.copy()
+    a.calc = EMT()
+    return a.get_forces()
 
 
 def _emt_mm_force(atoms) -> float:
