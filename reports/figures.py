@@ -534,7 +534,7 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
     lo = float(np.r_[x, xf, y - 2 * s, yf, xh[moved], xp, yp, xb].min()) - 0.1
     hi = float(np.r_[x, xf, y + 2 * s, yf, xh[moved], xp, yp, xb].max()) + 0.1
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(5.6, 5.2))
+        fig, ax = plt.subplots(figsize=(6.0, 6.6))
         t = np.array([lo, hi])
         ax.fill_between(
             t, t - config.window, t + config.window, color="0.85", lw=0, label=f"±{config.window:g} eV"
@@ -593,7 +593,7 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
                 else "Model vs DFT: every DFT host fitted the model (no test yet)"
             )
         )
-        ax.legend(loc="upper left", framealpha=0.9)
+        fig.legend(loc="outside lower center", ncols=2, framealpha=0.9)  # below the axes: never over a point
         return save(fig, out, "parity", config.dpi)
 
 
