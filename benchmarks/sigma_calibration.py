@@ -1,0 +1,171 @@
+"""Does a ΔGH* σ factor fitted on the held-out *calibration* hosts' DFT make σ cover the *test* hosts' errors?
+
+benchmarks/heldout_hosts.txt splits the hosts no shipped model trained on into test hosts (the ΔGH* MAE is
+reported on them) and calibration hosts (the σ factor is meant to be fitted on them). This script runs that
+protocol on the plane-wave DFT triples at the model-relaxed geometries (``screen validate`` rows; geometry
+failures left out as in every DFT benchmark): for each NAME=CHECKPOINT it predicts ΔE_H and its σ as the
+screen reports them (:func:`screening.bench_model.triple_de`), fits the factor on the calibration triples
+(:func:`screening.cmd_anchor.fit_sigma_factor`, the one `screen anchor --sigma-only` writes, with its
+leave-one-host-out coverage), and reports the test triples' and test hosts' 1σ / 2σ coverage with the
+model's own σ and with the fitted factor. Per host: DFT's lowest labelled site against the model's lowest
+prediction over the same sites, with that site's σ.
+
+Usage:
+  OMP_NUM_THREADS=1 python benchmarks/sigma_calibration.py v0.5.1=potentials/models/default.pt \
+      [step21=runs/anchor_s21/replay-*/posterior.pt] [--labels dft/labels.db] [--hosts-file
+      benchmarks/heldout_hosts.txt] [--out benchmarks/results/sigma_calibration.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def read_split(path: str) -> dict[str, list[str]]:
+    """{'test': [...], 'calibration': [...]} from a held-out host file whose comment lines name the section
+    ('# test hosts ...', '# calibration hosts ...'); a host before any such comment is refused."""
+    split: dict[str, list[str]] = {"test": [], "calibration": []}
+    section = None
+    for line in Path(path).read_text().splitlines():
+        text, _, comment = line.partition("#")
+        low = comment.lower()
+        if "calibration hosts" in low:
+            section = "calibration"
+        elif "test hosts" in low:
+            section = "test"
+        words = text.split()
+        if words and section is None:
+            raise SystemExit(f"{path}: hosts {words} before a '# test hosts' / '# calibration hosts' line")
+        if words:
+            split[section].extend(words)
+    return split
+
+
+def coverage(z) -> list[float]:
+    """Shares of |z| <= 1 and <= 2."""
+    z = np.abs(np.asarray(z, dtype=float))
+    return [float(np.mean(z <= 1.0)), float(np.mean(z <= 2.0))] if z.size else [float("nan")] * 2
+
+
+def per_host(rows: list[dict]) -> list[dict]:
+    """One entry per host: DFT's lowest labelled site (dft_de) and the model's lowest prediction over the same
+    sites (base) with that site's sigma."""
+    out = []
+    for h in sorted({r["host"] for r in rows}):
+        rs = [r for r in rows if r["host"] == h]
+        dft = min(rs, key=lambda r: r["dft_de"])
+        mod = min(rs, key=lambda r: r["base"])
+        out.append({"host": h, "dft_de": dft["dft_de"], "base": mod["base"], "sigma": mod["sigma"]})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "models", nargs="+", help="NAME=CHECKPOINT (posteriors never trained on the held-out hosts)"
+    )
+    ap.add_argument("--labels", default="dft/labels.db")
+    ap.add_argument("--settings-hash", default="8105ed16eae5")
+    ap.add_argument("--hosts-file", default="benchmarks/heldout_hosts.txt")
+    ap.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
+    ap.add_argument("--out", default="benchmarks/results/sigma_calibration.json")
+    args = ap.parse_args()
+    specs = []
+    for s in args.models:
+        name, sep, path = s.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"bad model '{s}'; allowed: NAME=CHECKPOINT")
+        specs.append((name, path))
+
+    import torch
+
+    from potentials.bayes import load_posterior
+    from potentials.checkpoint import dft_hosts, load
+    from screening.bench_model import dft_triples, left_out_note, triple_de
+    from screening.cmd_anchor import fit_sigma_factor
+
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(1)
+    split = read_split(args.hosts_file)
+    role = {h: k for k, hosts in split.items() for h in hosts}
+    for name, path in specs:
+        seen = set(role) & dft_hosts(load(path))
+        if seen:
+            raise SystemExit(f"{name} trained on {', '.join(sorted(seen))} of {args.hosts_file}")
+    left_out: list = []
+    triples = [
+        t
+        for t in dft_triples(args.labels, settings_hash=args.settings_hash, left_out=left_out)
+        if t["geometry"] == "validate" and t["host"] in role
+    ]
+    left_out = [t for t in left_out if t["host"] in role]
+    t0 = time.perf_counter()
+    out: dict = {
+        "labels": args.labels,
+        "settings_hash": args.settings_hash,
+        "models": dict(specs),
+        "results": {},
+    }
+    if left_out:
+        print(left_out_note(left_out) + "\n")
+    print(
+        "| model | calibration (hosts / triples) | factor | LOHO 1σ / 2σ on calibration | test triples | "
+        "mean σ | 1σ / 2σ, own σ | 1σ / 2σ, fitted | test hosts: 1σ / 2σ, own σ | 1σ / 2σ, fitted |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, path in specs:
+        post = load_posterior(path)
+        rows = []
+        for t in triples:
+            de, sig = triple_de(post, t["atoms"], args.samples)
+            rows.append({"name": t["name"], "host": t["host"], "role": role[t["host"]], "dft_de": t["dft_de"],
+                         "base": de, "sigma": sig})  # fmt: skip
+        cal = [r for r in rows if r["role"] == "calibration"]
+        test = [r for r in rows if r["role"] == "test"]
+        fit = fit_sigma_factor(cal)
+        f = fit["factor"]
+        z = np.array([(r["base"] - r["dft_de"]) / r["sigma"] for r in test])
+        hosts = per_host(test)
+        zh = np.array([(h["base"] - h["dft_de"]) / h["sigma"] for h in hosts])
+        res = {
+            "calibration_hosts": sorted({r["host"] for r in cal}),
+            "n_calibration_triples": len(cal),
+            "factor": f,
+            "calibration_loho_coverage": fit["loho_coverage"],
+            "n_test_triples": len(test),
+            "n_test_hosts": len(hosts),
+            "test_mean_sigma": float(np.mean([r["sigma"] for r in test])),
+            "test_coverage_own": coverage(z),
+            "test_coverage_fitted": coverage(z / f),
+            "test_host_coverage_own": coverage(zh),
+            "test_host_coverage_fitted": coverage(zh / f),
+            "test_factor": float(np.sqrt(np.mean(z**2))),
+            "rows": rows,
+            "hosts": hosts,
+        }
+        out["results"][name] = res
+        c = res
+        print(
+            f"| {name} | {len(c['calibration_hosts'])} / {len(cal)} | {f:.2f} | "
+            f"{c['calibration_loho_coverage'][0]:.2f} / {c['calibration_loho_coverage'][1]:.2f} | {len(test)} | "
+            f"{c['test_mean_sigma']:.3f} | {c['test_coverage_own'][0]:.2f} / {c['test_coverage_own'][1]:.2f} | "
+            f"{c['test_coverage_fitted'][0]:.2f} / {c['test_coverage_fitted'][1]:.2f} | "
+            f"{c['test_host_coverage_own'][0]:.2f} / {c['test_host_coverage_own'][1]:.2f} | "
+            f"{c['test_host_coverage_fitted'][0]:.2f} / {c['test_host_coverage_fitted'][1]:.2f} |"
+        )
+    out["left_out"] = [
+        {k: t[k] for k in ("name", "host", "dft_de", "h_force", "host_fmax", "state_fmax")} for t in left_out
+    ]
+    out["wall_s"] = time.perf_counter() - t0
+    json.dump(out, open(args.out, "w"), indent=1)
+    print(f"\n{time.perf_counter() - t0:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
