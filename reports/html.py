@@ -179,6 +179,13 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
                 else ""
             )
         )
+    if stats and stats.get("n") and "dft_fmax" in df:
+        unchecked = np.isfinite(df["dft_dg"].to_numpy(float)) & ~np.isfinite(df["dft_fmax"].to_numpy(float))
+        if unchecked.any():
+            out["DFT validation"] += (
+                f"; {int(unchecked.sum())} validated row(s) carry no DFT force (validated before the "
+                "geometry-failure check): `screen validate --reuse-only` with the same selection adds it"
+            )
     if stats and stats.get("n_geometry_failure"):
         from screening.bench_model import MAX_H_FORCE, MAX_STATE_FORCE
 

@@ -483,3 +483,6 @@ def test_a_dft_geometry_failure_is_named_and_left_out_of_the_statistics(tmp_path
     df["dft_h_force"] = np.nan
     st = validation_stats(df)
     assert st["n"] == 3 and "n_geometry_failure" not in st
+    # rows validated before the check carry no force: the summary says how to add it
+    facts = summary(rank(df), ReportConfig(), str(db_path), st)
+    assert "3 validated row(s) carry no DFT force" in facts["DFT validation"]
