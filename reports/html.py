@@ -280,8 +280,23 @@ def render(
         f"ΔGH* in eV; σ is the "
         f"total predictive standard deviation. Click a column header to sort.</p>\n"
         f"<h2>Summary</h2><dl>{facts}</dl>\n<h2>Figures</h2>\n{figs}"
-        f"<h2>Ranking</h2>\n{table_html(df, config)}\n<script>{_JS}</script>\n</body></html>\n"
+        f"<h2>Ranking</h2>\n{table_html(df, config)}\n{flags_html(df)}<script>{_JS}</script>\n</body></html>\n"
     )
+
+
+def flags_html(df) -> str:
+    """'<h2>Flags</h2>' with what each flag that occurs in ``df`` means and on how many hosts; '' when none."""
+    from screening.flags import FLAG_HELP, counts
+
+    n = counts(df["flags"].fillna("").astype(str)) if "flags" in df else {}
+    if not n:
+        return ""
+    items = "".join(
+        f"<dt><code>{html.escape(f)}</code> ({c} host{'s' if c != 1 else ''})</dt>"
+        f"<dd>{html.escape(FLAG_HELP.get(f, ''))}</dd>"
+        for f, c in n.items()
+    )
+    return f"<h2>Flags</h2><dl>{items}</dl>\n"
 
 
 def write_html(

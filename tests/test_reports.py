@@ -486,3 +486,19 @@ def test_a_dft_geometry_failure_is_named_and_left_out_of_the_statistics(tmp_path
     # rows validated before the check carry no force: the summary says how to add it
     facts = summary(rank(df), ReportConfig(), str(db_path), st)
     assert "3 validated row(s) carry no DFT force" in facts["DFT validation"]
+
+
+def test_the_report_explains_the_flags_that_occur(tmp_path):
+    from reports.html import flags_html
+    from reports.tables import load_table
+    from screening.flags import FLAG_HELP
+
+    df = load_table(make_results_db(tmp_path / "r.db", metals=("Cu", "Ni"), motifs=("3Nb",), hetero=()))
+    df["flags"] = ["pair_stretched,h_migrated", "h_migrated"]
+    text = flags_html(df)
+    assert "<code>h_migrated</code> (2 hosts)" in text and "<code>pair_stretched</code> (1 host)" in text
+    assert "spurious minimum" in text and "aggregates" not in text
+    assert text.index("pair_stretched") < text.index("h_migrated")  # FLAG_NAMES order
+    assert FLAG_HELP["aggregates"] not in text
+    df["flags"] = ""
+    assert flags_html(df) == ""

@@ -155,3 +155,9 @@ def test_h_that_stretches_the_metal_pair_is_flagged(host):
     bare = host.copy()
     bare.info.pop("pocket")
     assert math.isnan(pair_stretch(bare, state)) and stretch_flags(math.nan) == []
+
+
+def test_every_flag_has_a_meaning_for_the_report():
+    from screening.flags import FLAG_HELP
+
+    assert set(FLAG_HELP) == set(FLAG_NAMES) and all(FLAG_HELP.values())
