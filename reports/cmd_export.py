@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="uncertain",
         help="uncertain (2σ interval crosses the ±0.2 eV window or high_variance flag), bald (largest "
         "information gain ½ln(1+σ_ep²/σ_al²) first), bald:per-metal (the best of each metal pair), random, "
-        "random:per-metal (one host per pair, seeded), top:N, id:HOST[,HOST] or all (default uncertain)",
+        "random:per-metal (one host per pair, seeded), top:N, flag:NAME (hosts carrying that flag, e.g. "
+        "flag:pair_stretched), id:HOST[,HOST] or all (default uncertain)",
     )
     parser.add_argument(
         "--exclude-hosts",

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="uncertain",
         help="uncertain, bald (largest information gain about ΔGH* first: DFT as the active-learning "
         "oracle), bald:per-metal, random, random:per-metal (one host per metal pair, seeded: representative "
-        "labels for `screen anchor`), top:N, id:HOST[,HOST] or all (default uncertain)",
+        "labels for `screen anchor`), top:N, flag:NAME (hosts carrying that flag, e.g. flag:pair_stretched), "
+        "id:HOST[,HOST] or all (default uncertain)",
     )
     parser.add_argument(
         "--exclude-hosts",

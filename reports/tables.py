@@ -38,7 +38,9 @@ TABLE_COLUMNS = (
     "flags", "mm_stretch", "converged", "dft_dg", "dft_fmax", "dft_dg_host", "dft_site_host", "dft_mm_force_host", "dft_mm_force", "dft_dg_bond", "dft_mm_k_host", "dft_mm_k", "dft_engine", "dft_settings", "model_hash", "relax_hash", "settings_hash",
     "code_version", "id",
 )  # fmt: skip
-SELECTION_HELP = "uncertain, bald, bald:per-metal, random, random:per-metal, top:N, id:HOST[,HOST] or all"
+SELECTION_HELP = (
+    "uncertain, bald, bald:per-metal, random, random:per-metal, top:N, flag:NAME, id:HOST[,HOST] or all"
+)
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,8 @@ def select(
     ``random`` / ``random:per-metal``: a seeded random order (seed 0) of the rows with a finite ΔGH* / of one
     host per metal pair (representative anchoring labels: `screen bench dft-al` measured BALD-ordered DFT
     labels anchoring worse than random ones, because the model's σ does not track its DFT error);
-    ``top:N``: the N best by |ΔGH*|; ``id:HOST[,HOST]``: those hosts, in the order given; ``all``: every row.
+    ``top:N``: the N best by |ΔGH*|; ``flag:NAME``: the rows carrying that flag (e.g. ``flag:pair_stretched``),
+    in ranking order; ``id:HOST[,HOST]``: those hosts, in the order given; ``all``: every row.
     ``exclude``: hosts never selected (e.g. held-out hosts that must stay out of DFT training).
     """
     spec = (spec or "").strip()
@@ -379,6 +382,14 @@ def select(
         if not n.isdigit() or int(n) < 1:
             raise InputError(f"bad selection '{spec}'; allowed: top:N with N a positive integer, e.g. top:5")
         out = df[np.isfinite(df["dg"].to_numpy(float))].head(int(n))
+    elif spec.startswith("flag:"):
+        from screening.flags import FLAG_NAMES, parse
+
+        name = spec[5:]
+        if name not in FLAG_NAMES:
+            raise InputError(f"unknown flag '{name}' in selection '{spec}'; allowed: {', '.join(FLAG_NAMES)}")
+        carries = [name in parse(f if isinstance(f, str) else "") for f in df["flags"]]
+        out = df[np.asarray(carries, dtype=bool) & np.isfinite(df["dg"].to_numpy(float))]
     elif spec.startswith("id:"):
         names = [s.strip() for s in spec[3:].split(",") if s.strip()]
         known = list(df["host"])

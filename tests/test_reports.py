@@ -276,7 +276,10 @@ def test_selections(results_db):
     amb = (unc["p_active"] - 0.5).abs().to_numpy()
     assert np.all(np.diff(amb) >= -1e-12)  # most ambiguous first
     assert len(select(df, "uncertain", cfg, limit=2)) == 2
-    for bad in ("best", "top:x", "top:0", "id:Xx2@9Nq", ""):
+    # flag:NAME: the rows carrying that flag, in ranking order; an unknown flag is refused
+    flagged = [h for h, f in zip(df["host"], df["flags"].fillna("")) if "high_variance" in str(f).split(",")]
+    assert flagged and list(select(df, "flag:high_variance")["host"]) == flagged
+    for bad in ("best", "top:x", "top:0", "id:Xx2@9Nq", "", "flag:bogus", "flag:"):
         with pytest.raises(InputError):
             select(df, bad)
     # BALD: ½ ln(1 + σ_ep²/σ_al²) by hand, largest first; excluded hosts never come back
