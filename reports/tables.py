@@ -133,12 +133,15 @@ def load_table(db_path: str | os.PathLike, model_hash: str | None = None, settin
     """ΔGH* rows of a results store joined with their DFT validation columns (``dft_*``), one row per host.
 
     When the store holds several (model, settings) runs and none is chosen, the run with the most rows is
-    kept (``df.attrs["runs"]`` lists them all). InputError: missing/corrupt database, no ΔGH* rows.
+    kept, the one written last among runs as large (a re-run under new settings wins: ``df.attrs["runs"]``
+    lists them all). InputError: missing/corrupt database, no ΔGH* rows.
     """
     from screening.store import load_results
 
     df = load_results(db_path, model_hash=model_hash, settings_hash=settings_hash)
-    runs = df.groupby(["model_hash", "settings_hash"], dropna=False).size().sort_values(ascending=False)
+    # the run with the most rows; among runs as large, the one written last (the largest row id)
+    g = df.groupby(["model_hash", "settings_hash"], dropna=False)["id"].agg(["size", "max"])
+    runs = g.sort_values(["size", "max"], ascending=False)["size"]
     if df.empty:
         chosen = (
             ""

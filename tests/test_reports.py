@@ -505,3 +505,21 @@ def test_the_report_explains_the_flags_that_occur(tmp_path):
     assert FLAG_HELP["aggregates"] not in text
     df["flags"] = ""
     assert flags_html(df) == ""
+
+
+def test_of_two_runs_as_large_the_one_written_last_is_reported(tmp_path):
+    """A store re-run under new settings holds two runs of the same size: the table takes the newer one
+    (whatever order the groupby returns), and lists both."""
+    import ase.db
+
+    from reports.tables import load_table
+
+    db_path = make_results_db(tmp_path / "r.db", metals=("Cu", "Ni"), motifs=("3Nb",), hetero=())
+    db = ase.db.connect(str(db_path), type="db")
+    for settings in ("aaa_mid", "zzz_newest"):  # written after 'stest'; the newest sorts last by name
+        for row in list(db.select(kind="dg", settings_hash="stest")):
+            kv = dict(row.key_value_pairs, settings_hash=settings, uid=f"{row.uid}-{settings}")
+            db.write(ase.Atoms(), data=row.get("data") or {}, **kv)
+    df = load_table(db_path)
+    assert set(df["settings_hash"]) == {"zzz_newest"} and len(df) == 2
+    assert [r["settings_hash"] for r in df.attrs["runs"]] == ["zzz_newest", "aaa_mid", "stest"]
