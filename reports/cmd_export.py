@@ -41,10 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the H binds to), so DFT can take ΔGH* as a minimum over classes (default: the best site only)",
     )
     parser.add_argument(
-        "--model-hash", default=None, help="use this model's results (default: the largest run)"
+        "--model-hash",
+        default=None,
+        help="use this model's results (default: the largest run, the newest of equals)",
     )
     parser.add_argument(
-        "--settings-hash", default=None, help="use this settings hash (default: the largest run)"
+        "--settings-hash",
+        default=None,
+        help="use this settings hash (default: the largest run, the newest of equals)",
     )
 
 

@@ -19,10 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top", type=int, default=None, help="candidates shown in the ranked figure (default 40)"
     )
     parser.add_argument(
-        "--model-hash", default=None, help="use this model's results (default: the largest run)"
+        "--model-hash",
+        default=None,
+        help="use this model's results (default: the largest run, the newest of equals)",
     )
     parser.add_argument(
-        "--settings-hash", default=None, help="use this settings hash (default: the largest run)"
+        "--settings-hash",
+        default=None,
+        help="use this settings hash (default: the largest run, the newest of equals)",
     )
 
 

@@ -65,10 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="engine processes (default 1)")
     parser.add_argument(
-        "--model-hash", default=None, help="use this model's results (default: the largest run)"
+        "--model-hash",
+        default=None,
+        help="use this model's results (default: the largest run, the newest of equals)",
     )
     parser.add_argument(
-        "--settings-hash", default=None, help="use this settings hash (default: the largest run)"
+        "--settings-hash",
+        default=None,
+        help="use this settings hash (default: the largest run, the newest of equals)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
