@@ -156,9 +156,15 @@ def relax_with_engine(
 
 def class_states(db_path: str | os.PathLike, selected, classes: Sequence[str]) -> list[State]:
     """Per selected ΔG row: the relaxed H* state of lowest model energy (``e_relaxed``) of each binding class
-    in ``classes`` except the best site's own class; states flagged h_desorbed or nonfinite are skipped."""
+    in ``classes`` except the best site's own class; states flagged h_desorbed or nonfinite are skipped, and
+    so are states whose H* stretches the metal pair by more than ``FlagConfig.max_mm_stretch`` against the
+    relaxed host (possible spurious minima). When the best site itself is such a state (the row is flagged
+    ``pair_stretched``), its own class is searched too, so the host gets a DFT value at a sane site of it."""
     from screening.anchoring import site_class
+    from screening.flags import FlagConfig, pair_stretch
     from screening.store import load_structures
+
+    max_stretch = FlagConfig().max_mm_stretch
 
     out: list[State] = []
     stores: dict[tuple[str, str], Any] = {}  # (model hash, relax hash) -> relaxed rows: one read each
@@ -169,15 +175,23 @@ def class_states(db_path: str | os.PathLike, selected, classes: Sequence[str]) -
         rows = stores[(mh, rh)]
         if rows.empty or "site" not in rows:
             continue
-        rows = rows[(rows["host"] == str(r["host"])) & (rows["site"].fillna("").astype(str) != "")]
+        mine = rows[rows["host"] == str(r["host"])]
+        bare = mine[mine["site"].fillna("").astype(str) == ""]
+        host_atoms = bare["atoms"].iloc[0] if len(bare) else None
+        rows = mine[mine["site"].fillna("").astype(str) != ""]
         sites = [str(x) for x in rows["site"]]
         kinds = [site_class(a) for a in rows["atoms"]]
-        own = {c for c, site in zip(kinds, sites) if site == str(r["best_site"])}
+        stretched_best = "pair_stretched" in str(r.get("flags") or "").split(",")
+        own = set() if stretched_best else {c for c, site in zip(kinds, sites) if site == str(r["best_site"])}
         best: dict[str, Any] = {}
         for (_, q), site, c in zip(rows.iterrows(), sites, kinds):
             flags = str(q.get("flags") or "").split(",")
             energy = float(q.get("e_relaxed", float("nan")))
             if c not in classes or c in own or "h_desorbed" in flags or "nonfinite" in flags:
+                continue
+            if site == str(r["best_site"]):
+                continue  # labelled as the candidate itself
+            if host_atoms is not None and pair_stretch(host_atoms, q["atoms"]) > max_stretch:
                 continue
             if np.isfinite(energy) and (c not in best or energy < best[c][0]):
                 best[c] = (energy, q, site)

@@ -739,3 +739,44 @@ def test_validate_bond_line_relaxes_the_metal_pair_and_resumes(results_db, tmp_p
     assert "dft_dg_bond" in (out_dir / "ranking.csv").read_text().splitlines()[0].split(",")
     assert main([*argv, "--relax"]) == 2
     assert "--bond-line" in capsys.readouterr().err
+
+
+def test_site_classes_skip_states_that_stretch_the_metal_pair(tmp_path):
+    """--site-classes never picks an H* state that stretches the metal pair > 0.3 Å against the host; when
+    the best site itself does (the row is flagged pair_stretched), the lowest sane site of its own class is
+    picked too, so the host gets a DFT value at a sane site (v0.5.1's Rh2@2Nd: top_M2 and bridge_MM
+    stretched by 0.46 Å, top_M1 not)."""
+    import ase.db
+
+    from reports.tables import load_table, rank, select
+    from reports.validate import class_states
+    from screening.anchoring import site_class
+    from screening.store import _record
+
+    db = make_results_db(tmp_path / "r.db", metals=("Cu",), motifs=("2Nd",), hetero=(), all_sites=True)
+    store = ase.db.connect(str(db))
+    rows = {r.get("site") or "": r for r in store.select(kind="structure", state="relaxed")}
+    row = rank(load_table(db)).iloc[0]
+    best = str(row["best_site"])
+    metal_sites = [s for s, q in rows.items() if s and site_class(_record(q).atoms) == "metal"]
+    assert best in metal_sites and len(metal_sites) >= 3, metal_sites
+    others = sorted((s for s in metal_sites if s != best), key=lambda s: rows[s].e_relaxed)
+    lowest, second = others[0], others[1]
+
+    def stretch(site, by=0.5):  # move the second metal along the pair axis
+        q = rows[site]
+        a = q.toatoms()
+        i, j = (int(x) for x in str(q.pocket).split(",")[:2])
+        axis = a.positions[j] - a.positions[i]
+        a.positions[j] += by * axis / np.linalg.norm(axis)
+        store.update(q.id, atoms=a)
+
+    sel = select(rank(load_table(db)), f"id:{row['host']}")
+    assert class_states(db, sel, ("metal",)) == []  # the best site's own class: nothing more to label
+    stretch(best)
+    stretch(lowest)
+    dg_id = int(row["id"])
+    store.update(dg_id, flags="high_variance,pair_stretched", flag_pair_stretched=True)
+    sel = select(rank(load_table(db)), f"id:{row['host']}")
+    picked = class_states(db, sel, ("metal",))
+    assert [s.folder.split("@")[-1] for s in picked] == [second]  # the lowest metal site not stretched
