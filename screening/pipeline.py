@@ -765,6 +765,13 @@ def _fault_lines(summary: RunSummary) -> list[str]:
         note = high_variance_note(int(df["flag_high_variance"].sum()), df["dg_std"].to_numpy(float)[finite])
         if note:
             lines.append(note)
+        stretched = df.loc[df["flag_pair_stretched"].to_numpy(bool), "host"].astype(str).tolist()
+        if stretched:
+            lines.append(
+                f"pair_stretched ({', '.join(stretched[:5])}{', ...' if len(stretched) > 5 else ''}): the best "
+                "H* site moves the metal pair apart, possibly a spurious minimum of the model; `screen validate "
+                f"--db {summary.db_path} --select flag:pair_stretched --site-classes metal` also labels a sane site"
+            )
     if summary.status_counts:
         known = [s for s in STATUSES if s in summary.status_counts]
         other = sorted(set(summary.status_counts) - set(STATUSES))

@@ -224,7 +224,7 @@ def test_a_screen_flags_the_host_whose_best_h_site_stretches_the_metal_pair(tmp_
         metals="Fe", motifs="3Nb", supercell="4x4", relax=RELAX, flags=flags, progress=False
     )
     db = tmp_path / "stretch.db"
-    run_screen(config, db, model=handle_from_loader(lambda: PairSpringField(h_only)), out=None)
+    summary = run_screen(config, db, model=handle_from_loader(lambda: PairSpringField(h_only)), out=None)
     fe = load_results(db).set_index("host").loc["Fe2@3Nb"]
     rows = ase.db.connect(str(db))
     host = _record(next(rows.select(kind="structure", state="relaxed", host="Fe2@3Nb", ads_index=-1))).atoms
@@ -235,3 +235,6 @@ def test_a_screen_flags_the_host_whose_best_h_site_stretches_the_metal_pair(tmp_
         assert fe["mm_stretch"] > 0.3 and fe["flag_pair_stretched"] and "pair_stretched" in fe["flags"]
     else:
         assert abs(fe["mm_stretch"]) < 0.1 and not fe["flag_pair_stretched"]
+    # the run summary names the host and the command that labels a sane site
+    text = format_summary(summary)
+    assert ("pair_stretched (Fe2@3Nb)" in text and "--select flag:pair_stretched" in text) == h_only
