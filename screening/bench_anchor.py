@@ -732,7 +732,8 @@ def run(args: argparse.Namespace) -> int:
         + (" --no-sevenn" if args.no_sevenn else "")
         + (f" --batch-size {args.batch_size}" if args.batch_size != 4 else "")
         + (f" --device {args.device}" if args.device != "cpu" else "")
-        + (f" --train-hosts {args.train_hosts} --seed {args.seed}" if args.train_hosts else "")
+        + (f" --train-hosts {args.train_hosts}" if args.train_hosts else "")
+        + (f" --seed {args.seed}" if args.seed or args.train_hosts else "")
         + (f" --replay {args.replay} --replay-n {args.replay_n}" if "replay" in variants else "")
         + (
             f" --replay-energies {args.replay_energies} --replay-energy-weight {args.replay_energy_weight:g}"
