@@ -787,7 +787,10 @@ def test_anchor_bench_train_hosts_subsets_the_dft_training_hosts(world, tmp_path
     assert [r["name"] for r in sub["test"]] == [r["name"] for r in full["test"]]
     assert "--train-hosts 2 --seed 3" in sub["command"] and "--seed" not in full["command"]
     assert main([*base, "--seed", "2"]) == 0  # a seed alone (other replay draw and shuffle) is recorded too
-    assert " --seed 2" in json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())["command"]
+    assert (
+        " --seed 2"
+        in json.loads((tmp_path / "benchmarks" / "results" / "anchor.json").read_text())["command"]
+    )
     assert main([*base, "--train-hosts", "4"]) == 2
     assert "--train-hosts 4 not allowed; allowed: 1 to 3" in capsys.readouterr().err
 
