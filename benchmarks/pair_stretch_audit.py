@@ -20,17 +20,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from screening.flags import metal_geometry  # noqa: E402
 from screening.store import load_results, load_structures  # noqa: E402
-
-METALS_Z = set(range(21, 31)) | set(range(39, 49)) | set(range(72, 80))
 
 
 def mm_distance(atoms) -> float:
-    """Distance (Å, minimum image) between the two transition-metal atoms of a TM2@N-graphene cell."""
-    idx = [i for i, z in enumerate(atoms.numbers) if z in METALS_Z]
-    if len(idx) != 2:
-        return float("nan")
-    return float(atoms.get_distance(idx[0], idx[1], mic=True))
+    """Metal–metal distance (Å, minimum image) of a stored TM2@N-graphene structure (its pocket indices)."""
+    return metal_geometry(atoms).get("mm_distance", float("nan"))
 
 
 def main() -> None:

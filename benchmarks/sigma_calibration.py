@@ -76,18 +76,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20, help="posterior samples per ΔE_H (default 20)")
     ap.add_argument("--out", default="benchmarks/results/sigma_calibration.json")
     args = ap.parse_args()
-    specs = []
-    for s in args.models:
-        name, sep, path = s.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"bad model '{s}'; allowed: NAME=CHECKPOINT")
-        specs.append((name, path))
+    from screening.bench_model import parse_named_models
+
+    specs = parse_named_models(args.models)
 
     import torch
 
     from potentials.bayes import load_posterior
     from potentials.checkpoint import dft_hosts, load
-    from screening.bench_model import dft_triples, left_out_note, triple_de
+    from screening.bench_model import dft_triples, left_out_note, left_out_records, triple_de
     from screening.cmd_anchor import fit_sigma_factor
 
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -159,9 +156,7 @@ def main() -> None:
             f"{c['test_host_coverage_own'][0]:.2f} / {c['test_host_coverage_own'][1]:.2f} | "
             f"{c['test_host_coverage_fitted'][0]:.2f} / {c['test_host_coverage_fitted'][1]:.2f} |"
         )
-    out["left_out"] = [
-        {k: t[k] for k in ("name", "host", "dft_de", "h_force", "host_fmax", "state_fmax")} for t in left_out
-    ]
+    out["left_out"] = left_out_records(left_out)
     out["wall_s"] = time.perf_counter() - t0
     json.dump(out, open(args.out, "w"), indent=1)
     print(f"\n{time.perf_counter() - t0:.0f} s -> {args.out}")

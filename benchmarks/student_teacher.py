@@ -46,14 +46,9 @@ def main() -> None:
     )
     ap.add_argument("--out", default="benchmarks/results/student_teacher.json")
     args = ap.parse_args()
-    specs = []
-    for s in args.models:
-        name, sep, path = s.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(
-                f"bad model '{s}'; allowed: NAME=CHECKPOINT, e.g. v0.5.1=potentials/models/default.pt"
-            )
-        specs.append((name, path))
+    from screening.bench_model import parse_named_models
+
+    specs = parse_named_models(args.models)
 
     import torch
 
@@ -61,7 +56,13 @@ def main() -> None:
     from potentials.checkpoint import dft_hosts, load
     from screening.anchoring import site_class
     from screening.bench_anchor import host_level, paired_host_difference
-    from screening.bench_model import calc_triple_de, dft_triples, left_out_note, sevenn_calculator
+    from screening.bench_model import (
+        calc_triple_de,
+        dft_triples,
+        left_out_note,
+        left_out_records,
+        sevenn_calculator,
+    )
 
     warnings.filterwarnings("ignore", category=UserWarning)
     torch.set_num_threads(1)
@@ -145,9 +146,7 @@ def main() -> None:
             f"better in {100 * p['p_better']:.0f} % of resamples"
         )
     out["rows"], out["hosts"] = rows, per_host
-    out["left_out"] = [
-        {k: t[k] for k in ("name", "host", "dft_de", "h_force", "host_fmax", "state_fmax")} for t in left_out
-    ]
+    out["left_out"] = left_out_records(left_out)
     json.dump(out, open(args.out, "w"), indent=1)
     print(f"\n-> {args.out}")
 

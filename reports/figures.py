@@ -442,8 +442,8 @@ def geometry_failures(df) -> np.ndarray:
     """(rows,) bool: validated rows whose DFT single points put a force above ``MAX_STATE_FORCE`` on an atom
     or above ``MAX_H_FORCE`` on H (columns ``dft_fmax``, ``dft_h_force`` of `screen validate`): the model's
     geometry is far from any DFT minimum, so the ΔGH* error there measures the geometry, not the energy
-    (:func:`reports.validate.is_geometry_failure`). All False where those columns are absent."""
-    from .validate import is_geometry_failure
+    (:func:`screening.bench_model.is_geometry_failure`). All False where those columns are absent."""
+    from screening.bench_model import is_geometry_failure
 
     if "dft_fmax" not in df and "dft_h_force" not in df:
         return np.zeros(len(df), dtype=bool)

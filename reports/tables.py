@@ -386,13 +386,12 @@ def select(
             raise InputError(f"bad selection '{spec}'; allowed: top:N with N a positive integer, e.g. top:5")
         out = df[np.isfinite(df["dg"].to_numpy(float))].head(int(n))
     elif spec.startswith("flag:"):
-        from screening.flags import FLAG_NAMES, parse
+        from screening.flags import FLAG_NAMES
 
         name = spec[5:]
         if name not in FLAG_NAMES:
             raise InputError(f"unknown flag '{name}' in selection '{spec}'; allowed: {', '.join(FLAG_NAMES)}")
-        carries = [name in parse(f if isinstance(f, str) else "") for f in df["flags"]]
-        out = df[np.asarray(carries, dtype=bool) & np.isfinite(df["dg"].to_numpy(float))]
+        out = df[df[f"flag_{name}"].to_numpy(bool) & np.isfinite(df["dg"].to_numpy(float))]
     elif spec.startswith("id:"):
         names = [s.strip() for s in spec[3:].split(",") if s.strip()]
         known = list(df["host"])

@@ -105,15 +105,9 @@ class ValidationResult:
         """The DFT single points say the model's geometry is far from any DFT minimum (a force on an atom
         above ``MAX_STATE_FORCE`` or on H above ``MAX_H_FORCE``): its ΔGH* error measures the geometry, not
         the energy, and the benchmarks and the report leave it out of their statistics."""
+        from screening.bench_model import is_geometry_failure
+
         return is_geometry_failure(self.dft_fmax, self.dft_h_force)
-
-
-def is_geometry_failure(fmax: float, h_force: float) -> bool:
-    """True when ``fmax`` (eV/Å, any atom) exceeds ``MAX_STATE_FORCE`` or ``h_force`` (on H) ``MAX_H_FORCE``;
-    nan counts as no failure (no forces stored)."""
-    from screening.bench_model import MAX_H_FORCE, MAX_STATE_FORCE
-
-    return bool((fmax > MAX_STATE_FORCE) or (h_force > MAX_H_FORCE))
 
 
 def default_labels_db(db_path: str | os.PathLike) -> Path:
@@ -161,10 +155,8 @@ def class_states(db_path: str | os.PathLike, selected, classes: Sequence[str]) -
     relaxed host (possible spurious minima). When the best site itself is such a state (the row is flagged
     ``pair_stretched``), its own class is searched too, so the host gets a DFT value at a sane site of it."""
     from screening.anchoring import site_class
-    from screening.flags import FlagConfig, pair_stretch
+    from screening.flags import pair_stretch, stretch_flags
     from screening.store import load_structures
-
-    max_stretch = FlagConfig().max_mm_stretch
 
     out: list[State] = []
     stores: dict[tuple[str, str], Any] = {}  # (model hash, relax hash) -> relaxed rows: one read each
@@ -191,7 +183,7 @@ def class_states(db_path: str | os.PathLike, selected, classes: Sequence[str]) -
                 continue
             if site == str(r["best_site"]):
                 continue  # labelled as the candidate itself
-            if host_atoms is not None and pair_stretch(host_atoms, q["atoms"]) > max_stretch:
+            if host_atoms is not None and stretch_flags(pair_stretch(host_atoms, q["atoms"])):
                 continue
             if np.isfinite(energy) and (c not in best or energy < best[c][0]):
                 best[c] = (energy, q, site)
@@ -613,17 +605,11 @@ def _bond_line_result(
 def _geometry_forces(state, host_label: dict[str, Any], state_label: dict[str, Any]) -> tuple[float, float]:
     """(largest force on any atom of the host and host+H* single points, largest force on an H of the
     host+H* one), eV/Å; nan where a point has no forces."""
-    fmax = [
-        float(np.linalg.norm(np.asarray(lab["forces"]), axis=1).max())
-        for lab in (host_label, state_label)
-        if lab.get("forces") is not None and len(lab["forces"])
-    ]
-    h_force = float("nan")
-    forces = state_label.get("forces")
-    if state is not None and forces is not None and len(forces) == len(state):
-        h = state.numbers == 1
-        if h.any():
-            h_force = float(np.linalg.norm(np.asarray(forces)[h], axis=1).max())
+    from screening.bench_model import largest_force
+
+    fmax = [largest_force(lab.get("forces")) for lab in (host_label, state_label)]
+    fmax = [f for f in fmax if np.isfinite(f)]
+    h_force = float("nan") if state is None else largest_force(state_label.get("forces"), state.numbers)
     return (max(fmax) if fmax else float("nan")), h_force
 
 

@@ -208,26 +208,63 @@ MAX_H_FORCE = 5.0
 MAX_STATE_FORCE = 15.0
 
 
-def h_force(row) -> float:
-    """Largest DFT force (eV/Å) on an H atom of a label row; nan without forces or H."""
+def largest_force(forces, numbers=None) -> float:
+    """Largest force norm (eV/Å) in ``forces`` (N, 3), on the H atoms only when ``numbers`` (N,) is given;
+    nan without forces (or without H, or when the lengths disagree)."""
     import numpy as np
 
-    forces = row.get("forces")
-    numbers = row.numbers
-    if forces is None or not (numbers == 1).any():
+    if forces is None or len(forces) == 0:
         return float("nan")
-    return float(np.linalg.norm(np.asarray(forces)[numbers == 1], axis=1).max())
+    f = np.asarray(forces, dtype=float)
+    if numbers is not None:
+        h = np.asarray(numbers) == 1
+        if len(h) != len(f) or not h.any():
+            return float("nan")
+        f = f[h]
+    return float(np.linalg.norm(f, axis=1).max())
+
+
+def h_force(row) -> float:
+    """Largest DFT force (eV/Å) on an H atom of a label row; nan without forces or H."""
+    return largest_force(row.get("forces"), row.numbers)
 
 
 def max_force(row) -> float:
     """Largest DFT force (eV/Å) on any atom of a label row; nan without forces. At a model-relaxed geometry
     it says how far that geometry is from a DFT minimum."""
-    import numpy as np
+    return largest_force(row.get("forces"))
 
-    forces = row.get("forces")
-    if forces is None or len(forces) == 0:
-        return float("nan")
-    return float(np.linalg.norm(np.asarray(forces), axis=1).max())
+
+def is_geometry_failure(
+    fmax: float, h_force: float, max_h_force: float | None = None, max_state_force: float | None = None
+) -> bool:
+    """True when the largest DFT force on any atom ``fmax`` exceeds ``max_state_force`` (None:
+    ``MAX_STATE_FORCE``) or the one on H ``h_force`` exceeds ``max_h_force`` (None: ``MAX_H_FORCE``), eV/Å:
+    the model's geometry is far from any DFT minimum. nan counts as no failure (no forces stored)."""
+    h_cap = MAX_H_FORCE if max_h_force is None else max_h_force
+    state_cap = MAX_STATE_FORCE if max_state_force is None else max_state_force
+    return bool(h_force > h_cap or fmax > state_cap)
+
+
+def parse_named_models(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """[(NAME, CHECKPOINT)] from the NAME=CHECKPOINT arguments of the DFT benchmark scripts; SystemExit
+    naming a malformed one."""
+    out = []
+    for s in specs:
+        name, sep, path = s.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(
+                f"bad model '{s}'; allowed: NAME=CHECKPOINT, e.g. v0.5.1=potentials/models/default.pt"
+            )
+        out.append((name, path))
+    return out
+
+
+def left_out_records(left_out: Sequence[dict]) -> list[dict]:
+    """The JSON-able part of the triples ``dft_triples`` left out: name, host, DFT ΔE_H and the forces."""
+    return [
+        {k: t[k] for k in ("name", "host", "dft_de", "h_force", "host_fmax", "state_fmax")} for t in left_out
+    ]
 
 
 def dft_triples(
@@ -301,13 +338,14 @@ def dft_triples(
                 key = triple["name"] if geometry == "validate" else f"{triple['name']}/{sh}"
                 if key not in found or triple["_id"] > found[key]["_id"]:
                     found[key] = triple
-        h_cap = MAX_H_FORCE if max_h_force is None else max_h_force
-        state_cap = MAX_STATE_FORCE if max_state_force is None else max_state_force
+        state_cap = max_state_force
         if max_state_force is None and max_h_force is not None and math.isinf(max_h_force):
             state_cap = math.inf  # callers that keep every triple (max_h_force=inf) keep these too
         for t in found.values():
             t = {k: v for k, v in t.items() if k != "_id"}
-            if t["h_force"] > h_cap or max(t["host_fmax"], t["state_fmax"]) > state_cap:
+            if is_geometry_failure(
+                max(t["host_fmax"], t["state_fmax"]), t["h_force"], max_h_force, state_cap
+            ):
                 if left_out is not None:
                     left_out.append(t)
                 continue

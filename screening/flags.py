@@ -33,20 +33,6 @@ FLAG_NAMES: tuple[str, ...] = (
     "aggregates",
 )
 
-#: what each flag means, for reports (thresholds are FlagConfig's defaults; a run may set others)
-FLAG_HELP: dict[str, str] = {
-    "high_variance": "σ(ΔGH*) above 0.15 eV, or |ΔGH*| < 2σ so the sign near the optimum is in doubt",
-    "unstable_host": "a metal left the sheet (> 2 Å from the mean plane of its first shell) or the pair broke "
-    "apart (M–M > 3.6 Å)",
-    "pair_stretched": "H* at the best site moved the metal pair > 0.3 Å apart against the relaxed host "
-    "(column mm_stretch): possibly a spurious minimum of the model; DFT-check it with a relaxation",
-    "h_migrated": "H moved more than 1 Å from its starting site during the relaxation",
-    "h_desorbed": "H ended more than 2.5 Å from every atom",
-    "not_converged": "the relaxation stopped before max |F| < fmax",
-    "nonfinite": "NaN or inf in an energy, force or σ",
-    "aggregates": "formation energy above the stability cut-off (0 eV): the pair would rather form clusters",
-}
-
 
 @dataclass(frozen=True)
 class FlagConfig:
@@ -63,6 +49,22 @@ class FlagConfig:
     # and ΔE_H 5.5 eV above the model's: a spurious minimum; benchmarks/pair_stretch_audit.py)
     max_mm_stretch: float = 0.3
 
+
+_DEFAULTS = FlagConfig()
+#: what each flag means, for reports (the thresholds are FlagConfig's defaults; a run may set others)
+FLAG_HELP: dict[str, str] = {
+    "high_variance": f"σ(ΔGH*) above {_DEFAULTS.max_sigma:g} eV, or |ΔGH*| < {_DEFAULTS.sign_sigmas:g}σ so the sign near the "
+    "optimum is in doubt",
+    "unstable_host": f"a metal left the sheet (> {_DEFAULTS.max_metal_height:g} Å from the mean plane of its first "
+    f"shell) or the pair broke apart (M–M > {_DEFAULTS.max_mm_distance:g} Å)",
+    "pair_stretched": f"H* at the best site moved the metal pair > {_DEFAULTS.max_mm_stretch:g} Å apart against the "
+    "relaxed host (column mm_stretch): possibly a spurious minimum of the model; DFT-check it with a relaxation",
+    "h_migrated": f"H moved more than {_DEFAULTS.h_migration:g} Å from its starting site during the relaxation",
+    "h_desorbed": f"H ended more than {_DEFAULTS.h_desorption:g} Å from every atom",
+    "not_converged": "the relaxation stopped before max |F| < fmax",
+    "nonfinite": "NaN or inf in an energy, force or σ",
+    "aggregates": "formation energy above the stability cut-off (0 eV): the pair would rather form clusters",
+}
 
 PRESETS: dict[str, FlagConfig] = {
     "default": FlagConfig(),
