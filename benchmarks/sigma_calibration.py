@@ -7,8 +7,13 @@ failures left out as in every DFT benchmark): for each NAME=CHECKPOINT it predic
 screen reports them (:func:`screening.bench_model.triple_de`), fits the factor on the calibration triples
 (:func:`screening.cmd_anchor.fit_sigma_factor`, the one `screen anchor --sigma-only` writes, with its
 leave-one-host-out coverage), and reports the test triples' and test hosts' 1σ / 2σ coverage with the
-model's own σ and with the fitted factor. Per host: DFT's lowest labelled site against the model's lowest
-prediction over the same sites, with that site's σ.
+model's own σ and with the fitted factor, their Gaussian NLL and miscalibration area
+(:mod:`potentials.calibration`) and the Spearman correlation of |error| with σ. Per host: DFT's lowest
+labelled site against the model's lowest prediction over the same sites, with that site's σ.
+
+Decision rule (written down in session 24, before the last two calibration hosts had DFT): the product
+applies the fitted factor only if, on the test triples, it lowers both the Gaussian NLL and the
+miscalibration area against the model's own σ. The script prints that verdict per model.
 
 Usage:
   OMP_NUM_THREADS=1 python benchmarks/sigma_calibration.py v0.5.1=potentials/models/default.pt \
@@ -53,6 +58,25 @@ def coverage(z) -> list[float]:
     return [float(np.mean(z <= 1.0)), float(np.mean(z <= 2.0))] if z.size else [float("nan")] * 2
 
 
+def calibration_scores(rows: list[dict], factor: float = 1.0) -> dict:
+    """Gaussian NLL (nats per triple) and miscalibration area (0..0.5) of ``rows`` (dft_de, base, sigma) with
+    σ scaled by ``factor``; nan for no rows."""
+    from potentials.calibration import gaussian_nll, miscalibration_area
+
+    if not rows:
+        return {"nll": float("nan"), "miscalibration_area": float("nan")}
+    y = np.array([r["dft_de"] for r in rows])
+    mu = np.array([r["base"] for r in rows])
+    sig = factor * np.array([r["sigma"] for r in rows])
+    return {"nll": gaussian_nll(y, mu, sig), "miscalibration_area": miscalibration_area(y, mu, sig)}
+
+
+def factor_verdict(own: dict, fitted: dict) -> bool:
+    """The session-24 rule: apply the fitted factor only if it lowers both the test NLL and the test
+    miscalibration area."""
+    return fitted["nll"] < own["nll"] and fitted["miscalibration_area"] < own["miscalibration_area"]
+
+
 def per_host(rows: list[dict]) -> list[dict]:
     """One entry per host: DFT's lowest labelled site (dft_de) and the model's lowest prediction over the same
     sites (base) with that site's sigma."""
@@ -83,6 +107,7 @@ def main() -> None:
     import torch
 
     from potentials.bayes import load_posterior
+    from potentials.calibration import error_sigma_spearman
     from potentials.checkpoint import dft_hosts, load
     from screening.bench_model import dft_triples, left_out_note, left_out_records, triple_de
     from screening.cmd_anchor import fit_sigma_factor
@@ -143,6 +168,11 @@ def main() -> None:
             "test_host_coverage_own": coverage(zh),
             "test_host_coverage_fitted": coverage(zh / f),
             "test_factor": float(np.sqrt(np.mean(z**2))),
+            "test_scores_own": calibration_scores(test),
+            "test_scores_fitted": calibration_scores(test, f),
+            "test_error_sigma_spearman": error_sigma_spearman(
+                [r["dft_de"] for r in test], [r["base"] for r in test], [r["sigma"] for r in test]
+            ),
             "rows": rows,
             "hosts": hosts,
         }
@@ -155,6 +185,19 @@ def main() -> None:
             f"{c['test_coverage_fitted'][0]:.2f} / {c['test_coverage_fitted'][1]:.2f} | "
             f"{c['test_host_coverage_own'][0]:.2f} / {c['test_host_coverage_own'][1]:.2f} | "
             f"{c['test_host_coverage_fitted'][0]:.2f} / {c['test_host_coverage_fitted'][1]:.2f} |"
+        )
+    print(
+        "\n| model | test NLL, own σ | fitted | miscalibration area, own σ | fitted | Spearman |error| vs σ | "
+        "apply the factor? |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, c in out["results"].items():
+        own, fitted = c["test_scores_own"], c["test_scores_fitted"]
+        c["apply_factor"] = factor_verdict(own, fitted)
+        print(
+            f"| {name} | {own['nll']:.3f} | {fitted['nll']:.3f} | {own['miscalibration_area']:.3f} | "
+            f"{fitted['miscalibration_area']:.3f} | {c['test_error_sigma_spearman']:+.2f} | "
+            f"{'yes' if c['apply_factor'] else 'no'} |"
         )
     out["left_out"] = left_out_records(left_out)
     out["wall_s"] = time.perf_counter() - t0
