@@ -63,5 +63,11 @@ def run(args: argparse.Namespace) -> int:
             f"against DFT's lowest labelled site of each host: n = {st['n_host']}, MAE {st['mae_host']:.3f} eV "
             f"({st['n_other_site']} at another site than the model's)"
         )
+    if st.get("n"):
+        from .figures import candidate_check, candidate_check_text
+
+        check = candidate_check_text(candidate_check(df, config.window))
+        if check:
+            print("DFT check of the candidates: " + check)
     print(f"{len(res['files'])} files -> {args.out} (open {args.out.rstrip('/')}/report.html)")
     return 0

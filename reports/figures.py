@@ -485,6 +485,57 @@ def validation_stats(df) -> dict[str, float]:
     return {**out, **host}
 
 
+def candidate_check(df, window: float, k_sigma: float = 2.0) -> dict[str, Any]:
+    """Does DFT confirm the screen's candidates? Over the held-out validated hosts (DFT ΔGH* of the host:
+    :func:`_host_value`, its lowest labelled site, geometry failures at the model's site left out; hosts
+    whose DFT fitted the model left out): ``n_listed`` hosts the model puts inside ±``window`` (eV), of which
+    DFT confirms ``n_confirmed``; ``n_dft_active`` hosts DFT puts inside, of which the model's point list
+    holds ``n_found`` and its ``k_sigma`` list (|ΔGH*| < window + k σ, ``n_sigma_list`` hosts long)
+    ``n_found_sigma``. Host names in ``confirmed``, ``unconfirmed`` and ``missed`` (DFT-active hosts outside
+    the kσ list). {"n_hosts": 0} without validated rows."""
+    dft = _host_value(df)
+    dg = df["dg"].to_numpy(float)
+    sd = np.nan_to_num(df["dg_std"].to_numpy(float))
+    ok = np.isfinite(dft) & np.isfinite(dg) & ~_fit_mask(df)
+    if not ok.any():
+        return {"n_hosts": 0}
+    host = df["host"].astype(str).to_numpy()
+    listed = ok & (np.abs(dg) < window)
+    dft_in = ok & (np.abs(dft) < window)
+    wide = ok & (np.abs(dg) < window + k_sigma * sd)
+    return {
+        "window": window,
+        "k_sigma": k_sigma,
+        "n_hosts": int(ok.sum()),
+        "n_listed": int(listed.sum()),
+        "n_confirmed": int((listed & dft_in).sum()),
+        "confirmed": list(host[listed & dft_in]),
+        "unconfirmed": list(host[listed & ~dft_in]),
+        "n_dft_active": int(dft_in.sum()),
+        "n_found": int((dft_in & listed).sum()),
+        "n_sigma_list": int(wide.sum()),
+        "n_found_sigma": int((dft_in & wide).sum()),
+        "missed": list(host[dft_in & ~wide]),
+    }
+
+
+def candidate_check_text(c: dict[str, Any]) -> str:
+    """One line of :func:`candidate_check` for the report summary; '' without validated hosts."""
+    if not c.get("n_hosts"):
+        return ""
+    w, k = c["window"], c["k_sigma"]
+    names = f" ({', '.join(c['confirmed'])})" if c["confirmed"] else ""
+    text = (
+        f"of the {c['n_listed']} validated held-out host(s) the model puts within ±{w:g} eV, DFT confirms "
+        f"{c['n_confirmed']}{names}; of the {c['n_dft_active']} DFT puts there (of {c['n_hosts']} validated), the "
+        f"model's ±{w:g} eV list holds {c['n_found']} and its {k:g}σ list (|ΔGH*| < {w:g} eV + {k:g}σ, "
+        f"{c['n_sigma_list']} of the {c['n_hosts']}) {c['n_found_sigma']}"
+    )
+    if c["missed"]:
+        text += f"; missed by both: {', '.join(c['missed'])}"
+    return text
+
+
 def _host_stats(df) -> dict[str, float]:
     """The host's ΔGH* is a minimum over sites: MAE of the model's ΔGH* against DFT's lowest labelled site
     (``dft_dg_host``, validate --site-classes) over the held-out rows that have one, also where the model's own

@@ -201,6 +201,12 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
             f"({stats['n_host']} hosts; on {stats['n_other_site']} DFT's lowest site is not the model's: "
             "`screen validate --site-classes` labels the best site of each binding class)"
         )
+    if stats and stats.get("n"):
+        from .figures import candidate_check, candidate_check_text
+
+        check = candidate_check_text(candidate_check(df, config.window))
+        if check:
+            out["DFT check of the candidates"] = check
     mm = mm_force_text(df)
     if mm:
         out["DFT force on the metal pair"] = mm

@@ -523,3 +523,43 @@ def test_of_two_runs_as_large_the_one_written_last_is_reported(tmp_path):
     df = load_table(db_path)
     assert set(df["settings_hash"]) == {"zzz_newest"} and len(df) == 2
     assert [r["settings_hash"] for r in df.attrs["runs"]] == ["zzz_newest", "aaa_mid", "stest"]
+
+
+def test_candidate_check_counts_what_dft_confirms_of_the_top_list(tmp_path):
+    """The report's check of the candidates against DFT: of the hosts the model puts inside the window, how
+    many DFT confirms; of those DFT puts inside, how many the model's point list and its 2σ list hold. Hosts
+    whose DFT fitted the model and geometry failures at the model's site are no test."""
+    from reports.figures import candidate_check, candidate_check_text, validation_stats
+    from reports.html import summary
+    from reports.tables import ReportConfig, load_table, rank
+    from screening.bench_model import MAX_STATE_FORCE
+
+    db_path = make_results_db(tmp_path / "r.db", metals=("Cu", "Ni", "Co", "Fe"), motifs=("3Nb",), hetero=())
+    df = load_table(db_path)
+    assert candidate_check(df, 0.2) == {"n_hosts": 0}  # nothing validated
+    by = {h: i for i, h in enumerate(df["host"])}
+    df["dg"], df["dg_std"], df["dft_dg"] = 0.0, 0.1, np.nan
+    rows = {  # host: (model ΔGH*, DFT ΔGH*)
+        "Cu2@3Nb": (0.05, 0.10),  # listed, confirmed
+        "Ni2@3Nb": (-0.10, 0.60),  # listed, not confirmed
+        "Co2@3Nb": (0.35, -0.05),  # DFT-active, outside the point list, inside 0.2 + 2σ
+        "Fe2@3Nb": (0.90, 0.00),  # DFT-active, missed by both lists
+    }
+    for h, (m, d) in rows.items():
+        df.loc[by[h], ["dg", "dft_dg"]] = m, d
+    c = candidate_check(df, 0.2)
+    assert (c["n_hosts"], c["n_listed"], c["n_confirmed"], c["confirmed"]) == (4, 2, 1, ["Cu2@3Nb"])
+    assert c["unconfirmed"] == ["Ni2@3Nb"]
+    assert (c["n_dft_active"], c["n_found"], c["n_found_sigma"], c["n_sigma_list"]) == (3, 1, 2, 3)
+    assert c["missed"] == ["Fe2@3Nb"]
+    text = candidate_check_text(c)
+    assert "DFT confirms 1 (Cu2@3Nb)" in text and "missed by both: Fe2@3Nb" in text
+    # a narrower window confirms nothing; a geometry failure at the model's site and a DFT-fitted host drop out
+    assert candidate_check(df, 0.02)["n_listed"] == 0
+    df["dft_fmax"] = 1.0
+    df.loc[by["Fe2@3Nb"], "dft_fmax"] = MAX_STATE_FORCE + 1.0
+    df["dft_fit"] = df["host"] == "Ni2@3Nb"
+    c = candidate_check(df, 0.2)
+    assert (c["n_hosts"], c["n_listed"], c["n_dft_active"], c["missed"]) == (2, 1, 2, [])
+    facts = summary(rank(df), ReportConfig(), str(db_path), validation_stats(df))
+    assert facts["DFT check of the candidates"].startswith("of the 1 validated held-out host(s)")
