@@ -252,3 +252,24 @@ second_host_step anchor_s20cu
 #     80 % of resamples): the same as step 20cu. NOT shipped. Its posterior (runs/anchor_s21/replay-*/posterior.pt)
 #     is re-measured on held-out hosts labelled later by benchmarks/student_teacher.py --hosts-file.
 second_host_step anchor_s21
+# 22. v0.6-dft (shipped since session 24, issue 10; docs/dft.md nineteenth measurement): step 21's posterior
+#     unchanged. With all 24 held-out hosts labelled (37 DFT triples) it is as accurate as v0.5.1 (per host
+#     0.328 against 0.337 eV, paired -0.008, 90 % -0.067 to +0.048) and its σ is better calibrated (2σ covers
+#     95 % of the 37 errors against 89 %; per-host Gaussian NLL 0.24 lower, 90 % -0.49 to -0.03; BENCHMARKS.md
+#     heldout_recheck_s24, sigma_calibration_s24). Its full screen (runs/screen8, 19 min on a core shared
+#     with two GPAW workers) against v0.5.1's (runs/screen7): ΔGH* Spearman 0.86, E_f 0.97, 17 hosts flagged
+#     `aggregates` (23), one `pair_stretched` (Ag2@2Nf at ΔGH* -0.88 eV; Rh2@2Nd no longer).
+cp runs/anchor_s21/replay-*/posterior.pt potentials/models/default.pt
+screen run --metals all --motifs all --db runs/screen8/results.db
+python benchmarks/compare_screens.py runs/screen7/results.db runs/screen8/results.db \
+  mf1f0d8beecbfac41/sac5fe908216b3a49 m59dbb364553297a7
+python benchmarks/pair_stretch_audit.py runs/screen8/results.db m59dbb364553297a7 \
+  --out benchmarks/results/pair_stretch_audit_v06.json
+python -c "from ase.io import read, write; from potentials.checkpoint import load; \
+from ase.calculators.singlepoint import SinglePointCalculator as SP; \
+new, old = ({k: float(v) for k, v in c['e0s'].items()} for c in (load('potentials/models/default.pt'), \
+load('runs/v04_dft_site.pt'))); fr = read('benchmarks/data/replay/pre_valid.extxyz', ':'); \
+[setattr(a, 'calc', SP(a, energy=a.get_potential_energy() + sum(new[s] - old[s] for s in a.get_chemical_symbols()), \
+forces=a.get_forces())) for a in fr]; write('runs/pre_valid_dftref_s21.extxyz', fr)"
+screen bench model --model potentials/models/default.pt --dft-db dft/labels.db \
+  --valid runs/pre_valid_dftref_s21.extxyz --note "$(sed -n 8p potentials/models/MODEL_CARD.md)"

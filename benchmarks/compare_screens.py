@@ -5,6 +5,9 @@ the mean absolute change, the Spearman rank correlation, how many hosts each fla
 many best sites sit on a metal. Energies in eV.
 
     python benchmarks/compare_screens.py runs/screen4/results.db runs/screen6/results.db [HASH_A [HASH_B]]
+
+A hash may name the settings too, MODEL_HASH/SETTINGS_HASH, for a store that holds one model's rows under
+several settings (e.g. runs/screen7: mf1f0d8beecbfac41/sac5fe908216b3a49).
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from screening.store import load_results
 
 
 def compare(db_a: str, db_b: str, hash_a: str | None = None, hash_b: str | None = None) -> dict:
-    a = load_results(db_a, model_hash=hash_a).set_index("host")
-    b = load_results(db_b, model_hash=hash_b).set_index("host")
+    def read(db: str, spec: str | None):
+        model, _, settings = (spec or "").partition("/")
+        return load_results(db, model_hash=model or None, settings_hash=settings or None).set_index("host")
+
+    a, b = read(db_a, hash_a), read(db_b, hash_b)
     for name, df in (("A", a), ("B", b)):
         if df.index.has_duplicates:
             raise SystemExit(
-                f"store {name} holds several models' rows: name the model hash (a third and fourth argument)"
+                f"store {name} holds several runs' rows: name them, MODEL_HASH[/SETTINGS_HASH] (a third and "
+                "fourth argument)"
             )
     both = a.index.intersection(b.index)
     a, b = a.loc[both], b.loc[both]
