@@ -11,6 +11,10 @@ model's own σ and with the fitted factor, their Gaussian NLL and miscalibration
 (:mod:`potentials.calibration`) and the Spearman correlation of |error| with σ. Per host: DFT's lowest
 labelled site against the model's lowest prediction over the same sites, with that site's σ.
 
+Then, over every held-out triple (calibration and test together), each model's own-σ coverage, RMS z and
+per-host Gaussian NLL (mean over a host's triples, then over hosts), and for every model after the first the
+paired per-host NLL difference against the first with a 90 % bootstrap interval over hosts.
+
 Decision rule (written down in session 24, before the last two calibration hosts had DFT): the product
 applies the fitted factor only if, on the test triples, it lowers both the Gaussian NLL and the
 miscalibration area against the model's own σ. The script prints that verdict per model.
@@ -75,6 +79,27 @@ def factor_verdict(own: dict, fitted: dict) -> bool:
     """The session-24 rule: apply the fitted factor only if it lowers both the test NLL and the test
     miscalibration area."""
     return fitted["nll"] < own["nll"] and fitted["miscalibration_area"] < own["miscalibration_area"]
+
+
+def host_nll(rows: list[dict]) -> dict[str, float]:
+    """Gaussian NLL (nats) of each host, the mean over its triples of rows (dft_de, base, sigma)."""
+    out: dict[str, list[float]] = {}
+    for r in rows:
+        z = (r["base"] - r["dft_de"]) / r["sigma"]
+        out.setdefault(r["host"], []).append(
+            0.5 * z * z + float(np.log(r["sigma"])) + 0.5 * np.log(2 * np.pi)
+        )
+    return {h: float(np.mean(v)) for h, v in out.items()}
+
+
+def paired_nll(a: dict[str, float], b: dict[str, float], n_boot: int = 5000, seed: int = 0) -> dict:
+    """Mean per-host NLL difference b − a over the hosts both have (negative: b better), its 90 % percentile
+    bootstrap interval (hosts resampled together) and the share of resamples where b is lower."""
+    hosts = sorted(set(a) & set(b))
+    d = np.array([b[h] - a[h] for h in hosts])
+    boot = d[np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    return {"n": len(hosts), "diff": float(d.mean()), "lo": float(np.quantile(boot, 0.05)),
+            "hi": float(np.quantile(boot, 0.95)), "p_lower": float(np.mean(boot < 0))}  # fmt: skip
 
 
 def per_host(rows: list[dict]) -> list[dict]:
@@ -198,6 +223,28 @@ def main() -> None:
             f"| {name} | {own['nll']:.3f} | {fitted['nll']:.3f} | {own['miscalibration_area']:.3f} | "
             f"{fitted['miscalibration_area']:.3f} | {c['test_error_sigma_spearman']:+.2f} | "
             f"{'yes' if c['apply_factor'] else 'no'} |"
+        )
+    print(
+        "\n| model (all held-out triples) | triples / hosts | 1σ / 2σ, own σ | RMS z | per-host NLL | against the first |"
+    )
+    print("|---|---|---|---|---|---|")
+    first = None
+    for name, c in out["results"].items():
+        rows = c["rows"]
+        z = np.array([(r["base"] - r["dft_de"]) / r["sigma"] for r in rows])
+        nll = host_nll(rows)
+        c["all_coverage_own"] = coverage(z)
+        c["all_rms_z"] = float(np.sqrt(np.mean(z**2)))
+        c["all_host_nll"] = float(np.mean(list(nll.values())))
+        vs = ""
+        if first is None:
+            first = nll
+        else:
+            c["paired_host_nll"] = pr = paired_nll(first, nll)
+            vs = f"{pr['diff']:+.3f} (90 % {pr['lo']:+.3f} to {pr['hi']:+.3f}, lower in {pr['p_lower']:.0%})"
+        print(
+            f"| {name} | {len(rows)} / {len(nll)} | {c['all_coverage_own'][0]:.2f} / {c['all_coverage_own'][1]:.2f} "
+            f"| {c['all_rms_z']:.2f} | {c['all_host_nll']:.3f} | {vs} |"
         )
     out["left_out"] = left_out_records(left_out)
     out["wall_s"] = time.perf_counter() - t0
