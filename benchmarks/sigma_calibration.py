@@ -83,21 +83,24 @@ def factor_verdict(own: dict, fitted: dict) -> bool:
 
 def host_nll(rows: list[dict]) -> dict[str, float]:
     """Gaussian NLL (nats) of each host, the mean over its triples of rows (dft_de, base, sigma)."""
-    out: dict[str, list[float]] = {}
-    for r in rows:
-        z = (r["base"] - r["dft_de"]) / r["sigma"]
-        out.setdefault(r["host"], []).append(
-            0.5 * z * z + float(np.log(r["sigma"])) + 0.5 * np.log(2 * np.pi)
-        )
-    return {h: float(np.mean(v)) for h, v in out.items()}
+    from potentials.calibration import gaussian_nll
+
+    hosts = sorted({r["host"] for r in rows})
+    out = {}
+    for h in hosts:
+        rs = [r for r in rows if r["host"] == h]
+        out[h] = gaussian_nll([r["dft_de"] for r in rs], [r["base"] for r in rs], [r["sigma"] for r in rs])
+    return out
 
 
 def paired_nll(a: dict[str, float], b: dict[str, float], n_boot: int = 5000, seed: int = 0) -> dict:
     """Mean per-host NLL difference b − a over the hosts both have (negative: b better), its 90 % percentile
     bootstrap interval (hosts resampled together) and the share of resamples where b is lower."""
+    from screening.bench_anchor import bootstrap_means
+
     hosts = sorted(set(a) & set(b))
     d = np.array([b[h] - a[h] for h in hosts])
-    boot = d[np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    boot = bootstrap_means(d, n_boot, seed)
     return {"n": len(hosts), "diff": float(d.mean()), "lo": float(np.quantile(boot, 0.05)),
             "hi": float(np.quantile(boot, 0.95)), "p_lower": float(np.mean(boot < 0))}  # fmt: skip
 

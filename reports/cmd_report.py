@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
             f"({st['n_other_site']} at another site than the model's)"
         )
     if st.get("n"):
-        from .figures import candidate_check, candidate_check_text
+        from .figures import candidate_check_text
 
-        check = candidate_check_text(candidate_check(df, config.window))
+        check = candidate_check_text(st.get("candidates", {}))
         if check:
             print("DFT check of the candidates: " + check)
     print(f"{len(res['files'])} files -> {args.out} (open {args.out.rstrip('/')}/report.html)")

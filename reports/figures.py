@@ -458,9 +458,10 @@ def _fit_mask(df) -> np.ndarray:
     return df["dft_fit"].to_numpy(bool) if "dft_fit" in df else np.zeros(len(df), dtype=bool)
 
 
-def validation_stats(df) -> dict[str, float]:
+def validation_stats(df, window: float = ReportConfig.window) -> dict[str, Any]:
     """MAE, RMSE, mean signed error (model − DFT), fractions inside 1σ and 2σ, n, over the validated rows
-    whose DFT labels did not fit the model, by anchoring or training (``n_dft_fit`` counts those left out); eV."""
+    whose DFT labels did not fit the model, by anchoring or training (``n_dft_fit`` counts those left out); eV.
+    With validated rows also ``candidates``, :func:`candidate_check` at ``window`` (eV, the report's)."""
     d = _validated(df)
     n_fit = len(_validated(df, dft_fit=True))
     host = _host_stats(df)
@@ -481,6 +482,7 @@ def validation_stats(df) -> dict[str, float]:
         "within_1sigma": float(np.mean(z <= 1.0)),
         "within_2sigma": float(np.mean(z <= 2.0)),
         "n_dft_fit": n_fit,
+        "candidates": candidate_check(df, window),
     }
     return {**out, **host}
 
@@ -571,7 +573,7 @@ def parity(df, out: Path, config: ReportConfig) -> dict[str, Path]:
     fit = _validated(df, dft_fit=True)
     x, y, s = d["dft_dg"].to_numpy(float), d["dg"].to_numpy(float), np.nan_to_num(d["dg_std"].to_numpy(float))
     xf, yf = fit["dft_dg"].to_numpy(float), fit["dg"].to_numpy(float)
-    st = validation_stats(df)
+    st = validation_stats(df, config.window)
     xh = _host_dft(d)
     moved = np.isfinite(xh) & (xh < x - 1e-6)  # DFT's lowest labelled site is another site
     part = df[  # held out, DFT at other sites of the host but not at the model's

@@ -202,9 +202,9 @@ def summary(df, config: ReportConfig, db_path: str, stats: Mapping[str, Any] | N
             "`screen validate --site-classes` labels the best site of each binding class)"
         )
     if stats and stats.get("n"):
-        from .figures import candidate_check, candidate_check_text
+        from .figures import candidate_check_text
 
-        check = candidate_check_text(candidate_check(df, config.window))
+        check = candidate_check_text(stats.get("candidates", {}))
         if check:
             out["DFT check of the candidates"] = check
     mm = mm_force_text(df)
@@ -345,7 +345,7 @@ def build_report(
     try:
         write_tables(df, tmp, config)
         figures = make_figures(df, tmp, config)
-        stats = validation_stats(df)
+        stats = validation_stats(df, config.window)
         write_html(tmp / "report.html", df, figures, config, str(db_path), stats)
         out.mkdir(exist_ok=True)
         files = []

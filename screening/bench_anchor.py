@@ -201,6 +201,14 @@ def _stats(rows: list[dict], key: str, correction: float = 0.24, window: float =
     return out
 
 
+def bootstrap_means(values, n_boot: int = 2000, seed: int = 0):
+    """(n_boot,) means of ``values`` (one per host) resampled with replacement, hosts drawn together."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    return v[np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+
+
 def bootstrap_mae_ci(abs_err, n_boot: int = 2000, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval (eV) of the mean of ``abs_err`` (one absolute error per host): hosts
     resampled with replacement ``n_boot`` times. With ten hosts the interval is wide; two variants whose
@@ -210,8 +218,7 @@ def bootstrap_mae_ci(abs_err, n_boot: int = 2000, level: float = 0.9, seed: int 
     e = np.asarray(abs_err, float)
     if e.size == 0:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = e[rng.integers(0, e.size, size=(n_boot, e.size))].mean(axis=1)
+    means = bootstrap_means(e, n_boot, seed)
     q = (1.0 - level) / 2.0
     return float(np.quantile(means, q)), float(np.quantile(means, 1.0 - q))
 
@@ -235,8 +242,7 @@ def paired_host_difference(
     a = np.abs([err_a[h] for h in hosts])
     b = np.abs([err_b[h] for h in hosts])
     d = b - a
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(axis=1)
+    boot = bootstrap_means(d, n_boot, seed)
     q = (1.0 - level) / 2.0
     return {
         "n": len(hosts),
